@@ -1,0 +1,101 @@
+"""Mixing networks: how per-agent utilities Q_i combine into the team value Q_tot.
+
+- ``qmix`` (Rashid et al., ICML 2018, arXiv:1803.11485, section 4): a two-layer mixing network whose
+  weights and biases are produced by hypernetworks conditioned on the global state. Mixing weights
+  pass through |.| so dQ_tot/dQ_i >= 0 (monotonicity), which makes each agent's greedy action
+  consistent with the argmax of Q_tot. ELU between the layers; the final bias V(s) is a 2-layer MLP.
+  Hypernetworks have 1 layer (the paper) or 2 (pymarl's ``hypernet_layers: 2``).
+- ``vdn`` (Sunehag et al. 2017): Q_tot = sum_i Q_i.
+- ``none``: independent Q-learning; there is no Q_tot and each agent learns from the team reward.
+
+Mixers exist only on the workstation: nothing here is ever exported.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+MixerKind = Literal["qmix", "vdn", "none"]
+
+
+class VDNMixer(nn.Module):
+    """Q_tot = sum of agent utilities. ``agent_qs`` (..., n_agents) -> (...,)."""
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        del states
+        return agent_qs.sum(dim=-1)
+
+
+class QMixer(nn.Module):
+    """QMIX's monotonic mixing network. ``agent_qs`` (..., n_agents), ``states`` (..., state_dim) -> (...,)."""
+
+    def __init__(
+        self,
+        n_agents: int,
+        state_dim: int,
+        embed_dim: int = 32,
+        hypernet_layers: Literal[1, 2] = 1,
+        hypernet_embed: int = 64,
+    ) -> None:
+        super().__init__()
+        if hypernet_layers not in (1, 2):
+            raise ValueError(f"hypernet_layers must be 1 or 2; found {hypernet_layers!r}")
+        self.n_agents = n_agents
+        self.state_dim = state_dim
+        self.embed_dim = embed_dim
+
+        def hyper(out: int) -> nn.Module:
+            if hypernet_layers == 1:
+                return nn.Linear(state_dim, out)
+            return nn.Sequential(
+                nn.Linear(state_dim, hypernet_embed), nn.ReLU(), nn.Linear(hypernet_embed, out)
+            )
+
+        self.hyper_w1 = hyper(n_agents * embed_dim)
+        self.hyper_w_final = hyper(embed_dim)
+        self.hyper_b1 = nn.Linear(state_dim, embed_dim)
+        self.hyper_v = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+
+    def forward(self, agent_qs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
+        if states is None:
+            raise ValueError("the qmix mixer is conditioned on the global state; pass states")
+        lead = agent_qs.shape[:-1]
+        qs = agent_qs.reshape(-1, 1, self.n_agents)  # (B, 1, n_agents)
+        s = states.reshape(-1, self.state_dim)  # (B, state_dim)
+        w1 = torch.abs(self.hyper_w1(s)).view(-1, self.n_agents, self.embed_dim)  # (B, n, E)
+        b1 = self.hyper_b1(s).view(-1, 1, self.embed_dim)  # (B, 1, E)
+        hidden = F.elu(torch.bmm(qs, w1) + b1)  # (B, 1, E)
+        w_final = torch.abs(self.hyper_w_final(s)).view(-1, self.embed_dim, 1)  # (B, E, 1)
+        v = self.hyper_v(s).view(-1, 1, 1)  # (B, 1, 1)
+        q_tot = torch.bmm(hidden, w_final) + v  # (B, 1, 1)
+        return q_tot.view(lead)
+
+
+MIXERS: dict[str, str] = {
+    "qmix": "monotonic mixing network with state-conditioned hypernetworks (QMIX)",
+    "vdn": "sum of agent utilities (VDN)",
+    "none": "no mixer: independent Q-learning (IQL)",
+}
+"""The visible registry of mixer kinds and what each is."""
+
+
+def make_mixer(
+    kind: MixerKind,
+    n_agents: int,
+    state_dim: int,
+    embed_dim: int = 32,
+    hypernet_layers: Literal[1, 2] = 1,
+    hypernet_embed: int = 64,
+) -> nn.Module | None:
+    """Build the mixer named ``kind`` (``None`` for independent Q-learning)."""
+    if kind == "qmix":
+        return QMixer(n_agents, state_dim, embed_dim, hypernet_layers, hypernet_embed)
+    if kind == "vdn":
+        return VDNMixer()
+    if kind == "none":
+        return None
+    raise ValueError(f"mixer must be one of {sorted(MIXERS)}; found {kind!r}")

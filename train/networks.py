@@ -1,0 +1,163 @@
+"""Agent utility networks: one Q-network per agent, shared or not, MLP or GRU.
+
+The agent network is the only part of QMIX that leaves the workstation: `qmix_edge.export` wraps one
+agent's slice of it into an ONNX graph. It sees only that agent's own inputs:
+
+    input = [ own observation (zero-padded to the largest agent)
+            | one-hot previous action (optional; all zeros at t=0)
+            | one-hot agent id (optional) ]
+
+Architectures (Rashid et al. 2018, QMIX; pymarl's `rnn_agent` and EPyMARL's MLP agent):
+- ``mlp``: FC -> ReLU -> FC -> ReLU -> FC.
+- ``gru``: FC -> ReLU -> GRUCell -> FC. Hidden state belongs to one agent and is reset at episode
+  start by the caller (pass ``h=None`` or zeros).
+
+With parameter sharing off, each agent has its own weights; the per-agent layers are stored as one
+stacked tensor (``GroupedLinear``) so all agents still run in one batched matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qmix_edge.envs import EnvSpec
+
+AgentNetworkKind = Literal["mlp", "gru"]
+
+
+class GroupedLinear(nn.Module):
+    """A linear layer with one weight set per agent (``groups = n_agents``) or one shared (``groups = 1``).
+
+    Input ``(..., n_agents, in_features)`` -> output ``(..., n_agents, out_features)``.
+    Initialised like `torch.nn.Linear` (Kaiming-uniform weights, fan-in uniform bias).
+    """
+
+    def __init__(self, groups: int, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.groups = groups
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(groups, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == 1:
+            return x @ self.weight[0] + self.bias[0]
+        # x: (..., n_agents, in) ; weight: (n_agents, in, out)
+        return torch.einsum("...ni,nio->...no", x, self.weight) + self.bias
+
+    def for_agent(self, agent_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This agent's (weight (in, out), bias (out,)): what the exporter folds into its graph."""
+        g = 0 if self.groups == 1 else agent_index
+        return self.weight[g], self.bias[g]
+
+
+class AgentNetwork(nn.Module):
+    """The per-agent Q-networks of a team, batched over agents.
+
+    Shapes: ``obs`` (..., n_agents, max_obs_dim); ``prev_action`` (..., n_agents) int64 with -1 for
+    none; Q-values (..., n_agents, max_n_actions); hidden (..., n_agents, hidden_dim).
+    """
+
+    def __init__(
+        self,
+        spec: EnvSpec,
+        kind: AgentNetworkKind = "mlp",
+        hidden_dim: int = 64,
+        share_params: bool = True,
+        use_prev_action: bool = False,
+        use_agent_id: bool = True,
+    ) -> None:
+        super().__init__()
+        if kind not in ("mlp", "gru"):
+            raise ValueError(f"agent network kind must be 'mlp' or 'gru'; found {kind!r}")
+        self.kind: AgentNetworkKind = kind
+        self.n_agents = spec.n_agents
+        self.obs_dim = spec.max_obs_dim
+        self.n_actions = spec.max_n_actions
+        self.hidden_dim = hidden_dim
+        self.share_params = share_params
+        self.use_prev_action = use_prev_action
+        self.use_agent_id = use_agent_id
+        groups = 1 if share_params else spec.n_agents
+        h = hidden_dim
+        self.fc1 = GroupedLinear(groups, self.input_dim, h)
+        if kind == "mlp":
+            self.fc2 = GroupedLinear(groups, h, h)
+            self.out = GroupedLinear(groups, h, self.n_actions)
+        else:
+            # GRUCell as in torch.nn.GRUCell, gate order (reset, update, new).
+            self.gru_ih = GroupedLinear(groups, h, 3 * h)
+            self.gru_hh = GroupedLinear(groups, h, 3 * h)
+            self.out = GroupedLinear(groups, h, self.n_actions)
+        self.register_buffer("agent_ids", torch.eye(spec.n_agents), persistent=False)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.kind == "gru"
+
+    @property
+    def input_dim(self) -> int:
+        d = self.obs_dim
+        if self.use_prev_action:
+            d += self.n_actions
+        if self.use_agent_id:
+            d += self.n_agents
+        return d
+
+    def initial_hidden(self, *batch_shape: int) -> torch.Tensor:
+        """Zeros of shape (*batch_shape, n_agents, hidden_dim): the state at episode start."""
+        return torch.zeros(*batch_shape, self.n_agents, self.hidden_dim)
+
+    def build_inputs(self, obs: torch.Tensor, prev_action: torch.Tensor | None) -> torch.Tensor:
+        """Concatenate the optional one-hot parts onto ``obs`` -> (..., n_agents, input_dim)."""
+        parts = [obs]
+        if self.use_prev_action:
+            if prev_action is None:
+                raise ValueError("this network was built with use_prev_action; pass prev_action")
+            # -1 (no previous action) maps to all zeros.
+            onehot = F.one_hot((prev_action + 1).clamp(min=0), self.n_actions + 1)[..., 1:]
+            parts.append(onehot.to(obs.dtype))
+        if self.use_agent_id:
+            parts.append(self.agent_ids.expand(*obs.shape[:-1], self.n_agents))
+        return torch.cat(parts, dim=-1) if len(parts) > 1 else obs
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        prev_action: torch.Tensor | None = None,
+        hidden: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Q-values (..., n_agents, n_actions) and the next hidden state (None for ``mlp``)."""
+        x = F.relu(self.fc1(self.build_inputs(obs, prev_action)))  # (..., n_agents, hidden)
+        if self.kind == "mlp":
+            return self.out(F.relu(self.fc2(x))), None
+        if hidden is None:
+            hidden = torch.zeros_like(x)
+        h_next = gru_cell(hidden, self.gru_ih(x), self.gru_hh(hidden))
+        return self.out(h_next), h_next
+
+
+def gru_cell(h: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:
+    """The GRUCell update given the input and hidden projections (gate order r, z, n as torch)."""
+    i_r, i_z, i_n = gi.chunk(3, dim=-1)
+    h_r, h_z, h_n = gh.chunk(3, dim=-1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1.0 - z) * n + z * h
+
+
+AGENT_NETWORKS: dict[str, str] = {
+    "mlp": "FC-ReLU-FC-ReLU-FC (EPyMARL's MLP agent; the seed's default)",
+    "gru": "FC-ReLU-GRUCell-FC (pymarl's rnn_agent)",
+}
+"""The visible registry of agent network kinds and what each is."""
