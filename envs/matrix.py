@@ -76,10 +76,14 @@ class TwoStepGame(TeamEnv):
 class MatrixGame(TeamEnv):
     """A one-step cooperative matrix game for any number of agents: reward = payoff[a_1, ..., a_n]."""
 
-    def __init__(self, payoff: np.ndarray | Sequence[Sequence[float]], env_id: str = "matrix") -> None:
+    def __init__(
+        self, payoff: np.ndarray | Sequence[Sequence[float]], env_id: str = "matrix"
+    ) -> None:
         table = np.asarray(payoff, dtype=np.float32)
         if table.ndim < 1 or min(table.shape) < 1:
-            raise EnvError(f"expected a payoff array with one axis per agent; found shape {table.shape}")
+            raise EnvError(
+                f"expected a payoff array with one axis per agent; found shape {table.shape}"
+            )
         self.payoff = table
         agents = tuple(AgentSpec(f"agent_{i}", 1, n) for i, n in enumerate(table.shape))
         self.spec = EnvSpec(env_id=env_id, agents=agents, state_dim=1, episode_limit=1)

@@ -58,7 +58,9 @@ class QMixer(nn.Module):
         self.hyper_w1 = hyper(n_agents * embed_dim)
         self.hyper_w_final = hyper(embed_dim)
         self.hyper_b1 = nn.Linear(state_dim, embed_dim)
-        self.hyper_v = nn.Sequential(nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1))
+        self.hyper_v = nn.Sequential(
+            nn.Linear(state_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, 1)
+        )
 
     def forward(self, agent_qs: torch.Tensor, states: torch.Tensor | None = None) -> torch.Tensor:
         if states is None:
