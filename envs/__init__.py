@@ -3,6 +3,10 @@
 Numpy only (PettingZoo, mpe2 and Gymnasium are imported lazily, when an environment that needs them
 is made): training, the coordinator's simulation mode and the reference evaluation all import this
 package, and it must never import torch.
+
+Entry points: `make_env` (an id -> a `TeamEnv`; `BUILTIN_ENVS` is the table of short names),
+`PettingZooTeamEnv` (the Parallel API adapter), and the vector envs the trainer's collector drives
+(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`).
 """
 
 from __future__ import annotations
@@ -10,16 +14,37 @@ from __future__ import annotations
 from .base import TeamEnv
 from .errors import EnvError, UnsupportedEnvError
 from .matrix import MatrixGame, TwoStepGame
+from .pettingzoo_env import PettingZooTeamEnv
+from .registry import BUILTIN_ENVS, BuiltinEnv, builtin_env_names, make_env
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
+from .vector import (
+    EnvFactory,
+    SubprocVectorEnv,
+    SyncVectorEnv,
+    VectorStepResult,
+    VectorTeamEnv,
+    make_vector_env,
+)
 
 __all__ = [
+    "BUILTIN_ENVS",
     "AgentSpec",
+    "BuiltinEnv",
     "EnvError",
+    "EnvFactory",
     "EnvSpec",
     "MatrixGame",
+    "PettingZooTeamEnv",
     "StepResult",
+    "SubprocVectorEnv",
+    "SyncVectorEnv",
     "TeamEnv",
     "TeamStep",
     "TwoStepGame",
     "UnsupportedEnvError",
+    "VectorStepResult",
+    "VectorTeamEnv",
+    "builtin_env_names",
+    "make_env",
+    "make_vector_env",
 ]
