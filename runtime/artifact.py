@@ -1,0 +1,464 @@
+"""The artifact a device receives: the manifest, its integrity checks, and the ArtifactError family.
+
+An artifact directory holds ``manifest.json``, one ``<agent_id>.onnx`` per agent, optional
+reduced-precision variants (``<agent_id>.int8.onnx``, ``<agent_id>.fp16.onnx``) and optionally
+``manifest.sig`` (an Ed25519 signature over the exact bytes of ``manifest.json``). The manifest
+lists every file with its sha256, so one signature covers every graph.
+
+Each graph carries the manifest in its ``metadata_props`` (key `METADATA_MANIFEST_KEY`) so that a
+graph alone explains itself. A file cannot contain its own hash (or its own final size), so the
+mirrored copy is the manifest with every ``sha256`` and ``size_bytes`` field removed
+(`Manifest.mirror_dict`); a device checks that a graph's
+mirror equals the manifest it loaded (`Manifest.check_mirror`) after the graph's bytes were hashed.
+
+No torch and no ``onnx`` package here: this module is imported on devices with the base install
+(numpy, onnxruntime, cryptography).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from .tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
+
+SIGNATURE_FILE: Final = "manifest.sig"
+"""The detached Ed25519 signature over the bytes of ``manifest.json`` (64 raw bytes)."""
+METADATA_MANIFEST_KEY: Final = "qmix_edge.manifest"
+"""``metadata_props`` key of the mirrored manifest (JSON, ``sha256``/``size_bytes`` removed)."""
+METADATA_AGENT_KEY: Final = "qmix_edge.agent_id"
+"""``metadata_props`` key naming the agent a graph belongs to."""
+METADATA_PRECISION_KEY: Final = "qmix_edge.precision"
+"""``metadata_props`` key naming the graph's precision (``fp32``, ``int8``, ``fp16``)."""
+
+Precision = Literal["fp32", "int8", "fp16"]
+PRECISIONS: Final[tuple[str, ...]] = ("fp32", "int8", "fp16")
+"""fp32 is the graph the parity gate checked and what the runtime uses by default."""
+
+
+# --------------------------------------------------------------------------------------- errors
+class ArtifactError(Exception):
+    """Base class: the artifact cannot be used as it is. Nothing was loaded."""
+
+
+class ArtifactMissingError(ArtifactError, FileNotFoundError):
+    """The artifact directory, the manifest, a graph or the signature file does not exist."""
+
+
+class ArtifactCorruptError(ArtifactError):
+    """A file exists but cannot be parsed (bad JSON, missing fields, a graph onnxruntime rejects)."""
+
+
+class ArtifactFormatError(ArtifactError):
+    """The manifest was written in a newer format than this runtime reads."""
+
+
+class ArtifactIntegrityError(ArtifactError):
+    """A file's sha256 does not match the manifest, or a graph disagrees with the manifest."""
+
+
+class SignatureError(ArtifactError):
+    """The Ed25519 signature is missing, malformed, or does not verify with the given key."""
+
+
+class UnknownAgentError(ArtifactError, KeyError):
+    """The requested agent id is not in the manifest."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+# ------------------------------------------------------------------------------------ manifest
+@dataclass(frozen=True)
+class ParityFigures:
+    """What the export's parity gate measured for one agent (torch vs onnxruntime)."""
+
+    n_episodes: int
+    """Recorded episodes replayed (hidden state reset at each episode start)."""
+    n_steps: int
+    """Recorded steps replayed one by one (batch 1, state carried), summed over episodes."""
+    max_abs_q_diff: float
+    """Largest |Q_torch - Q_onnx| over all steps and the agent's own actions."""
+    near_ties: int
+    """Steps whose greedy actions differed only because their Q-values were within ``tie_tol``."""
+    q_atol: float
+    """The Q-value tolerance the gate enforced."""
+    tie_tol: float
+    """Q gap below which two actions count as a near-tie."""
+    sources: tuple[str, ...]
+    """Where the observations came from: ``env`` (real env rollouts) and/or ``synthetic``."""
+
+
+@dataclass(frozen=True)
+class VariantEntry:
+    """A reduced-precision copy of an agent's graph, with its measured agreement with fp32."""
+
+    precision: str
+    """``int8`` (onnxruntime dynamic quantization) or ``fp16`` (weights stored in half precision)."""
+    file: str
+    """File name inside the artifact directory."""
+    sha256: str
+    """Hex sha256 of the file's bytes."""
+    size_bytes: int
+    """File size."""
+    action_agreement: float
+    """Fraction of recorded steps where the variant's greedy action equals fp32's (0..1)."""
+    max_abs_q_diff: float
+    """Largest |Q_variant - Q_fp32| on the recorded steps."""
+    n_steps: int
+    """Recorded steps the agreement was measured on."""
+
+
+@dataclass(frozen=True)
+class AgentEntry:
+    """One agent's graph and everything a device needs to run it."""
+
+    agent_id: str
+    """The agent's id (PettingZoo name), e.g. ``agent_0``."""
+    file: str
+    """The fp32 graph's file name inside the artifact directory."""
+    sha256: str
+    """Hex sha256 of the fp32 graph's bytes."""
+    size_bytes: int
+    """Size of the fp32 graph."""
+    obs_dim: int
+    """The agent's true observation length (``obs`` is ``[batch, obs_dim]``)."""
+    n_actions: int
+    """The agent's action count (``q_values`` is ``[batch, n_actions]``)."""
+    recurrent: bool
+    """Whether the graph has ``h_in``/``h_out`` (GRU agent)."""
+    hidden_dim: int
+    """Width of the recurrent state (and the hidden layers)."""
+    uses_prev_action: bool
+    """Whether the graph takes ``prev_action`` (-1 at episode start)."""
+    fallback_action: int
+    """The action to apply when no decision arrives in time (0 unless configured at export)."""
+    opset: int
+    """The graph's ONNX opset (standard domain)."""
+    ir_version: int
+    """The graph's ONNX IR version."""
+    parity: ParityFigures
+    """The parity gate's figures for this graph."""
+    variants: tuple[VariantEntry, ...] = ()
+    """Reduced-precision copies (optional; never used unless asked for)."""
+
+    def graph(self, precision: str = "fp32") -> tuple[str, str]:
+        """(file, sha256) of the graph of ``precision``."""
+        if precision == "fp32":
+            return self.file, self.sha256
+        for v in self.variants:
+            if v.precision == precision:
+                return v.file, v.sha256
+        have = ["fp32", *(v.precision for v in self.variants)]
+        raise ArtifactMissingError(
+            f"agent {self.agent_id!r} has no {precision} graph in this artifact; it has {have}. "
+            "Re-export with --quantize to add one, or use fp32."
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: what was exported, from which run, and how to check it."""
+
+    format_version: int
+    """Manifest format; a runtime refuses formats newer than `MANIFEST_FORMAT_VERSION`."""
+    package_version: str
+    """qmix-edge version that wrote the artifact."""
+    env_id: str
+    """The environment the policy was trained on, as the user wrote it."""
+    env_kwargs: Mapping[str, Any]
+    """Keyword arguments the environment was made with."""
+    env_options: Mapping[str, Any]
+    """The other ``make_env`` arguments of the run (n_agents, team_reward, episode_limit), so a
+    coordinator can rebuild the same environment."""
+    agent_ids: tuple[str, ...]
+    """All agents, in the environment's ``possible_agents`` order."""
+    agents: tuple[AgentEntry, ...]
+    """One entry per agent, in ``agent_ids`` order."""
+    run_id: str
+    """The training run the weights came from."""
+    step: int
+    """Env steps trained when the checkpoint was written."""
+    network: Mapping[str, Any] = field(default_factory=dict)
+    """How the agent network was built (kind, hidden_dim, share_params, ...): for humans."""
+
+    # ------------------------------------------------------------------------ lookup
+    def agent(self, agent_id: str) -> AgentEntry:
+        """The entry of ``agent_id``; `UnknownAgentError` when the artifact has no such agent."""
+        for a in self.agents:
+            if a.agent_id == agent_id:
+                return a
+        raise UnknownAgentError(
+            f"agent {agent_id!r} is not in this artifact (run {self.run_id}); "
+            f"its agents are {list(self.agent_ids)}"
+        )
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["env_kwargs"] = dict(self.env_kwargs)
+        d["env_options"] = dict(self.env_options)
+        d["network"] = dict(self.network)
+        return d
+
+    def to_json_bytes(self) -> bytes:
+        """The canonical bytes written to ``manifest.json`` (sorted keys, 2-space indent)."""
+        return (json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+
+    def mirror_dict(self) -> dict[str, Any]:
+        """The manifest as mirrored into each graph: every ``sha256`` and ``size_bytes`` removed."""
+        return _drop_keys(self.to_dict(), _FILE_DEPENDENT_KEYS)
+
+    def mirror_json(self) -> str:
+        return json.dumps(self.mirror_dict(), sort_keys=True, separators=(",", ":"))
+
+    def check_mirror(self, metadata: Mapping[str, str], agent_id: str, precision: str) -> None:
+        """Raise `ArtifactIntegrityError` unless a graph's metadata matches this manifest."""
+        where = f"agent {agent_id!r}'s {precision} graph"
+        if metadata.get(METADATA_AGENT_KEY) != agent_id:
+            raise ArtifactIntegrityError(
+                f"{where} says it belongs to agent {metadata.get(METADATA_AGENT_KEY)!r}; "
+                "the artifact's files were mixed up. Re-copy the artifact directory."
+            )
+        if metadata.get(METADATA_PRECISION_KEY) != precision:
+            raise ArtifactIntegrityError(
+                f"{where} says its precision is {metadata.get(METADATA_PRECISION_KEY)!r}"
+            )
+        raw = metadata.get(METADATA_MANIFEST_KEY)
+        try:
+            mirrored = json.loads(raw) if raw is not None else None
+        except ValueError as e:
+            raise ArtifactIntegrityError(f"{where} has an unreadable manifest mirror") from e
+        if mirrored != self.mirror_dict():
+            raise ArtifactIntegrityError(
+                f"{where} was exported with a different manifest than {MANIFEST_FILE} (run "
+                f"{self.run_id}, step {self.step}); the graph and the manifest come from "
+                "different exports. Re-copy the whole artifact directory."
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
+        """Parse a manifest dict; `ArtifactFormatError` for newer formats, corrupt otherwise."""
+        try:
+            version = int(d["format_version"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactCorruptError(
+                f"{MANIFEST_FILE} has no valid format_version; found {d.get('format_version')!r}"
+            ) from e
+        if version > MANIFEST_FORMAT_VERSION:
+            raise ArtifactFormatError(
+                f"{MANIFEST_FILE} has format version {version}, newer than this runtime reads "
+                f"(up to {MANIFEST_FORMAT_VERSION}); upgrade qmix-edge on the device or export "
+                "with the version the device runs"
+            )
+        try:
+            agents = tuple(
+                AgentEntry(
+                    **{k: v for k, v in a.items() if k not in ("parity", "variants")},
+                    parity=ParityFigures(
+                        **{**a["parity"], "sources": tuple(a["parity"]["sources"])}
+                    ),
+                    variants=tuple(VariantEntry(**v) for v in a.get("variants", ())),
+                )
+                for a in d["agents"]
+            )
+            m = cls(
+                format_version=version,
+                package_version=str(d["package_version"]),
+                env_id=str(d["env_id"]),
+                env_kwargs=dict(d["env_kwargs"]),
+                env_options=dict(d.get("env_options", {})),
+                agent_ids=tuple(str(a) for a in d["agent_ids"]),
+                agents=agents,
+                run_id=str(d["run_id"]),
+                step=int(d["step"]),
+                network=dict(d.get("network", {})),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactCorruptError(
+                f"{MANIFEST_FILE} does not describe an artifact ({type(e).__name__}: {e}); "
+                "re-export or re-copy the artifact"
+            ) from e
+        if m.agent_ids != tuple(a.agent_id for a in m.agents):
+            raise ArtifactCorruptError(
+                f"{MANIFEST_FILE} lists agent_ids {list(m.agent_ids)} but entries for "
+                f"{[a.agent_id for a in m.agents]}"
+            )
+        return m
+
+    @classmethod
+    def load(
+        cls,
+        artifact_dir: str | os.PathLike[str],
+        *,
+        public_key: PublicKeyLike | None = None,
+        verify_files: bool = True,
+    ) -> Manifest:
+        """Read ``manifest.json`` from ``artifact_dir`` and check it.
+
+        The signature (when ``public_key`` is given) is verified over the raw bytes before they are
+        parsed; then the format version; then, with ``verify_files``, the sha256 of every listed
+        file. Raises an `ArtifactError` subclass naming the problem.
+        """
+        root = Path(artifact_dir)
+        raw = read_manifest_bytes(root)
+        if public_key is not None:
+            verify_signature(root, raw, public_key)
+        try:
+            parsed = json.loads(raw)
+        except ValueError as e:
+            raise ArtifactCorruptError(
+                f"{root / MANIFEST_FILE} is not valid JSON ({e}); re-copy the artifact"
+            ) from e
+        if not isinstance(parsed, dict):
+            raise ArtifactCorruptError(f"{root / MANIFEST_FILE} is not a JSON object")
+        manifest = cls.from_dict(parsed)
+        if verify_files:
+            for a in manifest.agents:
+                read_verified(root, a.file, a.sha256)
+                for v in a.variants:
+                    read_verified(root, v.file, v.sha256)
+        return manifest
+
+
+_FILE_DEPENDENT_KEYS: Final = frozenset({"sha256", "size_bytes"})
+"""Manifest fields that depend on the graph files' final bytes, so cannot be mirrored into them."""
+
+
+def _drop_keys(obj: Any, keys: frozenset[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_keys(v, keys) for k, v in obj.items() if k not in keys}
+    if isinstance(obj, list | tuple):
+        return [_drop_keys(v, keys) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------- integrity
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest_bytes(root: Path) -> bytes:
+    if not root.is_dir():
+        raise ArtifactMissingError(
+            f"artifact directory {root} does not exist or is not a directory; "
+            "pass the directory qmix-export wrote"
+        )
+    path = root / MANIFEST_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise ArtifactMissingError(
+            f"{path} is missing: {root} is not a complete qmix-export artifact (an export that "
+            "failed its parity gate leaves none); re-run qmix-export"
+        ) from e
+
+
+def read_verified(root: Path, file: str, expected_sha256: str) -> bytes:
+    """Read ``root/file`` and return its bytes only if their sha256 matches the manifest."""
+    if Path(file).name != file:
+        raise ArtifactCorruptError(f"manifest file entry {file!r} is not a plain file name")
+    path = root / file
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ArtifactMissingError(
+            f"{path} is listed in {MANIFEST_FILE} but missing; re-copy the artifact directory"
+        ) from e
+    found = sha256_bytes(data)
+    if found != expected_sha256:
+        raise ArtifactIntegrityError(
+            f"{path} has sha256 {found}, but {MANIFEST_FILE} expects {expected_sha256}: the graph "
+            "was modified or truncated after export. Do not run it; re-copy the artifact."
+        )
+    return data
+
+
+PublicKeyLike = Ed25519PublicKey | bytes | str | os.PathLike[str]
+"""An Ed25519 public key: the key object, its PEM or raw 32 bytes, or the path of a PEM file."""
+
+
+def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
+    """Turn ``key`` into an `Ed25519PublicKey`; `SignatureError` when it is not one."""
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, bytes):
+        data = key
+    else:
+        try:
+            data = Path(key).read_bytes()
+        except OSError as e:
+            raise SignatureError(f"cannot read the public key file {key}: {e}") from e
+    try:
+        if len(data) == 32:
+            return Ed25519PublicKey.from_public_bytes(data)
+        loaded = serialization.load_pem_public_key(data)
+    except ValueError as e:
+        raise SignatureError(
+            f"not an Ed25519 public key (expected PEM SubjectPublicKeyInfo or 32 raw bytes): {e}"
+        ) from e
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise SignatureError(f"expected an Ed25519 public key; found {type(loaded).__name__}")
+    return loaded
+
+
+def verify_signature(root: Path, manifest_bytes: bytes, public_key: PublicKeyLike) -> None:
+    """Verify ``manifest.sig`` over ``manifest_bytes``; `SignatureError` unless it is valid."""
+    key = load_public_key(public_key)
+    sig_path = root / SIGNATURE_FILE
+    try:
+        signature = sig_path.read_bytes()
+    except FileNotFoundError as e:
+        raise SignatureError(
+            f"a public key was given but {sig_path} is missing: the artifact is unsigned. "
+            "Export with --sign KEY, or load without a public key if unsigned artifacts are allowed."
+        ) from e
+    try:
+        key.verify(signature, manifest_bytes)
+    except InvalidSignature as e:
+        raise SignatureError(
+            f"the signature {sig_path} does not verify for {root / MANIFEST_FILE} with the given "
+            "public key: the manifest was modified or signed with another key. Do not run it."
+        ) from e
+
+
+# ------------------------------------------------------------------------------ writing
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename inside it survives a power cut (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
