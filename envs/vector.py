@@ -353,6 +353,7 @@ class SubprocVectorEnv(VectorTeamEnv):
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         self._closed = False
+        self._broken: str | None = None
         for w, (a, b) in enumerate(self._slices):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
@@ -386,11 +387,13 @@ class SubprocVectorEnv(VectorTeamEnv):
             try:
                 status, *rest = self._conns[w].recv()
             except (EOFError, ConnectionError, OSError) as e:
+                self._procs[w].join(timeout=2)
                 code = self._procs[w].exitcode
-                raise EnvError(
+                self._broken = (
                     f"env worker {w} (envs {self._slices[w][0]}..{self._slices[w][1] - 1}) exited "
                     f"unexpectedly (exit code {code}); the vector env is unusable, close it and make a new one"
-                ) from e
+                )
+                raise EnvError(self._broken) from e
             if status == "ok":
                 results.append(rest[0])
             else:
@@ -447,6 +450,8 @@ class SubprocVectorEnv(VectorTeamEnv):
     def _check_open(self) -> None:
         if self._closed:
             raise EnvError("this vector env is closed; make a new one")
+        if self._broken is not None:
+            raise EnvError(self._broken)
 
     def close(self) -> None:
         if self._closed:
