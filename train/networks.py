@@ -67,6 +67,8 @@ class AgentNetwork(nn.Module):
     none; Q-values (..., n_agents, max_n_actions); hidden (..., n_agents, hidden_dim).
     """
 
+    agent_ids: torch.Tensor
+
     def __init__(
         self,
         spec: EnvSpec,

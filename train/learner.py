@@ -1,0 +1,223 @@
+"""The learner: one TD update of the agent networks (and mixer) on a batch of replayed episodes.
+
+Faithful to pymarl's ``QLearner`` (Rashid et al. 2018, QMIX, section 4 and appendix):
+
+    Q_tot(t) = mixer([Q_i(o_i(t), a_i(t))]_i, s(t))
+    y(t)     = r(t) + gamma * (1 - terminated(t)) * Q_tot^target(t+1)
+    loss     = sum_t filled(t) * (Q_tot(t) - y(t))^2 / sum_t filled(t)
+
+- Target networks (agent and mixer) are hard copies refreshed every ``target_update_freq`` updates.
+- Double Q (van Hasselt et al. 2016): the online agent networks pick argmax_a Q_i(t+1) among the
+  *available* actions, the target networks evaluate it. Without double Q the target is the max of the
+  target utilities over available actions. Unavailable actions never enter a target.
+- Masks: ``filled`` removes padding and everything after a real terminal. Truncation (the time limit
+  or the env's own cut) is not termination: the step after the last one is stored and bootstrapped.
+- Agents that are absent (have left the episode, ``alive`` False): their utilities are set to zero
+  before mixing, both for the chosen Q at t and for the target at t+1, so an absent agent's network
+  output never leaks into Q_tot (the mixer sees the same constant input whatever the network says).
+- IQL (no mixer): every agent does its own TD on the team reward; an agent's loss counts only the
+  steps where it is alive, and its bootstrap ends when it leaves.
+- GRU agents are unrolled over the whole episode from a zero hidden state at t = 0 (pymarl's burn-in
+  from the episode start); MLP agents evaluate all steps in one batched forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qmix_edge.envs import EnvSpec
+
+from .config import TrainConfig
+from .mixers import make_mixer
+from .networks import AgentNetwork
+from .replay import EpisodeBatch
+
+
+def build_models(config: TrainConfig, spec: EnvSpec) -> tuple[AgentNetwork, nn.Module | None]:
+    """The agent network and mixer ``config`` describes, sized for ``spec`` (fresh weights)."""
+    agent_net = AgentNetwork(
+        spec,
+        kind=config.agent_network,
+        hidden_dim=config.hidden_dim,
+        share_params=config.share_params,
+        use_prev_action=config.use_prev_action,
+        use_agent_id=config.use_agent_id,
+    )
+    mixer = make_mixer(
+        config.mixer,  # type: ignore[arg-type]
+        n_agents=spec.n_agents,
+        state_dim=spec.state_dim,
+        embed_dim=config.mixing_embed_dim,
+        hypernet_layers=config.hypernet_layers,
+        hypernet_embed=config.hypernet_embed,
+    )
+    return agent_net, mixer
+
+
+class TensorBatch:
+    """An `EpisodeBatch` as torch tensors (zero-copy from numpy), with previous actions added."""
+
+    def __init__(self, b: EpisodeBatch) -> None:
+        self.obs = torch.from_numpy(np.ascontiguousarray(b.obs))  # (B, T+1, n, obs_dim)
+        self.state = torch.from_numpy(np.ascontiguousarray(b.state))  # (B, T+1, state_dim)
+        self.avail = torch.from_numpy(np.ascontiguousarray(b.avail))  # (B, T+1, n, A)
+        self.alive = torch.from_numpy(np.ascontiguousarray(b.alive))  # (B, T+1, n)
+        self.actions = torch.from_numpy(np.ascontiguousarray(b.actions))  # (B, T, n)
+        self.reward = torch.from_numpy(np.ascontiguousarray(b.reward))  # (B, T)
+        self.terminated = torch.from_numpy(np.ascontiguousarray(b.terminated))  # (B, T)
+        self.filled = torch.from_numpy(np.ascontiguousarray(b.filled))  # (B, T)
+        # The input at t is the action taken at t-1; -1 (no action) at t = 0.
+        first = torch.full_like(self.actions[:, :1], -1)
+        self.prev_actions = torch.cat([first, self.actions], dim=1)  # (B, T+1, n)
+
+
+def unroll(net: AgentNetwork, obs: torch.Tensor, prev_actions: torch.Tensor) -> torch.Tensor:
+    """Q-values for every step of a batch of episodes -> (B, T+1, n, A).
+
+    ``obs`` (B, T+1, n, obs_dim); ``prev_actions`` (B, T+1, n). Recurrent nets start from zeros.
+    """
+    prev = prev_actions if net.use_prev_action else None
+    if not net.recurrent:
+        q, _ = net(obs, prev)
+        return q
+    hidden = net.initial_hidden(obs.shape[0]).to(obs.dtype)  # (B, n, H)
+    qs = []
+    for t in range(obs.shape[1]):
+        q, hidden = net(obs[:, t], None if prev is None else prev[:, t], hidden)
+        qs.append(q)
+    return torch.stack(qs, dim=1)
+
+
+def masked_argmax(q: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
+    """argmax over available actions (ties -> lowest index, as torch.argmax). (..., A) -> (...)."""
+    return q.masked_fill(~avail, -torch.inf).argmax(dim=-1)
+
+
+class Learner:
+    """Owns the online and target networks, the optimizer and the update counter."""
+
+    def __init__(
+        self, config: TrainConfig, agent_net: AgentNetwork, mixer: nn.Module | None
+    ) -> None:
+        self.config = config
+        self.agent_net = agent_net
+        self.mixer = mixer
+        self.target_agent_net = copy.deepcopy(agent_net)
+        self.target_mixer = copy.deepcopy(mixer)
+        for p in self._target_params():
+            p.requires_grad_(False)
+        self.params = list(agent_net.parameters())
+        if mixer is not None:
+            self.params += list(mixer.parameters())
+        self.optimizer: torch.optim.Optimizer
+        if config.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+        else:
+            self.optimizer = torch.optim.RMSprop(
+                self.params, lr=config.learning_rate, alpha=config.optim_alpha, eps=config.optim_eps
+            )
+        self.updates = 0
+
+    def _target_params(self) -> list[nn.Parameter]:
+        ps = list(self.target_agent_net.parameters())
+        if self.target_mixer is not None:
+            ps += list(self.target_mixer.parameters())
+        return ps
+
+    def update_targets(self) -> None:
+        """Hard copy of the online networks into the targets."""
+        self.target_agent_net.load_state_dict(self.agent_net.state_dict())
+        if self.mixer is not None and self.target_mixer is not None:
+            self.target_mixer.load_state_dict(self.mixer.state_dict())
+
+    def loss(self, b: TensorBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The masked TD loss of one batch and detached diagnostics."""
+        cfg = self.config
+        q = unroll(self.agent_net, b.obs, b.prev_actions)  # (B, T+1, n, A)
+        with torch.no_grad():
+            target_q = unroll(self.target_agent_net, b.obs, b.prev_actions)  # (B, T+1, n, A)
+            avail_next = b.avail[:, 1:]  # (B, T, n, A)
+            # Padding and absent agents may have no available action; any choice is masked out later.
+            avail_next = avail_next | ~avail_next.any(dim=-1, keepdim=True)
+            if cfg.double_q:
+                a_star = masked_argmax(q[:, 1:].detach(), avail_next)  # (B, T, n)
+                next_q = target_q[:, 1:].gather(-1, a_star.unsqueeze(-1)).squeeze(-1)  # (B, T, n)
+            else:
+                next_q = target_q[:, 1:].masked_fill(~avail_next, -torch.inf).amax(dim=-1)
+            alive_next = b.alive[:, 1:].to(q.dtype)  # (B, T, n)
+            next_q = next_q * alive_next
+
+        chosen = q[:, :-1].gather(-1, b.actions.unsqueeze(-1)).squeeze(-1)  # (B, T, n)
+        alive = b.alive[:, :-1].to(q.dtype)  # (B, T, n)
+        chosen = chosen * alive
+        not_done = 1.0 - b.terminated.to(q.dtype)  # (B, T)
+        filled = b.filled.to(q.dtype)  # (B, T)
+
+        if self.mixer is None:  # IQL: per-agent TD on the team reward
+            y = b.reward.unsqueeze(-1) + cfg.gamma * not_done.unsqueeze(-1) * next_q  # (B, T, n)
+            mask = filled.unsqueeze(-1) * alive  # (B, T, n)
+            q_eval = chosen
+        else:
+            assert self.target_mixer is not None
+            q_eval = self.mixer(chosen, b.state[:, :-1])  # (B, T)
+            with torch.no_grad():
+                next_tot = self.target_mixer(next_q, b.state[:, 1:])  # (B, T)
+            y = b.reward + cfg.gamma * not_done * next_tot  # (B, T)
+            mask = filled
+        td = (q_eval - y) * mask
+        n_valid = mask.sum().clamp(min=1.0)
+        loss = (td**2).sum() / n_valid
+        info = {
+            "td_error_abs": td.detach().abs().sum() / n_valid,
+            "q_taken_mean": (q_eval.detach() * mask).sum() / n_valid,
+            "target_mean": (y * mask).sum() / n_valid,
+        }
+        return loss, info
+
+    def update(self, batch: EpisodeBatch) -> dict[str, float]:
+        """One gradient step on ``batch``; returns train/ metrics (floats)."""
+        b = TensorBatch(batch)
+        loss, info = self.loss(b)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.grad_norm_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_norm_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.norm() for p in self.params if p.grad is not None])
+            )
+        self.optimizer.step()
+        self.updates += 1
+        if self.updates % self.config.target_update_freq == 0:
+            self.update_targets()
+        out = {k: float(v) for k, v in info.items()}
+        out["loss"] = float(loss.detach())
+        out["grad_norm"] = float(grad_norm)
+        return out
+
+    # --- persistence ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only (loadable with torch.load(weights_only=True))."""
+        sd: dict[str, Any] = {
+            "agent_net": self.agent_net.state_dict(),
+            "target_agent_net": self.target_agent_net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        if self.mixer is not None and self.target_mixer is not None:
+            sd["mixer"] = self.mixer.state_dict()
+            sd["target_mixer"] = self.target_mixer.state_dict()
+        return sd
+
+    def load_state_dict(self, sd: dict[str, Any], updates: int) -> None:
+        self.agent_net.load_state_dict(sd["agent_net"])
+        self.target_agent_net.load_state_dict(sd["target_agent_net"])
+        if self.mixer is not None and self.target_mixer is not None:
+            self.mixer.load_state_dict(sd["mixer"])
+            self.target_mixer.load_state_dict(sd["target_mixer"])
+        self.optimizer.load_state_dict(sd["optimizer"])
+        self.updates = updates

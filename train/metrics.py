@@ -1,0 +1,134 @@
+"""Run metrics: JSON lines, TensorBoard scalars and the learning-curve picture.
+
+Metric names are namespaced: ``rollout/`` (training episodes), ``train/`` (learner updates),
+``eval/`` (greedy evaluation), ``time/`` (throughput and wall time). Every record carries the env-step
+counter ``step`` and the run's wall seconds ``time``. ``metrics.jsonl`` is appended (a resumed run
+continues the same file), the PNG is rewritten atomically at every evaluation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+CURVE_FILE = "learning_curve.png"
+TB_DIR = "tb"
+
+
+class MetricsLogger:
+    """Writes metric records to ``run_dir`` (JSONL always; TensorBoard when available)."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / METRICS_FILE
+        self._file = self.path.open("a", encoding="utf-8")
+        self._tb: Any = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIR))
+            except ImportError as e:  # tensorboard is part of [train]; keep going without it
+                logger.warning("TensorBoard logging is off (%s); install qmix-edge[train]", e)
+        self.eval_points: list[tuple[int, float, float, float]] = []  # (step, seconds, mean, std)
+
+    def log(self, step: int, wall_seconds: float, values: dict[str, float]) -> None:
+        """One record: ``values`` keyed by namespaced metric name."""
+        clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
+        record = {"step": step, "time": round(wall_seconds, 3), **clean}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for k, v in values.items():
+                self._tb.add_scalar(k, float(v), global_step=step, walltime=None)
+        if "eval/return_mean" in values:
+            self.eval_points.append(
+                (
+                    step,
+                    wall_seconds,
+                    float(values["eval/return_mean"]),
+                    float(values["eval/return_std"]),
+                )
+            )
+
+    def load_eval_history(self) -> None:
+        """Re-read earlier evaluation points (a resumed run's curve starts where it left off)."""
+        if not self.path.exists():
+            return
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a kill
+                if rec.get("eval/return_mean") is not None:
+                    self.eval_points.append(
+                        (
+                            int(rec["step"]),
+                            float(rec["time"]),
+                            float(rec["eval/return_mean"]),
+                            float(rec.get("eval/return_std") or 0.0),
+                        )
+                    )
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records newer than ``step`` (written after the checkpoint a resume starts from)."""
+        self._file.close()
+        kept: list[str] = []
+        if self.path.exists():
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if int(json.loads(line)["step"]) <= step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, ValueError):
+                    continue
+        atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode())
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def plot(self, title: str) -> Path | None:
+        """Rewrite the learning curve (greedy return vs env steps and vs wall seconds)."""
+        if not self.eval_points:
+            return None
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            from matplotlib import pyplot as plt
+        except ImportError as e:
+            logger.warning("no learning-curve picture (%s); install qmix-edge[train]", e)
+            return None
+        steps = [p[0] for p in self.eval_points]
+        secs = [p[1] for p in self.eval_points]
+        mean = [p[2] for p in self.eval_points]
+        std = [p[3] for p in self.eval_points]
+        lo = [m - s for m, s in zip(mean, std, strict=True)]
+        hi = [m + s for m, s in zip(mean, std, strict=True)]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+        for ax, x, label in ((axes[0], steps, "env steps"), (axes[1], secs, "wall seconds")):
+            ax.plot(x, mean, marker="o", ms=3)
+            ax.fill_between(x, lo, hi, alpha=0.2)
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("greedy team return")
+        fig.suptitle(title)
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=100)
+        plt.close(fig)
+        path = self.run_dir / CURVE_FILE
+        atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()

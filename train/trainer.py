@@ -1,0 +1,502 @@
+"""The training loop: `Trainer` ties envs, collector, replay, learner, metrics and checkpoints.
+
+    trainer = Trainer("qmix", env="simple_spread", seed=42, config={"hidden_dim": 64})
+    metrics = trainer.train(total_timesteps=50_000)   # metrics["mean_reward"]: greedy eval return
+
+One iteration of the loop (the order is fixed, so sync and subprocess envs give identical runs):
+
+    1. the collector picks every env's joint action in one batched forward (epsilon-greedy);
+    2. the envs step (in worker processes when ``vector`` is subprocess);
+    3. the learner runs the updates owed (``updates_per_episode`` per finished episode, once replay
+       holds ``min_episodes_to_learn`` episodes), each on ``batch_size`` sampled episodes;
+    4. the step is recorded; finished episodes go to replay and their envs restart with new seeds;
+    5. at interval crossings: metrics, greedy evaluation, checkpoint.
+
+Random streams: ``seed`` seeds torch (network initialisation) and a numpy SeedSequence whose children
+drive exploration, env reset seeds, replay sampling and the fixed evaluation seeds. All of them,
+the counters and the in-progress episodes are checkpointed, so a resumed run reproduces the metrics
+of an uninterrupted one. Ctrl-C stops at the end of the current iteration and writes a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from qmix_edge.envs import EnvSpec, SyncVectorEnv, VectorTeamEnv, make_env
+from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
+
+from . import checkpoint as ckpt
+from .collector import SEED_HIGH, Collector, EpisodeStats, evaluate
+from .config import TrainConfig, save_config
+from .errors import CheckpointError, ConfigError
+from .learner import Learner, build_models
+from .metrics import MetricsLogger
+from .replay import EpisodeReplay
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_RUNS_DIR = Path("runs")
+SMALL_BUILTIN_ENVS = frozenset(
+    {"two_step", "penalty", "masked_choice", "leaving_agents", "speaker_pair"}
+)
+"""Envs so cheap to step that worker processes would only add pipe overhead."""
+MAX_EVAL_ENVS = 32
+
+
+def _short_env_name(env: str) -> str:
+    name = env.split(":")[-1].replace("/", "_").replace(".", "_")
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "env"
+
+
+def default_run_dir(config: TrainConfig, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """``runs/<algo>-<env>-s<seed>-<UTC time>`` (a suffix is added if it exists)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = runs_dir / f"{config.algo}-{_short_env_name(config.env)}-s{config.seed}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+class Trainer:
+    """Centralised training of a team with QMIX, VDN or IQL (see the module docstring).
+
+    Args:
+        algo: ``"qmix"``, ``"vdn"`` or ``"iql"`` (overrides ``config["algo"]``).
+        env: environment id (overrides ``config["env"]``); see `qmix_edge.envs.make_env`.
+        seed: run seed (overrides ``config["seed"]``).
+        config: a `TrainConfig` or a mapping of its fields (unknown keys are an error).
+        run_dir: where the run is written (default ``runs/<algo>-<env>-s<seed>-<time>``). A folder
+            that already holds a run is refused unless ``resume`` is set.
+        resume: continue the run in ``run_dir`` from its latest checkpoint; its saved config is used
+            (``config`` entries, if given, must not change the networks' shapes).
+    """
+
+    def __init__(
+        self,
+        algo: str | None = None,
+        env: str | None = None,
+        seed: int | None = None,
+        config: TrainConfig | Mapping[str, Any] | None = None,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+    ) -> None:
+        overrides: dict[str, Any] = {}
+        if algo is not None:
+            overrides["algo"] = algo
+        if env is not None:
+            overrides["env"] = env
+        if seed is not None:
+            overrides["seed"] = seed
+        if resume:
+            if run_dir is None:
+                raise ConfigError("resume needs run_dir: the folder of the run to continue")
+            saved = _read_saved_config(Path(run_dir))
+            given = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
+            self.config = TrainConfig.from_dict({**saved, **given, **overrides})
+        elif isinstance(config, TrainConfig):
+            self.config = config.replace(**overrides) if overrides else config
+        else:
+            self.config = TrainConfig.from_dict({**dict(config or {}), **overrides})
+        self.resuming = resume
+        self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.config)
+        if not resume and (self.run_dir / "run.json").exists():
+            raise ConfigError(
+                f"{self.run_dir} already holds a run; pass resume=True (--resume) to continue it or "
+                "choose another run directory"
+            )
+
+        cfg = self.config
+        if cfg.torch_threads > 0:
+            torch.set_num_threads(cfg.torch_threads)
+        self.env = make_env(
+            cfg.env,
+            n_agents=cfg.n_agents,
+            team_reward=cfg.team_reward,
+            episode_limit=cfg.episode_limit,
+            env_kwargs=dict(cfg.env_kwargs),
+        )
+        self.spec: EnvSpec = self.env.spec
+        self.episode_limit = self.spec.episode_limit
+        self.buffer_episodes = cfg.buffer_episodes(self.episode_limit)
+
+        # Random streams: torch for initialisation, numpy children for everything else.
+        torch.manual_seed(cfg.seed)
+        streams = np.random.SeedSequence(cfg.seed).spawn(4)
+        action_rng, env_seed_rng, replay_rng, eval_rng = (np.random.default_rng(s) for s in streams)
+        self.eval_seeds = eval_rng.integers(0, SEED_HIGH, size=cfg.eval_episodes).tolist()
+
+        self.agent_net, self.mixer = build_models(cfg, self.spec)
+        self.learner = Learner(cfg, self.agent_net, self.mixer)
+        s = self.spec
+        self.replay = EpisodeReplay(
+            self.buffer_episodes,
+            self.episode_limit,
+            s.n_agents,
+            s.max_obs_dim,
+            s.state_dim,
+            s.max_n_actions,
+            replay_rng,
+        )
+        self._action_rng, self._env_seed_rng = action_rng, env_seed_rng
+        self.env_steps = 0
+        self.episodes = 0
+        self.update_debt = 0.0
+        self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
+        self.run_id = uuid.uuid4().hex
+        self.last_eval: dict[str, float] = {}
+        self.last_checkpoint_step = -1
+        self._stop_requested = False
+        self.vector_kind = self._choose_vector_kind()
+
+    # --- setup ------------------------------------------------------------------------------------
+    def _choose_vector_kind(self) -> str:
+        cfg = self.config
+        if cfg.vector != "auto":
+            return cfg.vector
+        if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
+            return "subprocess"
+        return "sync"
+
+    def _factory(self) -> EnvFactory:
+        cfg = self.config
+        return EnvFactory(
+            cfg.env, cfg.n_agents, cfg.team_reward, cfg.episode_limit, dict(cfg.env_kwargs)
+        )
+
+    def _make_train_envs(self) -> VectorTeamEnv:
+        n = self.config.n_envs
+        if self.vector_kind == "sync":
+            factory = self._factory()
+            return SyncVectorEnv([self.env] + [factory() for _ in range(n - 1)])
+        # Workers ignore SIGINT (inherited disposition): Ctrl-C reaches only this process, which
+        # checkpoints and then closes the workers itself.
+        previous = _ignore_sigint()
+        try:
+            return SubprocVectorEnv([self._factory()] * n, n_workers=1)
+        finally:
+            _restore_sigint(previous)
+
+    def _make_eval_envs(self) -> VectorTeamEnv:
+        n = min(self.config.eval_episodes, MAX_EVAL_ENVS)
+        factory = self._factory()
+        return SyncVectorEnv([factory() for _ in range(n)])
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def _write_run_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        from qmix_edge import __version__
+
+        save_config(self.config, self.run_dir)
+        ckpt.atomic_write_json(self.run_dir / "spec.json", self.spec.to_dict())
+        ckpt.atomic_write_json(
+            self.run_dir / "run.json",
+            {
+                "run_id": self.run_id,
+                "package_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "algo": self.config.algo,
+                "env": self.config.env,
+            },
+        )
+
+    def save_checkpoint(self, collector: Collector, wall_seconds: float) -> Path:
+        """Write a full checkpoint (networks, optimizer, replay, RNG streams, pending episodes)."""
+        state = {
+            "run_id": self.run_id,
+            "env_steps": self.env_steps,
+            "episodes": self.episodes,
+            "updates": self.learner.updates,
+            "update_debt": self.update_debt,
+            "wall_seconds": wall_seconds,
+            "config": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "replay": self.replay.state_dict(),
+            "collector": collector.state_dict(),
+            "last_eval": self.last_eval,
+        }
+        model = {"learner": self.learner.state_dict(), "torch_rng": torch.get_rng_state()}
+        folder = ckpt.write_checkpoint(
+            self.run_dir,
+            self.env_steps,
+            model,
+            state,
+            write_replay=self.replay.save_arrays,
+            write_collector=collector.save_arrays,
+        )
+        self.last_checkpoint_step = self.env_steps
+        logger.info("checkpoint written: %s", folder)
+        return folder
+
+    def _restore(self, collector: Collector) -> None:
+        folder = ckpt.latest_checkpoint(self.run_dir)
+        if folder is None:
+            raise CheckpointError(
+                f"{self.run_dir} has no checkpoint to resume from; start a new run instead"
+            )
+        state = ckpt.read_state(folder)
+        model = ckpt.read_model(folder)
+        for name in (ckpt.REPLAY_FILE, ckpt.COLLECTOR_FILE):
+            if not (folder / name).is_file():
+                raise CheckpointError(f"{folder / name} is missing: the checkpoint cannot resume")
+        if self.spec.to_dict() != state["spec"]:
+            raise CheckpointError(
+                f"the environment now has spec {self.spec.to_dict()} but the run was trained on "
+                f"{state['spec']}; resume with the same env and env_kwargs"
+            )
+        self.run_id = state["run_id"]
+        self.env_steps = int(state["env_steps"])
+        self.episodes = int(state["episodes"])
+        self.update_debt = float(state["update_debt"])
+        self.wall_offset = float(state["wall_seconds"])
+        self.last_eval = dict(state.get("last_eval", {}))
+        self.learner.load_state_dict(model["learner"], int(state["updates"]))
+        torch.set_rng_state(model["torch_rng"])
+        self.replay.load_state_dict(state["replay"])
+        self.replay.load_arrays(folder / ckpt.REPLAY_FILE)
+        with np.load(folder / ckpt.COLLECTOR_FILE, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        collector.restore(state["collector"], arrays)
+        ckpt.remove_run_checkpoints_after(self.run_dir, self.env_steps)
+        logger.info(
+            "resumed %s at %d env steps, %d episodes, %d updates",
+            folder,
+            self.env_steps,
+            self.episodes,
+            self.learner.updates,
+        )
+
+    # --- the loop ---------------------------------------------------------------------------------
+    def train(self, total_timesteps: int) -> dict[str, Any]:
+        """Train until ``total_timesteps`` env steps in all (a resumed run counts its earlier steps).
+
+        Returns ``mean_reward`` (greedy evaluation team return, mean over ``eval_episodes``),
+        ``std_reward``, ``episodes``, ``env_steps``, ``updates``, ``wall_time_s``, ``steps_per_s``
+        (this session), ``run_dir``.
+        """
+        if (
+            isinstance(total_timesteps, bool)
+            or not isinstance(total_timesteps, int)
+            or total_timesteps < 1
+        ):
+            raise ConfigError(
+                f"total_timesteps must be a positive integer; found {total_timesteps!r}"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.resuming:
+            self._write_run_files()
+        metrics = MetricsLogger(self.run_dir)
+        venv = self._make_train_envs()
+        eval_venv = self._make_eval_envs()
+        collector = Collector(
+            venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
+        )
+        try:
+            if self.resuming:
+                self._restore(collector)
+                metrics.truncate_after(self.env_steps)
+                metrics.load_eval_history()
+                self.resuming = False  # a second train() call continues in memory
+            elif self.env_steps == 0:
+                collector.start()
+            with _stop_on_sigint(self):
+                return self._loop(total_timesteps, collector, eval_venv, metrics)
+        finally:
+            metrics.close()
+            venv.close()
+            eval_venv.close()
+
+    def _loop(
+        self,
+        total: int,
+        collector: Collector,
+        eval_venv: VectorTeamEnv,
+        metrics: MetricsLogger,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        start_steps, start_time = self.env_steps, time.perf_counter()
+        session_offset = self.wall_offset
+
+        def wall() -> float:
+            return session_offset + time.perf_counter() - start_time
+
+        recent: deque[EpisodeStats] = deque(maxlen=100)
+        train_info: dict[str, float] = {}
+        n_envs = cfg.n_envs
+        bar = _progress_bar(total, self.env_steps)
+        last_log_time, last_log_steps = time.perf_counter(), self.env_steps
+        try:
+            while self.env_steps < total:
+                if self._stop_requested:
+                    # Only here, between iterations, is the state consistent enough to save.
+                    folder = self.save_checkpoint(collector, wall())
+                    logger.warning(
+                        "interrupted at %d env steps; checkpoint saved to %s",
+                        self.env_steps,
+                        folder,
+                    )
+                    raise KeyboardInterrupt
+                epsilon = cfg.epsilon(self.env_steps)
+                actions = collector.act(epsilon)
+                result = collector.step(actions)
+                while self.update_debt >= 1.0:
+                    train_info = self.learner.update(self.replay.sample(cfg.batch_size))
+                    self.update_debt -= 1.0
+                finished = collector.record(result, self.replay)
+                prev_steps = self.env_steps
+                self.env_steps += n_envs
+                if finished:
+                    self.episodes += len(finished)
+                    recent.extend(finished)
+                    if len(self.replay) >= cfg.min_episodes_to_learn:
+                        self.update_debt += cfg.updates_per_episode * len(finished)
+                if bar is not None:
+                    bar.update(n_envs)
+
+                if _crossed(prev_steps, self.env_steps, cfg.log_interval):
+                    now = time.perf_counter()
+                    sps = (self.env_steps - last_log_steps) / max(now - last_log_time, 1e-9)
+                    last_log_time, last_log_steps = now, self.env_steps
+                    values = {"rollout/epsilon": epsilon, "time/steps_per_s": sps}
+                    values["rollout/episodes"] = float(self.episodes)
+                    values["train/updates"] = float(self.learner.updates)
+                    if recent:
+                        values["rollout/ep_return_mean"] = float(
+                            np.mean([e.team_return for e in recent])
+                        )
+                        values["rollout/ep_len_mean"] = float(np.mean([e.length for e in recent]))
+                    values.update({f"train/{k}": v for k, v in train_info.items()})
+                    metrics.log(self.env_steps, wall(), values)
+                    if bar is not None:
+                        bar.set_postfix(
+                            ret=f"{values.get('rollout/ep_return_mean', math.nan):.1f}",
+                            eps=f"{epsilon:.2f}",
+                            sps=f"{sps:.0f}",
+                        )
+                if _crossed(prev_steps, self.env_steps, cfg.eval_interval):
+                    self._evaluate(eval_venv, metrics, wall())
+                if cfg.checkpoint_interval and _crossed(
+                    prev_steps, self.env_steps, cfg.checkpoint_interval
+                ):
+                    self.save_checkpoint(collector, wall())
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if self.last_eval.get("step") != self.env_steps:
+            self._evaluate(eval_venv, metrics, wall())
+        if self.last_checkpoint_step != self.env_steps:
+            self.save_checkpoint(collector, wall())
+        session_s = time.perf_counter() - start_time
+        self.wall_offset = wall()
+        return {
+            "mean_reward": self.last_eval["return_mean"],
+            "std_reward": self.last_eval["return_std"],
+            "episodes": self.episodes,
+            "env_steps": self.env_steps,
+            "updates": self.learner.updates,
+            "wall_time_s": self.wall_offset,
+            "steps_per_s": (self.env_steps - start_steps) / max(session_s, 1e-9),
+            "run_dir": str(self.run_dir),
+        }
+
+    def _evaluate(self, eval_venv: VectorTeamEnv, metrics: MetricsLogger, wall_s: float) -> None:
+        self.agent_net.eval()
+        stats = evaluate(self.agent_net, eval_venv, self.eval_seeds, self.episode_limit)
+        self.agent_net.train()
+        returns = np.array([e.team_return for e in stats])
+        self.last_eval = {
+            "step": self.env_steps,
+            "return_mean": float(returns.mean()),
+            "return_std": float(returns.std()),
+        }
+        metrics.log(
+            self.env_steps,
+            wall_s,
+            {
+                "eval/return_mean": float(returns.mean()),
+                "eval/return_std": float(returns.std()),
+                "eval/ep_len_mean": float(np.mean([e.length for e in stats])),
+            },
+        )
+        metrics.plot(f"{self.config.algo} on {self.config.env} (seed {self.config.seed})")
+        logger.info(
+            "eval at %d env steps: greedy return %.2f +- %.2f",
+            self.env_steps,
+            returns.mean(),
+            returns.std(),
+        )
+
+
+def _crossed(before: int, after: int, interval: int) -> bool:
+    return after // interval > before // interval
+
+
+def _read_saved_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError as e:
+        raise CheckpointError(
+            f"{run_dir} is not a run directory ({path.name} missing); pass the folder of the run to resume"
+        ) from e
+
+
+def _progress_bar(total: int, initial: int) -> Any:
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+
+def _ignore_sigint() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _restore_sigint(previous: Any) -> None:
+    if previous is not None:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextmanager
+def _stop_on_sigint(trainer: Trainer) -> Iterator[None]:
+    """First Ctrl-C: finish the iteration, checkpoint, raise KeyboardInterrupt. Second: at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if trainer._stop_requested:
+            raise KeyboardInterrupt
+        trainer._stop_requested = True
+        logger.warning("Ctrl-C: saving a checkpoint after this step (press again to abort)")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        trainer._stop_requested = False
