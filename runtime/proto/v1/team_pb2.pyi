@@ -24,6 +24,13 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_SIMULATION: _ClassVar[Mode]
     MODE_FIELD: _ClassVar[Mode]
+
+class GoodbyeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GOODBYE_REASON_UNSPECIFIED: _ClassVar[GoodbyeReason]
+    GOODBYE_REASON_RUN_FINISHED: _ClassVar[GoodbyeReason]
+    GOODBYE_REASON_SHUTDOWN: _ClassVar[GoodbyeReason]
+    GOODBYE_REASON_LEASE_EXPIRED: _ClassVar[GoodbyeReason]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
 DTYPE_UNSPECIFIED: DType
@@ -33,6 +40,10 @@ DTYPE_INT64: DType
 MODE_UNSPECIFIED: Mode
 MODE_SIMULATION: Mode
 MODE_FIELD: Mode
+GOODBYE_REASON_UNSPECIFIED: GoodbyeReason
+GOODBYE_REASON_RUN_FINISHED: GoodbyeReason
+GOODBYE_REASON_SHUTDOWN: GoodbyeReason
+GOODBYE_REASON_LEASE_EXPIRED: GoodbyeReason
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -146,18 +157,20 @@ class EpisodeStart(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("episode_id", "step", "observation", "action_mask", "deadline_ms")
+    __slots__ = ("episode_id", "step", "observation", "action_mask", "deadline_ms", "team_step")
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_FIELD_NUMBER: _ClassVar[int]
     ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
+    TEAM_STEP_FIELD_NUMBER: _ClassVar[int]
     episode_id: int
     step: int
     observation: Tensor
     action_mask: Tensor
     deadline_ms: int
-    def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[int] = ...) -> None: ...
+    team_step: int
+    def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., team_step: _Optional[int] = ...) -> None: ...
 
 class EpisodeEnd(_message.Message):
     __slots__ = ("episode_id", "steps", "team_return", "reason")
@@ -172,10 +185,12 @@ class EpisodeEnd(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., steps: _Optional[int] = ..., team_return: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Goodbye(_message.Message):
-    __slots__ = ("reason",)
+    __slots__ = ("reason", "detail")
     REASON_FIELD_NUMBER: _ClassVar[int]
-    reason: str
-    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    reason: GoodbyeReason
+    detail: str
+    def __init__(self, reason: _Optional[_Union[GoodbyeReason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("session_id", "reason")

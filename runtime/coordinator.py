@@ -1,0 +1,949 @@
+"""qmix-coordinator: the gRPC server and step clock of one team (protocol qmix_edge.v1).
+
+Owns the team's side of the wire contract (protos/qmix_edge/runtime/proto/v1/team.proto):
+- Join: refuses a mismatched team with clear status codes (unknown agent NOT_FOUND, an artifact
+  of another run FAILED_PRECONDITION, a second live agent ALREADY_EXISTS, malformed INVALID_ARGUMENT).
+- The step clock. Simulation mode owns the environment, sends each agent only its own observation
+  and mask (true sizes, float32 bit for bit), applies the actions and records everything. Field mode
+  has no environment: it keeps the team in step at a fixed period and records what agents report.
+- Deadlines: an action missing at the step deadline becomes that agent's fallback action (from the
+  manifest), counted per agent; a late or stale reply is discarded and counted, never applied to
+  another step. A disconnected agent is not waited for.
+- Liveness lease: an agent that misses ``lease_steps`` consecutive steps is dead; the team policy
+  aborts the episode (``abort_episode``, default) or goes on with its fallback
+  (``continue_degraded``). A dead agent's stream is closed; it may join again.
+- grpc.health.v1; graceful stop (SIGTERM: health NOT_SERVING, the step in flight finishes, the
+  episode is recorded as stopped, agents get Goodbye SHUTDOWN); no silent port sharing.
+
+Must not import torch (nor qmix_edge.train / qmix_edge.export): it runs on a ground station.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import queue
+import re
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from . import wire
+from .errors import RuntimeFailure, TeamMismatchError
+from .proto.v1 import team_pb2 as pb
+from .proto.v1 import team_pb2_grpc as pb_grpc
+from .records import RecordWriter, resume_point
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["simulation", "field"]
+TeamPolicy = Literal["abort_episode", "continue_degraded"]
+MODES: tuple[str, ...] = ("simulation", "field")
+TEAM_POLICIES: tuple[str, ...] = ("abort_episode", "continue_degraded")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# ------------------------------------------------------------------------------------ the team
+@dataclass(frozen=True)
+class AgentSlot:
+    """One seat of the team, as the artifact manifest describes it."""
+
+    agent_id: str
+    """The agent's id, e.g. ``agent_0``."""
+    obs_dim: int
+    """Length of the agent's own observation."""
+    n_actions: int
+    """The agent's number of actions."""
+    fallback_action: int
+    """Action applied when the agent's decision is missing."""
+    sha256s: frozenset[str]
+    """Graph hashes a joining agent may present: its fp32 graph and any reduced-precision copy."""
+
+
+@dataclass(frozen=True)
+class TeamSpec:
+    """The team a coordinator serves: who may join, with which artifact."""
+
+    team_id: str
+    """The training run the artifacts come from (manifest ``run_id``)."""
+    agents: tuple[AgentSlot, ...]
+    """Seats in the environment's agent order."""
+    env_id: str = ""
+    """The environment the policy was trained on (simulation default)."""
+    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Its keyword arguments."""
+
+    @property
+    def agent_ids(self) -> tuple[str, ...]:
+        return tuple(a.agent_id for a in self.agents)
+
+    def index(self, agent_id: str) -> int | None:
+        for i, a in enumerate(self.agents):
+            if a.agent_id == agent_id:
+                return i
+        return None
+
+    @classmethod
+    def from_manifest(cls, manifest: Any) -> TeamSpec:
+        """Build the team from a `qmix_edge.runtime.artifact.Manifest`."""
+        return cls(
+            team_id=manifest.run_id,
+            agents=tuple(
+                AgentSlot(
+                    agent_id=a.agent_id,
+                    obs_dim=int(a.obs_dim),
+                    n_actions=int(a.n_actions),
+                    fallback_action=int(a.fallback_action),
+                    sha256s=frozenset([a.sha256, *(v.sha256 for v in a.variants)]),
+                )
+                for a in manifest.agents
+            ),
+            env_id=manifest.env_id,
+            env_kwargs=dict(manifest.env_kwargs),
+        )
+
+    @classmethod
+    def from_artifacts(cls, artifact_dir: str | Path, public_key: Any = None) -> TeamSpec:
+        """Load and verify the manifest of an artifact directory and build the team from it."""
+        from .artifact import Manifest
+
+        return cls.from_manifest(Manifest.load(artifact_dir, public_key=public_key))
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    """How the coordinator runs the team."""
+
+    mode: Mode = "simulation"
+    """``simulation`` (owns an environment) or ``field`` (agents read sensors themselves)."""
+    episodes: int = 1
+    """Episodes to run; 0 = until stopped."""
+    seed: int = 0
+    """Episode ``i`` resets the environment with seed ``seed + i``."""
+    step_deadline_ms: int = 200
+    """How long one step waits for the agents' replies, in ms."""
+    lease_steps: int = 5
+    """Consecutive missed steps after which an agent is declared dead."""
+    team_policy: TeamPolicy = "abort_episode"
+    """What a dead agent does to the episode."""
+    step_period_ms: int = 0
+    """Time between step starts in ms; required in field mode, 0 = as fast as possible."""
+    episode_limit: int | None = None
+    """Steps per episode; field mode requires it, simulation defaults to the env's limit."""
+    team_wait_s: float = 30.0
+    """Before each episode, wait this long for the full team; then start with whoever is there."""
+    attach_timeout_s: float = 10.0
+    """A joined session that has not opened its Steps stream after this long may be replaced."""
+    max_message_bytes: int = wire.MAX_MESSAGE_BYTES
+    """gRPC receive limit."""
+    stop_after_steps: int | None = None
+    """Stop gracefully (as on SIGTERM) once this many team steps were run in this run."""
+    resume: bool = False
+    """Continue the run recorded in ``record_path`` (skip the episodes it completed)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}; found {self.mode!r}")
+        if self.team_policy not in TEAM_POLICIES:
+            raise ValueError(
+                f"team_policy must be one of {TEAM_POLICIES}; found {self.team_policy!r}"
+            )
+        if self.episodes < 0:
+            raise ValueError(f"episodes must be >= 0 (0 = until stopped); found {self.episodes}")
+        if not 1 <= self.step_deadline_ms <= 600_000:
+            raise ValueError(
+                f"step_deadline_ms must be in [1, 600000]; found {self.step_deadline_ms}"
+            )
+        if self.lease_steps < 1:
+            raise ValueError(f"lease_steps must be >= 1; found {self.lease_steps}")
+        if self.step_period_ms < 0:
+            raise ValueError(f"step_period_ms must be >= 0; found {self.step_period_ms}")
+        if self.mode == "field" and (self.step_period_ms <= 0 or not self.episode_limit):
+            raise ValueError(
+                "field mode needs a step period and an episode length: set step_period_ms > 0 "
+                f"and episode_limit > 0 (found {self.step_period_ms} and {self.episode_limit})"
+            )
+        if self.episode_limit is not None and self.episode_limit < 1:
+            raise ValueError(f"episode_limit must be >= 1; found {self.episode_limit}")
+
+
+@dataclass
+class AgentCounters:
+    """Per-agent statistics of one coordinator process (mutable, guarded by the coordinator)."""
+
+    joins: int = 0
+    rejoins: int = 0
+    fallbacks: int = 0
+    late_replies: int = 0
+    invalid_actions: int = 0
+    deaths: int = 0
+    disconnects: int = 0
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `Coordinator.run` did."""
+
+    finished: bool
+    """All requested episodes ran (False: stopped early)."""
+    episodes: tuple[dict[str, Any], ...]
+    """One dict per episode run here: episode_index, seed, steps, return, reason."""
+    team_steps: int
+    """Team steps of the whole run (including steps of a resumed run's earlier processes)."""
+    counters: Mapping[str, AgentCounters]
+    """Per-agent counters of this process."""
+
+
+# ------------------------------------------------------------------------------------ sessions
+class _Session:
+    """One joined agent: its outbox feeds its Steps stream."""
+
+    def __init__(self, agent_index: int, agent_id: str, client_name: str) -> None:
+        self.id = uuid.uuid4().hex
+        self.agent_index = agent_index
+        self.agent_id = agent_id
+        self.client_name = client_name
+        self.created = time.monotonic()
+        self.attached = False
+        self.ended = False
+        self.outbox: queue.SimpleQueue[pb.CoordinatorMessage | None] = queue.SimpleQueue()
+
+    def send(self, msg: pb.CoordinatorMessage) -> None:
+        self.outbox.put(msg)
+
+
+@dataclass
+class _StepWindow:
+    """The one step whose replies are being collected."""
+
+    episode_id: int
+    step: int
+    expected: set[int]
+    masks: dict[int, np.ndarray]
+    replies: dict[int, pb.StepReply] = field(default_factory=dict)
+    invalid: set[int] = field(default_factory=set)
+    late: dict[int, int] = field(default_factory=dict)
+
+
+class Coordinator:
+    """One team's coordinator: sessions, step clock, records. Thread-safe; `run` blocks.
+
+    Simulation: pass ``env`` (a `qmix_edge.envs.TeamEnv` whose agents match ``team``).
+    """
+
+    def __init__(
+        self,
+        team: TeamSpec,
+        config: CoordinatorConfig,
+        *,
+        env: Any = None,
+        record_path: str | Path | None = None,
+    ) -> None:
+        self.team = team
+        self.config = config
+        self.env = env
+        self.instance = uuid.uuid4().hex[:12]
+        if config.mode == "simulation":
+            if env is None:
+                raise TeamMismatchError("simulation mode needs an environment; pass env=...")
+            _check_env_matches(team, env)
+        self.episode_limit = int(config.episode_limit or (env.spec.episode_limit if env else 0))
+        self._lock = threading.Lock()
+        self._replies_done = threading.Condition(self._lock)
+        self._team_changed = threading.Condition(self._lock)
+        self._live: dict[int, _Session] = {}
+        self._sessions: dict[str, _Session] = {}
+        self._ever_joined: set[int] = set()
+        self._window: _StepWindow | None = None
+        self._current_episode = 0
+        self._stop = threading.Event()
+        self.counters = {a.agent_id: AgentCounters() for a in team.agents}
+        self._record_path = Path(record_path) if record_path else None
+        self._start_index, self._team_step = (
+            resume_point(self._record_path) if config.resume and self._record_path else (0, 0)
+        )
+        self._records: RecordWriter | None = None
+        self._server: grpc.Server | None = None
+        self._health = health.HealthServicer(experimental_non_blocking=True)
+        self.port: int | None = None
+
+    # ----------------------------------------------------------------------------- serving
+    def start(self, address: str = "127.0.0.1:0") -> int:
+        """Bind ``address`` (port 0 = any free port), start serving, return the bound port.
+
+        Raises `RuntimeFailure` when the address cannot be bound (in use: ports are never shared).
+        """
+        max_bytes = self.config.max_message_bytes
+        server = grpc.server(
+            futures.ThreadPoolExecutor(
+                max_workers=2 * len(self.team.agents) + 8, thread_name_prefix="coord-rpc"
+            ),
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ],
+        )
+        pb_grpc.add_TeamServicer_to_server(_TeamServicer(self), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise RuntimeFailure(
+                f"cannot bind {address}: the port is in use or not permitted ({e}). "
+                "Stop the other server or choose another --port (0 = any free port)."
+            ) from e
+        if port == 0 or (not address.endswith(":0") and not address.endswith(f":{port}")):
+            raise RuntimeFailure(
+                f"cannot bind {address} (bound port {port}); the port is in use. "
+                "Stop the other server or choose another --port."
+            )
+        server.start()
+        self._server, self.port = server, port
+        for name in ("", wire.HEALTH_SERVICE):
+            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self._record_path is not None:
+            self._records = RecordWriter(self._record_path)
+            self._record(
+                "run_start",
+                coordinator_instance=self.instance,
+                team_id=self.team.team_id,
+                mode=self.config.mode,
+                resumed_from=self._start_index,
+                time=time.time(),
+            )
+        log.info(
+            "coordinator %s serving team %s on port %d", self.instance, self.team.team_id, port
+        )
+        return port
+
+    def request_stop(self) -> None:
+        """Begin a graceful stop: health NOT_SERVING, the step in flight finishes, `run` returns."""
+        if not self._stop.is_set():
+            log.info("stop requested: finishing the step in flight")
+            self._stop.set()
+            for name in ("", wire.HEALTH_SERVICE):
+                self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            with self._lock:
+                self._team_changed.notify_all()
+
+    def close(self, grace_s: float = 2.0) -> None:
+        """Stop the server (after `run` returned, or to abandon it) and close the record file."""
+        self.request_stop()
+        with self._lock:
+            sessions = list(self._sessions.values())
+        for s in sessions:
+            self._end_session(s, goodbye=pb.GOODBYE_REASON_SHUTDOWN, detail="coordinator closed")
+        if self._server is not None:
+            self._server.stop(grace_s).wait(grace_s + 1)
+            self._server = None
+        if self._records is not None:
+            self._records.close()
+            self._records = None
+
+    # ------------------------------------------------------------------------------- joins
+    def join(self, req: pb.JoinRequest, peer: str) -> pb.JoinReply:
+        """Admit one agent or raise `_Refusal` with the status code to answer."""
+        if self._stop.is_set():
+            raise _Refusal(grpc.StatusCode.UNAVAILABLE, "the coordinator is shutting down")
+        if req.protocol_version != wire.PROTOCOL_VERSION:
+            raise _Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version {req.protocol_version} is not spoken here; this coordinator "
+                f"speaks {wire.PROTOCOL_VERSION} (qmix_edge.v1). Upgrade the agent.",
+            )
+        if not req.agent_id:
+            raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty")
+        if not _SHA256.match(req.artifact_sha256):
+            raise _Refusal(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"artifact_sha256 must be 64 lowercase hex digits; found {req.artifact_sha256[:80]!r}",
+            )
+        index = self.team.index(req.agent_id)
+        if index is None:
+            raise _Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                f"agent {req.agent_id[:80]!r} is not in team {self.team.team_id}; its agents are "
+                f"{list(self.team.agent_ids)}",
+            )
+        slot = self.team.agents[index]
+        if req.artifact_sha256 not in slot.sha256s:
+            raise _Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"agent {slot.agent_id!r} runs artifact {req.artifact_sha256[:12]}..., but team "
+                f"{self.team.team_id} expects {sorted(h[:12] + '...' for h in slot.sha256s)}: the "
+                "agent was exported from another run or another export. Copy the coordinator's "
+                "artifact directory to the device.",
+            )
+        with self._lock:
+            old = self._live.get(index)
+            if old is not None:
+                stale = not old.attached and (
+                    time.monotonic() - old.created > self.config.attach_timeout_s
+                )
+                if not stale:
+                    raise _Refusal(
+                        grpc.StatusCode.ALREADY_EXISTS,
+                        f"agent {slot.agent_id!r} already has a live session (from "
+                        f"{old.client_name or 'unknown'}); stop it first or wait for its lease "
+                        "to expire",
+                    )
+            session = _Session(index, slot.agent_id, req.client_name[:200])
+            rejoin = index in self._ever_joined
+            self._ever_joined.add(index)
+            self._live[index] = session
+            self._sessions[session.id] = session
+            c = self.counters[slot.agent_id]
+            c.joins += 1
+            c.rejoins += int(rejoin)
+            episode = self._current_episode
+        if old is not None:
+            self._end_session(old, goodbye=None, detail="superseded")
+        self._record(
+            "join",
+            agent_id=slot.agent_id,
+            session_id=session.id,
+            client_name=session.client_name,
+            peer=peer,
+            rejoin=rejoin,
+        )
+        log.info("agent %s joined (%s, %s)", slot.agent_id, session.client_name, peer)
+        return pb.JoinReply(
+            session_id=session.id,
+            team_id=self.team.team_id,
+            coordinator_instance=self.instance,
+            mode=pb.MODE_SIMULATION if self.config.mode == "simulation" else pb.MODE_FIELD,
+            agent_index=index,
+            n_agents=len(self.team.agents),
+            fallback_action=slot.fallback_action,
+            step_deadline_ms=self.config.step_deadline_ms,
+            lease_steps=self.config.lease_steps,
+            step_period_ms=self.config.step_period_ms,
+            episode_limit=self.episode_limit,
+            obs_dim=slot.obs_dim,
+            n_actions=slot.n_actions,
+            current_episode_id=episode,
+        )
+
+    def attach(self, session_id: str) -> _Session:
+        with self._lock:
+            s = self._sessions.get(session_id)
+            if s is None or s.ended:
+                raise _Refusal(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"session {session_id[:40]!r} is unknown or over; Join again",
+                )
+            if s.attached:
+                raise _Refusal(
+                    grpc.StatusCode.ALREADY_EXISTS, "this session already has a Steps stream"
+                )
+            s.attached = True
+            self._team_changed.notify_all()
+        return s
+
+    def leave(self, session_id: str, reason: str) -> None:
+        with self._lock:
+            s = self._sessions.get(session_id)
+        if s is not None:
+            self._end_session(s, goodbye=None, detail=f"left: {reason[:200]}")
+
+    def _end_session(self, s: _Session, *, goodbye: int | None, detail: str) -> None:
+        with self._lock:
+            if s.ended:
+                return
+            s.ended = True
+            self._sessions.pop(s.id, None)
+            if self._live.get(s.agent_index) is s:
+                del self._live[s.agent_index]
+            if detail == "disconnected":
+                self.counters[s.agent_id].disconnects += 1
+            self._team_changed.notify_all()
+            self._replies_done.notify_all()
+        if goodbye is not None:
+            s.send(pb.CoordinatorMessage(goodbye=pb.Goodbye(reason=goodbye, detail=detail)))  # type: ignore[arg-type]
+        s.outbox.put(None)
+        self._record("leave", agent_id=s.agent_id, session_id=s.id, reason=detail)
+        log.info("agent %s session ended: %s", s.agent_id, detail)
+
+    # ----------------------------------------------------------------------------- replies
+    def on_reply(self, s: _Session, reply: pb.StepReply) -> None:
+        """Take one StepReply: kept only if it answers the step in flight, else counted late."""
+        with self._lock:
+            w = self._window
+            i = s.agent_index
+            if (
+                w is None
+                or s.ended
+                or reply.episode_id != w.episode_id
+                or reply.step != w.step
+                or i not in w.expected
+                or i in w.replies
+                or i in w.invalid
+            ):
+                self.counters[s.agent_id].late_replies += 1
+                if w is not None:
+                    w.late[i] = w.late.get(i, 0) + 1
+                log.debug(
+                    "discarded reply of %s for episode %d step %d (now %s)",
+                    s.agent_id,
+                    reply.episode_id,
+                    reply.step,
+                    (w.episode_id, w.step) if w else None,
+                )
+                return
+            a = reply.action
+            mask = w.masks.get(i)
+            n = self.team.agents[i].n_actions
+            if not 0 <= a < n or (mask is not None and not mask[a]):
+                w.invalid.add(i)
+                self.counters[s.agent_id].invalid_actions += 1
+                log.warning("agent %s chose action %d, not allowed now", s.agent_id, a)
+            else:
+                w.replies[i] = reply
+            if len(w.replies) + len(w.invalid) >= len(w.expected):
+                self._replies_done.notify_all()
+
+    # --------------------------------------------------------------------------- the clock
+    def run(self) -> RunSummary:
+        """Run the configured episodes (or until `request_stop`); returns what happened."""
+        episodes: list[dict[str, Any]] = []
+        index = self._start_index
+        last = self.config.episodes if self.config.episodes > 0 else math.inf
+        while index < last and not self._stop.is_set():
+            self._wait_for_team()
+            if self._stop.is_set():
+                break
+            ep = self._run_episode(index)
+            episodes.append(ep)
+            if ep["reason"] == "stopped":
+                break
+            index += 1
+        finished = index >= last
+        with self._lock:
+            sessions = list(self._sessions.values())
+        reason = pb.GOODBYE_REASON_RUN_FINISHED if finished else pb.GOODBYE_REASON_SHUTDOWN
+        for s in sessions:
+            self._end_session(
+                s, goodbye=reason, detail="run finished" if finished else "coordinator stopping"
+            )
+        self._record(
+            "run_end",
+            finished=finished,
+            team_steps=self._team_step,
+            stats={k: vars(v) for k, v in self.counters.items()},
+        )
+        return RunSummary(finished, tuple(episodes), self._team_step, dict(self.counters))
+
+    def _wait_for_team(self) -> None:
+        deadline = time.monotonic() + self.config.team_wait_s
+        with self._lock:
+            while not self._stop.is_set():
+                attached = sum(1 for s in self._live.values() if s.attached)
+                if attached == len(self.team.agents):
+                    return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning(
+                        "starting with %d of %d agents after waiting %.1f s",
+                        attached,
+                        len(self.team.agents),
+                        self.config.team_wait_s,
+                    )
+                    return
+                self._team_changed.wait(left)
+
+    def _broadcast(self, msg: pb.CoordinatorMessage) -> None:
+        with self._lock:
+            sessions = [s for s in self._live.values() if s.attached]
+        for s in sessions:
+            s.send(msg)
+
+    def _run_episode(self, index: int) -> dict[str, Any]:
+        cfg = self.config
+        seed = cfg.seed + index
+        with self._lock:
+            self._current_episode += 1
+            episode_id = self._current_episode
+        n = len(self.team.agents)
+        ts = self.env.reset(seed=seed) if cfg.mode == "simulation" else None
+        self._record("episode_start", episode_id=episode_id, episode_index=index, seed=seed)
+        self._broadcast(
+            pb.CoordinatorMessage(episode_start=pb.EpisodeStart(episode_id=episode_id, seed=seed))
+        )
+        misses = [0] * n
+        dead: set[int] = set()
+        total, reason, steps = 0.0, "limit", 0
+        period = cfg.step_period_ms / 1000.0
+        t_start = time.perf_counter()
+        for step in range(self.episode_limit):
+            if self._stop.is_set():
+                reason = "stopped"
+                break
+            alive = ts.alive if ts is not None else np.ones(n, dtype=bool)
+            actions, got, exchange_us, late = self._exchange(episode_id, step, ts, alive)
+            fallback = [self.team.agents[i].agent_id for i in range(n) if alive[i] and i not in got]
+            for i in range(n):
+                if not alive[i]:
+                    continue
+                if i in got:
+                    misses[i] = 0
+                    continue
+                misses[i] += 1
+                self.counters[self.team.agents[i].agent_id].fallbacks += 1
+                if misses[i] >= cfg.lease_steps and i not in dead:
+                    dead.add(i)
+                    self._declare_dead(i, misses[i])
+            step_rec: dict[str, Any] = {
+                "episode_id": episode_id,
+                "episode_index": index,
+                "step": step,
+                "team_step": self._team_step,
+                "actions": [int(a) for a in actions],
+                "fallback": fallback,
+                "late": {self.team.agents[i].agent_id: k for i, k in late.items()},
+                "exchange_us": exchange_us,
+                "decision_us": {self.team.agents[i].agent_id: got[i].decision_us for i in got},
+            }
+            self._team_step += 1
+            steps = step + 1
+            if dead and cfg.team_policy == "abort_episode":
+                names = [self.team.agents[i].agent_id for i in sorted(dead)]
+                reason = f"aborted: {', '.join(names)} silent for {cfg.lease_steps} steps"
+                self._record("step", **step_rec, reward=None, applied=False)
+                break
+            if ts is not None:
+                result = self.env.step(actions)
+                total += float(result.reward)
+                self._record("step", **step_rec, reward=float(result.reward), applied=True)
+                ts = result.next
+                if result.done:
+                    reason = "terminated" if result.terminated else "truncated"
+                    break
+            else:
+                reports = {self.team.agents[i].agent_id: dict(got[i].report) for i in got}
+                self._record("step", **step_rec, reports=reports, applied=True)
+            if cfg.stop_after_steps is not None and self._team_step >= cfg.stop_after_steps:
+                log.info("stop_after_steps=%d reached", cfg.stop_after_steps)
+                self.request_stop()
+            if period > 0:
+                pause = t_start + (step + 1) * period - time.perf_counter()
+                if pause > 0:
+                    self._stop.wait(pause)
+        ep = {
+            "episode_id": episode_id,
+            "episode_index": index,
+            "seed": seed,
+            "steps": steps,
+            "return": total,
+            "reason": reason,
+        }
+        self._record("episode_end", **ep)
+        self._broadcast(
+            pb.CoordinatorMessage(
+                episode_end=pb.EpisodeEnd(
+                    episode_id=episode_id, steps=steps, team_return=total, reason=reason
+                )
+            )
+        )
+        return ep
+
+    def _exchange(
+        self, episode_id: int, step: int, ts: Any, alive: np.ndarray
+    ) -> tuple[np.ndarray, dict[int, pb.StepReply], int, dict[int, int]]:
+        """Send step ``step`` to every live agent and collect replies until all or the deadline.
+
+        Returns (actions int64 (n_agents,), valid replies by agent index, exchange time in us,
+        replies discarded during this step by agent index).
+        """
+        n = len(self.team.agents)
+        deadline_s = self.config.step_deadline_ms / 1000.0
+        requests: list[tuple[_Session, pb.CoordinatorMessage]] = []
+        masks: dict[int, np.ndarray] = {}
+        with self._lock:
+            live = {i: s for i, s in self._live.items() if s.attached and alive[i]}
+        for i, s in live.items():
+            slot = self.team.agents[i]
+            req = pb.StepRequest(
+                episode_id=episode_id,
+                step=step,
+                deadline_ms=self.config.step_deadline_ms,
+                team_step=self._team_step,
+            )
+            if ts is not None:
+                obs = ts.obs[i, : slot.obs_dim]  # (obs_dim,) float32, the agent's true size
+                mask = ts.avail[i, : slot.n_actions]  # (n_actions,) bool
+                req.observation.CopyFrom(wire.encode(obs))
+                req.action_mask.CopyFrom(wire.encode(mask))
+                masks[i] = np.array(mask, dtype=bool)
+            requests.append((s, pb.CoordinatorMessage(step_request=req)))
+        t0 = time.perf_counter()
+        with self._lock:
+            w = _StepWindow(episode_id, step, set(live), masks)
+            self._window = w
+        for s, msg in requests:
+            s.send(msg)
+        end = t0 + deadline_s
+        with self._lock:
+            while len(w.replies) + len(w.invalid) < len(w.expected):
+                left = end - time.perf_counter()
+                if left <= 0:
+                    break
+                # A session that ended (disconnect) will not answer: stop waiting for it.
+                w.expected = {i for i in w.expected if not live[i].ended or i in w.replies}
+                if len(w.replies) + len(w.invalid) >= len(w.expected):
+                    break
+                self._replies_done.wait(left)
+            self._window = None
+            got = dict(w.replies)
+            late = dict(w.late)
+        exchange_us = int((time.perf_counter() - t0) * 1e6)
+        actions = np.zeros(n, dtype=np.int64)
+        for i in range(n):
+            actions[i] = got[i].action if i in got else self.team.agents[i].fallback_action
+        if ts is not None:
+            # An absent agent's action is a placeholder the environment ignores.
+            actions[~np.asarray(alive, dtype=bool)] = 0
+        return actions, got, exchange_us, late
+
+    def _declare_dead(self, i: int, missed: int) -> None:
+        agent_id = self.team.agents[i].agent_id
+        self.counters[agent_id].deaths += 1
+        log.warning(
+            "agent %s missed %d consecutive steps: lease expired (%s)",
+            agent_id,
+            missed,
+            self.config.team_policy,
+        )
+        with self._lock:
+            s = self._live.get(i)
+        if s is not None:
+            self._end_session(s, goodbye=pb.GOODBYE_REASON_LEASE_EXPIRED, detail="lease expired")
+
+    def _record(self, record_type: str, **fields: Any) -> None:
+        if self._records is not None:
+            self._records.write(record_type, **fields)
+
+
+def _check_env_matches(team: TeamSpec, env: Any) -> None:
+    spec = env.spec
+    found = [(a.agent_id, a.obs_dim, a.n_actions) for a in spec.agents]
+    expected = [(a.agent_id, a.obs_dim, a.n_actions) for a in team.agents]
+    if found != expected:
+        raise TeamMismatchError(
+            f"the environment {spec.env_id!r} has agents (id, obs_dim, n_actions) {found}, but the "
+            f"artifact expects {expected}. Run the coordinator with the env (and n_agents, "
+            "env kwargs) the policy was trained on."
+        )
+
+
+# ------------------------------------------------------------------------------- gRPC glue
+class _Refusal(Exception):
+    def __init__(self, code: grpc.StatusCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class _TeamServicer(pb_grpc.TeamServicer):
+    """Maps the Team service onto a `Coordinator`; every failure is a status code."""
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+
+    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
+        try:
+            return self.c.join(request, context.peer())
+        except _Refusal as r:
+            log.info("refused join of %r: %s %s", request.agent_id[:80], r.code.name, r.detail)
+            context.abort(r.code, r.detail)
+            raise  # unreachable: abort raises
+
+    def Leave(self, request: pb.LeaveRequest, context: grpc.ServicerContext) -> pb.LeaveReply:
+        self.c.leave(request.session_id, request.reason)
+        return pb.LeaveReply()
+
+    def Steps(
+        self, request_iterator: Iterator[pb.AgentMessage], context: grpc.ServicerContext
+    ) -> Iterator[pb.CoordinatorMessage]:
+        try:
+            first = next(request_iterator)
+        except StopIteration:
+            return
+        if first.WhichOneof("kind") != "attach":
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first message of a Steps stream must be attach(session_id)",
+            )
+        try:
+            session = self.c.attach(first.attach.session_id)
+        except _Refusal as r:
+            context.abort(r.code, r.detail)
+            raise
+        context.add_callback(
+            lambda: self.c._end_session(session, goodbye=None, detail="disconnected")
+        )
+        reader = threading.Thread(
+            target=self._read, args=(session, request_iterator), daemon=True, name="coord-reader"
+        )
+        reader.start()
+        while True:
+            msg = session.outbox.get()
+            if msg is None:
+                return
+            yield msg
+
+    def _read(self, session: _Session, requests: Iterator[pb.AgentMessage]) -> None:
+        try:
+            for msg in requests:
+                if msg.WhichOneof("kind") == "step_reply":
+                    self.c.on_reply(session, msg.step_reply)
+                else:
+                    log.warning("agent %s sent a second attach; ignored", session.agent_id)
+        except grpc.RpcError:
+            pass
+        except Exception:  # a reader thread must never die silently
+            log.exception("reading the stream of %s failed", session.agent_id)
+        self.c._end_session(session, goodbye=None, detail="disconnected")
+
+
+# ------------------------------------------------------------------------------------- the CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qmix-coordinator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Serve one team: agents (qmix-agent) dial in, join with their artifact hash, and the\n"
+            "coordinator keeps them in step. Simulation mode runs the environment here and sends\n"
+            "each agent its own observation; field mode paces a real team and records reports.\n\n"
+            "example:\n"
+            "  qmix-coordinator --artifacts artifacts/run1 --episodes 10 --port 50051 \\\n"
+            "      --record runs/run1/episodes.jsonl"
+        ),
+    )
+    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
+    p.add_argument("--mode", choices=MODES, default="simulation", help="default: simulation")
+    p.add_argument("--env", default=None, help="simulation env id (default: the manifest's)")
+    p.add_argument("--n-agents", type=int, default=None, help="env team size (default: manifest)")
+    p.add_argument("--episodes", type=int, default=1, help="episodes to run, 0 = until stopped")
+    p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i (default 0)")
+    p.add_argument("--episode-limit", type=int, default=None, help="steps per episode")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=50051, help="port, 0 = any free (default 50051)")
+    p.add_argument("--port-file", default=None, help="write the bound port to this file")
+    p.add_argument("--record", default=None, help="append the run record (JSONL) to this file")
+    p.add_argument("--resume", action="store_true", help="continue the run in --record")
+    p.add_argument("--step-deadline-ms", type=int, default=200, help="default 200")
+    p.add_argument("--lease-steps", type=int, default=5, help="default 5")
+    p.add_argument("--team-policy", choices=TEAM_POLICIES, default="abort_episode")
+    p.add_argument("--step-period-ms", type=int, default=0, help="step pacing (field: required)")
+    p.add_argument("--team-wait-s", type=float, default=30.0, help="wait for the team, default 30")
+    p.add_argument(
+        "--stop-after-steps", type=int, default=None, help="stop gracefully after N team steps"
+    )
+    p.add_argument("--public-key", default=None, help="Ed25519 key the manifest must verify with")
+    p.add_argument("--log-level", default="INFO", help="default INFO")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        team = TeamSpec.from_artifacts(args.artifacts, public_key=args.public_key)
+        config = CoordinatorConfig(
+            mode=args.mode,
+            episodes=args.episodes,
+            seed=args.seed,
+            step_deadline_ms=args.step_deadline_ms,
+            lease_steps=args.lease_steps,
+            team_policy=args.team_policy,
+            step_period_ms=args.step_period_ms,
+            episode_limit=args.episode_limit,
+            team_wait_s=args.team_wait_s,
+            stop_after_steps=args.stop_after_steps,
+            resume=args.resume,
+        )
+        env = None
+        if config.mode == "simulation":
+            from qmix_edge.envs import make_env
+
+            env = make_env(
+                args.env or team.env_id,
+                n_agents=args.n_agents or len(team.agents),
+                episode_limit=args.episode_limit,
+                env_kwargs=team.env_kwargs if args.env is None else None,
+            )
+        coordinator = Coordinator(team, config, env=env, record_path=args.record)
+    except Exception as e:  # config, artifact and env errors are the user's to fix
+        log.error("%s: %s", type(e).__name__, e)
+        return 2
+    try:
+        port = coordinator.start(f"{args.host}:{args.port}")
+    except RuntimeFailure as e:
+        log.error("%s", e)
+        return 1
+    if args.port_file:
+        _write_port_file(Path(args.port_file), port)
+    stop_handler = _install_signal_handlers(coordinator.request_stop)
+    try:
+        summary = coordinator.run()
+    except Exception:
+        log.exception("the coordinator failed")
+        return 1
+    finally:
+        coordinator.close()
+        stop_handler()
+    returns = [e["return"] for e in summary.episodes]
+    mean = sum(returns) / len(returns) if returns else float("nan")
+    log.info(
+        "%s after %d episodes here (mean return %.4f), %d team steps in the run",
+        "finished" if summary.finished else "stopped",
+        len(summary.episodes),
+        mean,
+        summary.team_steps,
+    )
+    log.info("run record appended to %s", args.record or "(no --record given)")
+    return 0
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    tmp.replace(path)
+
+
+def _install_signal_handlers(on_stop: Callable[[], None]) -> Callable[[], None]:
+    """SIGTERM/SIGINT -> graceful stop; returns a function restoring the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d received", signum)
+        on_stop()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+    return restore
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The coordinator's run record: one JSON object per line, appended and flushed as the run goes.
+
+Owns the record file format (what `qmix-coordinator --record` writes and `qmix-eval` reads). Every
+line has a ``type``:
+
+- ``run_start``: coordinator_instance, team_id, mode, resumed_from (episode index), time
+- ``join``: agent_id, session_id, client_name, rejoin (bool: this agent joined before in this run)
+- ``leave``: agent_id, reason ("left", "disconnected", "lease expired", "shutdown")
+- ``episode_start``: episode_id, episode_index, seed
+- ``step``: episode_id, episode_index, step, team_step, actions, fallback (agent ids that got their
+  fallback action), late (agent id -> replies discarded during this step), reward (simulation),
+  exchange_us (requests sent -> last reply or deadline), decision_us (agent id -> what it reported),
+  reports (field mode: agent id -> {name: value})
+- ``episode_end``: episode_id, episode_index, seed, steps, return, reason
+  ("terminated" | "truncated" | "limit" | "aborted: ..." | "stopped")
+- ``run_end``: finished (bool), team_steps, stats (per agent counters)
+
+Each line is flushed when written, so a crash loses at most the line being written; `read_records`
+skips a torn last line. No torch here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+log = logging.getLogger(__name__)
+
+
+class RecordWriter:
+    """Appends records to a JSONL file, one flushed line each (thread-safe for whole lines)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self._lock = threading.Lock()
+
+    def write(self, record_type: str, **fields: Any) -> None:
+        line = json.dumps({"type": record_type, **fields}, separators=(",", ":")) + "\n"
+        with self._lock:
+            if self._file is None:
+                raise ValueError(f"record file {self.path} is closed")
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Yield every complete record of a record file (a torn last line is skipped with a warning)."""
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.endswith("\n"):
+                log.warning("%s: line %d is incomplete (a crash while writing); skipped", path, n)
+                break
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                log.warning("%s: line %d is not JSON; skipped", path, n)
+                continue
+            if isinstance(rec, Mapping):
+                yield dict(rec)
+
+
+def resume_point(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(next episode index, team steps so far) of a record file; (0, 0) when it does not exist.
+
+    An episode counts as done when its ``episode_end`` reason is anything but ``stopped`` (a
+    stopped episode was cut by a shutdown and is run again, with the same seed, on resume).
+    """
+    p = Path(path)
+    if not p.exists():
+        return 0, 0
+    next_index, team_steps = 0, 0
+    for rec in read_records(p):
+        if rec["type"] == "episode_end" and rec.get("reason") != "stopped":
+            next_index = max(next_index, int(rec["episode_index"]) + 1)
+        elif rec["type"] == "step":
+            team_steps = max(team_steps, int(rec["team_step"]) + 1)
+    return next_index, team_steps

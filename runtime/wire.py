@@ -1,0 +1,84 @@
+"""The wire codec of protocol qmix_edge.v1: typed tensors in and out, and the protocol constants.
+
+Owns the conversion between numpy arrays and `Tensor` messages (raw little-endian bytes, C order)
+and the validation every receiver applies: dtype, shape against what the manifest says, byte
+length, finiteness, bool bytes in {0, 1}. Float32 observations travel bit for bit, so an agent sees
+exactly the array the coordinator's environment produced. No torch here.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+
+from .errors import WireError
+from .proto.v1 import team_pb2 as pb
+
+PROTOCOL_VERSION: Final = pb.PROTOCOL_VERSION_1
+"""The protocol version this package speaks."""
+HEALTH_SERVICE: Final = "qmix_edge.v1.Team"
+"""The service name the coordinator reports on grpc.health.v1."""
+MAX_MESSAGE_BYTES: Final = 64 * 1024
+"""Default receive limit on both sides: a step message is a few hundred bytes."""
+
+_DTYPES: Final[dict[int, np.dtype]] = {
+    pb.DTYPE_FLOAT32: np.dtype("<f4"),
+    pb.DTYPE_BOOL: np.dtype("bool"),
+    pb.DTYPE_INT64: np.dtype("<i8"),
+}
+_CODES: Final[dict[np.dtype, int]] = {v: k for k, v in _DTYPES.items()}
+
+
+def encode(array: np.ndarray) -> pb.Tensor:
+    """Pack a float32, bool or int64 array into a Tensor (little-endian, C order)."""
+    arr = np.asarray(array)
+    dtype = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+    code = _CODES.get(np.dtype(dtype))
+    if code is None:
+        raise WireError(
+            f"cannot send dtype {arr.dtype}; the wire carries float32, bool and int64. "
+            "Convert the array first (observations are float32)."
+        )
+    data = np.ascontiguousarray(arr, dtype=_DTYPES[code]).tobytes()
+    return pb.Tensor(dtype=code, shape=arr.shape, data=data)  # type: ignore[arg-type]
+
+
+def decode(
+    tensor: pb.Tensor,
+    *,
+    name: str,
+    dtype: int,
+    shape: tuple[int, ...],
+) -> np.ndarray:
+    """Unpack and validate a Tensor; raise `WireError` naming `name` on any mismatch.
+
+    `dtype` is the expected `pb.DType` code and `shape` the expected shape (from the manifest).
+    Float tensors must be finite; bool tensors must hold only bytes 0 and 1.
+    """
+    if tensor.dtype != dtype:
+        raise WireError(
+            f"{name}: expected dtype {pb.DType.Name(dtype)}, found {pb.DType.Name(tensor.dtype)}"
+            if tensor.dtype in pb.DType.values()
+            else f"{name}: expected dtype {pb.DType.Name(dtype)}, found unknown code {tensor.dtype}"
+        )
+    found = tuple(tensor.shape)
+    if found != shape:
+        raise WireError(f"{name}: expected shape {list(shape)}, found {list(found)}")
+    np_dtype = _DTYPES[dtype]
+    expected_bytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
+    if len(tensor.data) != expected_bytes:
+        raise WireError(
+            f"{name}: shape {list(shape)} of {np_dtype.name} needs {expected_bytes} bytes, "
+            f"found {len(tensor.data)}"
+        )
+    if dtype == pb.DTYPE_BOOL:
+        raw = np.frombuffer(tensor.data, dtype=np.uint8)
+        if raw.size and raw.max() > 1:
+            raise WireError(f"{name}: bool bytes must be 0 or 1, found {int(raw.max())}")
+        return raw.astype(bool).reshape(shape)
+    arr = np.frombuffer(tensor.data, dtype=np_dtype).reshape(shape)
+    if dtype == pb.DTYPE_FLOAT32 and not np.isfinite(arr).all():
+        bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
+        raise WireError(f"{name}: values must be finite, found NaN or inf at flat index {bad}")
+    return arr.astype(np_dtype.newbyteorder("="), copy=False)
