@@ -70,6 +70,8 @@ class PolicyLike(Protocol):
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None) -> Any: ...
 
+    def record_action(self, action: int) -> None: ...
+
     def reset(self) -> None: ...
 
 
@@ -328,6 +330,9 @@ class AgentRunner:
                 for k, v in reading.report.items():
                     reply.report[k] = v
             else:
+                if req.HasField("previous_action"):
+                    # What the team really applied (the fallback after a miss) feeds prev_action.
+                    p.record_action(int(req.previous_action))
                 obs = wire.decode(
                     req.observation, name="observation", dtype=pb.DTYPE_FLOAT32, shape=(p.obs_dim,)
                 )
@@ -342,7 +347,7 @@ class AgentRunner:
                     else None
                 )
             reply.action = int(p.act(obs, mask).action)
-        except (WireError, RuntimeFailure) as e:
+        except (WireError, RuntimeFailure, ValueError) as e:  # ValueError: PolicyInputError
             self.stats.bad_requests += 1
             log.warning("step %d: %s; answering with the fallback action", req.step, e)
             reply.action = p.fallback_action

@@ -85,6 +85,8 @@ class TeamSpec:
     """The environment the policy was trained on (simulation default)."""
     env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Its keyword arguments."""
+    env_options: Mapping[str, Any] = field(default_factory=dict)
+    """The other `make_env` arguments of training (n_agents, team_reward, episode_limit)."""
 
     @property
     def agent_ids(self) -> tuple[str, ...]:
@@ -113,6 +115,7 @@ class TeamSpec:
             ),
             env_id=manifest.env_id,
             env_kwargs=dict(manifest.env_kwargs),
+            env_options=dict(manifest.env_options),
         )
 
     @classmethod
@@ -585,6 +588,7 @@ class Coordinator:
         )
         misses = [0] * n
         dead: set[int] = set()
+        prev_actions: np.ndarray | None = None
         total, reason, steps = 0.0, "limit", 0
         period = cfg.step_period_ms / 1000.0
         t_start = time.perf_counter()
@@ -593,7 +597,10 @@ class Coordinator:
                 reason = "stopped"
                 break
             alive = ts.alive if ts is not None else np.ones(n, dtype=bool)
-            actions, got, exchange_us, late = self._exchange(episode_id, step, ts, alive)
+            actions, got, exchange_us, late = self._exchange(
+                episode_id, step, ts, alive, prev_actions
+            )
+            prev_actions = actions if ts is not None else None
             fallback = [self.team.agents[i].agent_id for i in range(n) if alive[i] and i not in got]
             for i in range(n):
                 if not alive[i]:
@@ -661,7 +668,12 @@ class Coordinator:
         return ep
 
     def _exchange(
-        self, episode_id: int, step: int, ts: Any, alive: np.ndarray
+        self,
+        episode_id: int,
+        step: int,
+        ts: Any,
+        alive: np.ndarray,
+        prev_actions: np.ndarray | None,
     ) -> tuple[np.ndarray, dict[int, pb.StepReply], int, dict[int, int]]:
         """Send step ``step`` to every live agent and collect replies until all or the deadline.
 
@@ -682,6 +694,8 @@ class Coordinator:
                 deadline_ms=self.config.step_deadline_ms,
                 team_step=self._team_step,
             )
+            if prev_actions is not None:
+                req.previous_action = int(prev_actions[i])
             if ts is not None:
                 obs = ts.obs[i, : slot.obs_dim]  # (obs_dim,) float32, the agent's true size
                 mask = ts.avail[i, : slot.n_actions]  # (n_actions,) bool
@@ -735,6 +749,31 @@ class Coordinator:
     def _record(self, record_type: str, **fields: Any) -> None:
         if self._records is not None:
             self._records.write(record_type, **fields)
+
+
+def make_team_env(
+    team: TeamSpec, env_id: str | None = None, episode_limit: int | None = None
+) -> Any:
+    """Make the simulation environment of ``team`` with `qmix_edge.envs.make_env`.
+
+    Without ``env_id`` it is the training environment recorded in the manifest (id, kwargs, team
+    size, team reward, episode limit); with one, that id with the manifest's team size.
+    """
+    from qmix_edge.envs import make_env
+
+    opts = {k: v for k, v in team.env_options.items() if v is not None}
+    same = env_id is None or env_id == team.env_id
+    kwargs: dict[str, Any] = {
+        "n_agents": int(opts.get("n_agents", len(team.agents))),
+        "episode_limit": episode_limit or (opts.get("episode_limit") if same else None),
+    }
+    if same and "team_reward" in opts:
+        kwargs["team_reward"] = opts["team_reward"]
+    env = make_env(
+        env_id or team.env_id, env_kwargs=dict(team.env_kwargs) if same else None, **kwargs
+    )
+    _check_env_matches(team, env)
+    return env
 
 
 def _check_env_matches(team: TeamSpec, env: Any) -> None:
@@ -836,7 +875,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
     p.add_argument("--mode", choices=MODES, default="simulation", help="default: simulation")
     p.add_argument("--env", default=None, help="simulation env id (default: the manifest's)")
-    p.add_argument("--n-agents", type=int, default=None, help="env team size (default: manifest)")
     p.add_argument("--episodes", type=int, default=1, help="episodes to run, 0 = until stopped")
     p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i (default 0)")
     p.add_argument("--episode-limit", type=int, default=None, help="steps per episode")
@@ -878,16 +916,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_after_steps=args.stop_after_steps,
             resume=args.resume,
         )
-        env = None
-        if config.mode == "simulation":
-            from qmix_edge.envs import make_env
-
-            env = make_env(
-                args.env or team.env_id,
-                n_agents=args.n_agents or len(team.agents),
-                episode_limit=args.episode_limit,
-                env_kwargs=team.env_kwargs if args.env is None else None,
-            )
+        env = (
+            make_team_env(team, args.env, args.episode_limit)
+            if config.mode == "simulation"
+            else None
+        )
         coordinator = Coordinator(team, config, env=env, record_path=args.record)
     except Exception as e:  # config, artifact and env errors are the user's to fix
         log.error("%s: %s", type(e).__name__, e)

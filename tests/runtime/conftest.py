@@ -33,6 +33,7 @@ class FakePolicy:
     fallback_action: int = 0
     artifact_sha256: str = ""
     resets: int = 0
+    recorded: list[int] = field(default_factory=list)
     seen: list[tuple[np.ndarray, np.ndarray | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -48,6 +49,9 @@ class FakePolicy:
 
     def reset(self) -> None:
         self.resets += 1
+
+    def record_action(self, action: int) -> None:
+        self.recorded.append(action)
 
 
 def two_step_team() -> TeamSpec:

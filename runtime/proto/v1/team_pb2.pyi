@@ -157,20 +157,22 @@ class EpisodeStart(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class StepRequest(_message.Message):
-    __slots__ = ("episode_id", "step", "observation", "action_mask", "deadline_ms", "team_step")
+    __slots__ = ("episode_id", "step", "observation", "action_mask", "deadline_ms", "team_step", "previous_action")
     EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     OBSERVATION_FIELD_NUMBER: _ClassVar[int]
     ACTION_MASK_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     TEAM_STEP_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_ACTION_FIELD_NUMBER: _ClassVar[int]
     episode_id: int
     step: int
     observation: Tensor
     action_mask: Tensor
     deadline_ms: int
     team_step: int
-    def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., team_step: _Optional[int] = ...) -> None: ...
+    previous_action: int
+    def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., observation: _Optional[_Union[Tensor, _Mapping]] = ..., action_mask: _Optional[_Union[Tensor, _Mapping]] = ..., deadline_ms: _Optional[int] = ..., team_step: _Optional[int] = ..., previous_action: _Optional[int] = ...) -> None: ...
 
 class EpisodeEnd(_message.Message):
     __slots__ = ("episode_id", "steps", "team_return", "reason")

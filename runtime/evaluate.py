@@ -1,0 +1,648 @@
+"""qmix-eval: simulated multi-device evaluation, with a single-process reference and fault plans.
+
+Owns the evaluation harness: it starts one `qmix-coordinator` and one `qmix-agent` OS process per
+agent on loopback (port 0), runs the episodes, injects the faults of a plan, restarts what the plan
+kills, and then runs the same artifacts in one process (the reference: `AgentPolicy` objects
+stepping the same environment with the same per-episode seeds). The report (JSON, a human summary,
+a PNG beside it) compares the two episode by episode and lists latency percentiles, decision
+times, fallbacks, late replies and rejoins, all computed from the coordinator's run record.
+
+With no faults every episode's distributed return equals its reference return exactly: the agents
+run the same ONNX graphs on bit-identical float32 inputs.
+
+Fault plan (``--faults PLAN``: a JSON file or inline JSON list; team steps count from 0 over the
+whole run):
+
+    [{"kind": "kill", "agent": "agent_0", "at_step": 5, "restart_after_ms": 300},
+     {"kind": "stall", "agent": "agent_1", "at_step": 12, "duration_ms": 600},
+     {"kind": "drop", "agent": "agent_1", "fraction": 0.2, "seed": 0},
+     {"kind": "restart_coordinator", "at_step": 20, "restart_after_ms": 200}]
+
+No torch here (matplotlib is imported lazily for the picture and skipped with a note if absent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import FaultPlanError, RuntimeFailure
+from .records import read_records
+
+log = logging.getLogger(__name__)
+
+FaultKind = Literal["kill", "stall", "drop", "restart_coordinator"]
+FAULT_KINDS: tuple[str, ...] = ("kill", "stall", "drop", "restart_coordinator")
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One failure to inject."""
+
+    kind: FaultKind
+    """``kill`` (SIGKILL the agent, restart it), ``stall`` (the agent sleeps before one reply),
+    ``drop`` (the agent leaves a fraction of requests unanswered), ``restart_coordinator``."""
+    agent: str | None = None
+    """The agent it hits (not for restart_coordinator)."""
+    at_step: int = 0
+    """Team step (counted over the whole run) at which it happens (kill, stall, restart)."""
+    restart_after_ms: int = 300
+    """kill / restart_coordinator: down time before the process is started again."""
+    duration_ms: int = 0
+    """stall: how long the agent sleeps before answering."""
+    fraction: float = 0.0
+    """drop: fraction of step requests left unanswered, in [0, 1]."""
+    seed: int = 0
+    """drop: seed of the drop decisions."""
+
+
+def parse_fault_plan(text_or_path: str, agent_ids: Sequence[str]) -> tuple[Fault, ...]:
+    """Read a fault plan (JSON list, inline or in a file) and check it against the team."""
+    path = Path(text_or_path)
+    try:
+        text = path.read_text() if path.is_file() else text_or_path
+        raw = json.loads(text)
+    except (OSError, ValueError) as e:
+        raise FaultPlanError(
+            f"--faults must be a JSON list or a file holding one; could not read it ({e})"
+        ) from e
+    if not isinstance(raw, list):
+        raise FaultPlanError(f"a fault plan is a JSON list of faults; found {type(raw).__name__}")
+    faults = []
+    fields = set(Fault.__dataclass_fields__)
+    for n, item in enumerate(raw):
+        if not isinstance(item, dict) or set(item) - fields:
+            unknown = sorted(set(item) - fields) if isinstance(item, dict) else item
+            raise FaultPlanError(f"fault {n}: unknown fields {unknown}; allowed {sorted(fields)}")
+        try:
+            f = Fault(**item)
+        except TypeError as e:
+            raise FaultPlanError(f"fault {n}: {e}") from e
+        if f.kind not in FAULT_KINDS:
+            raise FaultPlanError(f"fault {n}: kind must be one of {FAULT_KINDS}; found {f.kind!r}")
+        if f.kind != "restart_coordinator" and f.agent not in agent_ids:
+            raise FaultPlanError(
+                f"fault {n}: agent must be one of {list(agent_ids)}; found {f.agent!r}"
+            )
+        if not 0.0 <= f.fraction <= 1.0 or f.at_step < 0 or f.duration_ms < 0:
+            raise FaultPlanError(f"fault {n}: fraction in [0, 1], at_step and durations >= 0")
+        faults.append(f)
+    per_agent = defaultdict(list)
+    for f in faults:
+        per_agent[(f.kind, f.agent)].append(f)
+    dup = [k for k, v in per_agent.items() if len(v) > 1 and k[0] != "restart_coordinator"]
+    if dup:
+        raise FaultPlanError(f"one fault of each kind per agent; found repeats of {dup}")
+    return tuple(faults)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation."""
+
+    artifacts: Path
+    """Artifact directory."""
+    env: str | None
+    """Env id (default: the manifest's training env)."""
+    episodes: int
+    """Episodes."""
+    seed: int
+    """Episode i uses seed + i, in both the distributed run and the reference."""
+    report: Path
+    """Where the JSON report goes (the PNG goes beside it)."""
+    faults: tuple[Fault, ...] = ()
+    """Fault plan."""
+    step_deadline_ms: int = 1000
+    """Coordinator step deadline."""
+    lease_steps: int = 5
+    """Coordinator lease."""
+    team_policy: str = "continue_degraded"
+    """Coordinator team policy (continue_degraded keeps faulty runs going)."""
+    episode_limit: int | None = None
+    """Override of the env's episode limit."""
+    timeout_s: float = 600.0
+    """Give up (exit 1) when the run takes longer."""
+
+
+# --------------------------------------------------------------------------- the processes
+class _Procs:
+    """Coordinator and agent subprocesses, with restarts."""
+
+    def __init__(self, cfg: EvalConfig, agent_ids: Sequence[str], workdir: Path) -> None:
+        self.cfg = cfg
+        self.agent_ids = list(agent_ids)
+        self.workdir = workdir
+        self.record = workdir / "episodes.jsonl"
+        self.port_file = workdir / "coordinator.port"
+        self.port = 0
+        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.coordinator_starts = 0
+        self.agent_starts: dict[str, int] = defaultdict(int)
+        self._logs: list[Any] = []
+
+    def _log(self, name: str) -> Any:
+        f = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed in close()
+        self._logs.append(f)
+        return f
+
+    def start_coordinator(self, stop_after: int | None) -> None:
+        cfg = self.cfg
+        resume = self.coordinator_starts > 0
+        cmd = [
+            sys.executable,
+            "-m",
+            "qmix_edge.runtime.coordinator",
+            "--artifacts",
+            str(cfg.artifacts),
+            "--episodes",
+            str(cfg.episodes),
+            "--seed",
+            str(cfg.seed),
+            "--port",
+            str(self.port),
+            "--port-file",
+            str(self.port_file),
+            "--record",
+            str(self.record),
+            "--step-deadline-ms",
+            str(cfg.step_deadline_ms),
+            "--lease-steps",
+            str(cfg.lease_steps),
+            "--team-policy",
+            cfg.team_policy,
+            "--team-wait-s",
+            "60",
+        ]
+        if cfg.env:
+            cmd += ["--env", cfg.env]
+        if cfg.episode_limit:
+            cmd += ["--episode-limit", str(cfg.episode_limit)]
+        if stop_after is not None:
+            cmd += ["--stop-after-steps", str(stop_after)]
+        if resume:
+            cmd.append("--resume")
+        self.port_file.unlink(missing_ok=True)
+        log.info("starting the coordinator%s", " (resume)" if resume else "")
+        self.coordinator = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=self._log("coordinator")
+        )
+        self.coordinator_starts += 1
+        deadline = time.monotonic() + 120
+        while not self.port_file.exists():
+            if self.coordinator.poll() is not None:
+                raise RuntimeFailure(
+                    f"the coordinator exited with {self.coordinator.returncode} before serving; "
+                    f"see {self.workdir / 'coordinator.log'}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeFailure("the coordinator did not report its port within 120 s")
+            time.sleep(0.02)
+        self.port = int(self.port_file.read_text())
+
+    def start_agent(self, agent_id: str, faults: Sequence[Fault]) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "qmix_edge.runtime.agent",
+            "--artifacts",
+            str(self.cfg.artifacts),
+            "--agent",
+            agent_id,
+            "--coordinator",
+            f"127.0.0.1:{self.port}",
+            "--backoff-max-s",
+            "0.5",
+            "--give-up-s",
+            "120",
+        ]
+        first = self.agent_starts[agent_id] == 0
+        for f in faults:
+            if f.agent != agent_id:
+                continue
+            if f.kind == "kill" and first:
+                cmd += ["--fault-kill-at-step", str(f.at_step)]
+            elif f.kind == "stall" and first:
+                cmd += [
+                    "--fault-stall-at-step",
+                    str(f.at_step),
+                    "--fault-stall-ms",
+                    str(f.duration_ms),
+                ]
+            elif f.kind == "drop":
+                cmd += ["--fault-drop-fraction", str(f.fraction), "--fault-seed", str(f.seed)]
+        self.agents[agent_id] = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=self._log(agent_id)
+        )
+        self.agent_starts[agent_id] += 1
+
+    def close(self) -> None:
+        procs = [p for p in [self.coordinator, *self.agents.values()] if p is not None]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+        for f in self._logs:
+            f.close()
+
+
+def run_distributed(cfg: EvalConfig, agent_ids: Sequence[str], workdir: Path) -> dict[str, Any]:
+    """Run the episodes with one process per agent; returns process facts (restarts, wall time)."""
+    procs = _Procs(cfg, agent_ids, workdir)
+    restarts = sorted(
+        (f for f in cfg.faults if f.kind == "restart_coordinator"), key=lambda f: f.at_step
+    )
+    kills = {f.agent: f for f in cfg.faults if f.kind == "kill"}
+    t0 = time.monotonic()
+    try:
+        procs.start_coordinator(stop_after=restarts[0].at_step + 1 if restarts else None)
+        for a in agent_ids:
+            procs.start_agent(a, cfg.faults)
+        pending_restart: dict[str, float] = {}
+        while True:
+            if time.monotonic() - t0 > cfg.timeout_s:
+                raise RuntimeFailure(f"the evaluation did not finish within {cfg.timeout_s:.0f} s")
+            coord = procs.coordinator
+            assert coord is not None
+            if coord.poll() is not None:
+                if coord.returncode != 0:
+                    raise RuntimeFailure(
+                        f"the coordinator failed (exit {coord.returncode}); see "
+                        f"{workdir / 'coordinator.log'}"
+                    )
+                ends = [r for r in read_records(procs.record) if r["type"] == "run_end"]
+                if ends and ends[-1]["finished"]:
+                    break
+                fault = restarts.pop(0) if restarts else None
+                down = (fault.restart_after_ms if fault else 200) / 1000.0
+                log.info("coordinator stopped; restarting in %.2f s", down)
+                time.sleep(down)
+                procs.start_coordinator(stop_after=restarts[0].at_step + 1 if restarts else None)
+            for a, p in list(procs.agents.items()):
+                if p.poll() is None or a in pending_restart:
+                    continue
+                if p.returncode == 0:
+                    continue  # run finished for this agent
+                kill = kills.get(a)
+                if kill is not None and procs.agent_starts[a] == 1:
+                    log.info("agent %s died (exit %d) as planned", a, p.returncode)
+                    pending_restart[a] = time.monotonic() + kill.restart_after_ms / 1000.0
+                else:
+                    raise RuntimeFailure(
+                        f"agent {a} exited with {p.returncode}; see {workdir / (a + '.log')}"
+                    )
+            for a, when in list(pending_restart.items()):
+                if time.monotonic() >= when:
+                    log.info("restarting agent %s", a)
+                    procs.start_agent(a, cfg.faults)
+                    del pending_restart[a]
+            time.sleep(0.01)
+        for p in procs.agents.values():
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                log.warning("an agent did not exit after the run finished; terminating it")
+    finally:
+        procs.close()
+    return {
+        "wall_s": time.monotonic() - t0,
+        "coordinator_starts": procs.coordinator_starts,
+        "agent_starts": dict(procs.agent_starts),
+        "record": str(procs.record),
+    }
+
+
+# ------------------------------------------------------------------------------ reference
+def run_reference(cfg: EvalConfig, agent_ids: Sequence[str]) -> list[float]:
+    """The same artifacts in one process: one AgentPolicy per agent, same env, same seeds."""
+    from .coordinator import TeamSpec, make_team_env
+    from .policy import AgentPolicy
+
+    team = TeamSpec.from_artifacts(cfg.artifacts)
+    env = make_team_env(team, cfg.env, cfg.episode_limit)
+    policies = [AgentPolicy.load(cfg.artifacts, a) for a in agent_ids]
+    returns = []
+    try:
+        for i in range(cfg.episodes):
+            ts = env.reset(seed=cfg.seed + i)
+            for p in policies:
+                p.reset()
+            total = 0.0
+            for _ in range(env.spec.episode_limit):
+                actions = np.zeros(len(policies), dtype=np.int64)  # (n_agents,)
+                for k, p in enumerate(policies):
+                    if ts.alive[k]:
+                        obs = ts.obs[k, : p.obs_dim]  # (obs_dim,) float32
+                        mask = np.array(ts.avail[k, : p.n_actions], dtype=bool)  # (n_actions,)
+                        actions[k] = p.act(obs, mask).action
+                result = env.step(actions)
+                total += float(result.reward)
+                ts = result.next
+                if result.done:
+                    break
+            returns.append(total)
+    finally:
+        env.close()
+    return returns
+
+
+# --------------------------------------------------------------------------------- report
+def _percentiles(xs: Sequence[float]) -> dict[str, float]:
+    if not xs:
+        return {"n": 0}
+    a = np.asarray(xs, dtype=np.float64)
+    return {
+        "n": len(xs),
+        "p50": float(np.percentile(a, 50)),
+        "p90": float(np.percentile(a, 90)),
+        "p99": float(np.percentile(a, 99)),
+        "mean": float(a.mean()),
+        "max": float(a.max()),
+    }
+
+
+def build_report(
+    cfg: EvalConfig,
+    agent_ids: Sequence[str],
+    records: Sequence[Mapping[str, Any]],
+    reference: Sequence[float],
+    facts: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Everything the run record says, set against the reference returns."""
+    ends: dict[int, dict[str, Any]] = {}
+    for r in records:
+        if r["type"] == "episode_end" and r["reason"] != "stopped":
+            ends[int(r["episode_index"])] = dict(r)
+    steps = [r for r in records if r["type"] == "step"]
+    latency = [float(r["exchange_us"]) for r in steps]
+    per_agent: dict[str, dict[str, Any]] = {
+        a: {"fallbacks": 0, "late_replies": 0, "joins": 0, "decision_us": []} for a in agent_ids
+    }
+    per_episode_fallbacks: dict[int, int] = defaultdict(int)
+    per_episode_late: dict[int, int] = defaultdict(int)
+    for r in steps:
+        for a in r["fallback"]:
+            per_agent[a]["fallbacks"] += 1
+        per_episode_fallbacks[int(r["episode_index"])] += len(r["fallback"])
+        for a, k in r["late"].items():
+            per_agent[a]["late_replies"] += int(k)
+            per_episode_late[int(r["episode_index"])] += int(k)
+        for a, us in r["decision_us"].items():
+            per_agent[a]["decision_us"].append(float(us))
+    for r in records:
+        if r["type"] == "join":
+            per_agent[r["agent_id"]]["joins"] += 1
+    starts = int(facts.get("coordinator_starts", 1))
+    agents_out = {}
+    for a, d in per_agent.items():
+        # Every coordinator restart makes every agent join again; those are not agent faults.
+        agents_out[a] = {
+            "fallbacks": d["fallbacks"],
+            "late_replies": d["late_replies"],
+            "joins": d["joins"],
+            "rejoins": max(0, d["joins"] - 1),
+            "rejoins_after_agent_faults": max(0, d["joins"] - starts),
+            "decision_us": _percentiles(d["decision_us"]),
+        }
+    episodes = []
+    for i in range(cfg.episodes):
+        e = ends.get(i)
+        ref = reference[i] if i < len(reference) else None
+        ret = e["return"] if e else None
+        episodes.append(
+            {
+                "episode_index": i,
+                "seed": cfg.seed + i,
+                "return": ret,
+                "reference_return": ref,
+                "equal": ret is not None and ret == ref,
+                "steps": e["steps"] if e else None,
+                "reason": e["reason"] if e else "missing",
+                "fallbacks": per_episode_fallbacks.get(i, 0),
+                "late_replies": per_episode_late.get(i, 0),
+            }
+        )
+    done = [e for e in episodes if e["return"] is not None]
+    mean_ret = float(np.mean([e["return"] for e in done])) if done else None
+    mean_ref = float(np.mean(reference)) if len(reference) else None
+    return {
+        "artifacts": str(cfg.artifacts),
+        "env": cfg.env,
+        "seed": cfg.seed,
+        "n_episodes": cfg.episodes,
+        "faults": [asdict(f) for f in cfg.faults],
+        "parity": {
+            "all_equal": all(e["equal"] for e in episodes),
+            "unequal_episodes": [e["episode_index"] for e in episodes if not e["equal"]],
+        },
+        "mean_return": mean_ret,
+        "mean_reference_return": mean_ref,
+        "fault_cost": (mean_ref - mean_ret)
+        if mean_ret is not None and mean_ref is not None
+        else None,
+        "team_steps": len(steps),
+        "step_latency_us": _percentiles(latency),
+        "agents": agents_out,
+        "totals": {
+            "fallbacks": sum(d["fallbacks"] for d in agents_out.values()),
+            "late_replies": sum(d["late_replies"] for d in agents_out.values()),
+            "rejoins": sum(d["rejoins_after_agent_faults"] for d in agents_out.values()),
+            "coordinator_restarts": starts - 1,
+        },
+        "process": dict(facts),
+        "episodes": episodes,
+    }
+
+
+def summary_text(report: Mapping[str, Any]) -> str:
+    lat = report["step_latency_us"]
+    t = report["totals"]
+    lines = [
+        f"{report['n_episodes']} episodes, {report['team_steps']} team steps, "
+        f"{len(report['faults'])} faults planned",
+        f"mean return {report['mean_return']}  (reference {report['mean_reference_return']})",
+        "parity: every episode equal to the reference"
+        if report["parity"]["all_equal"]
+        else f"parity: episodes {report['parity']['unequal_episodes']} differ from the reference",
+    ]
+    if lat.get("n"):
+        lines.append(
+            f"step latency us: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  p99 {lat['p99']:.0f}"
+        )
+    lines.append(
+        f"fallbacks {t['fallbacks']}, late replies {t['late_replies']}, agent rejoins "
+        f"{t['rejoins']}, coordinator restarts {t['coordinator_restarts']}"
+    )
+    for a, d in report["agents"].items():
+        dec = d["decision_us"]
+        p50 = f"{dec['p50']:.0f}" if dec.get("n") else "-"
+        lines.append(
+            f"  {a}: decision p50 {p50} us, fallbacks {d['fallbacks']}, late {d['late_replies']}, "
+            f"joins {d['joins']}"
+        )
+    return "\n".join(lines)
+
+
+def write_picture(
+    report: Mapping[str, Any], records: Sequence[Mapping[str, Any]], path: Path
+) -> str:
+    """Latency histogram and returns per episode; returns a note of what was written."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no picture: matplotlib is missing (pip install 'qmix-edge[sim]')"
+    lat = [r["exchange_us"] for r in records if r["type"] == "step"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    if lat:
+        ax1.hist(np.asarray(lat) / 1000.0, bins=50, color="tab:blue")
+    ax1.set_xlabel("team step exchange (ms)")
+    ax1.set_ylabel("steps")
+    ax1.set_title("step latency")
+    eps = report["episodes"]
+    x = [e["episode_index"] for e in eps]
+    ax2.plot(x, [e["reference_return"] for e in eps], "o-", label="reference (1 process)")
+    ax2.plot(
+        x,
+        [np.nan if e["return"] is None else e["return"] for e in eps],
+        "x--",
+        label="distributed",
+    )
+    ax2.set_xlabel("episode")
+    ax2.set_ylabel("team return")
+    ax2.set_title("returns")
+    ax2.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return f"picture written to {path}"
+
+
+def _atomic_write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
+    """Run the distributed evaluation and the reference; write the report; return it."""
+    from .artifact import Manifest
+
+    manifest = Manifest.load(cfg.artifacts)
+    agent_ids = list(manifest.agent_ids)
+    own_tmp = None
+    if workdir is None:
+        own_tmp = tempfile.mkdtemp(prefix="qmix-eval-", dir=cfg.report.parent)
+        workdir = Path(own_tmp)
+    workdir.mkdir(parents=True, exist_ok=True)
+    facts = run_distributed(cfg, agent_ids, workdir)
+    records = list(read_records(workdir / "episodes.jsonl"))
+    reference = run_reference(cfg, agent_ids)
+    report = build_report(cfg, agent_ids, records, reference, facts)
+    report["workdir"] = str(workdir)
+    _atomic_write_json(cfg.report, report)
+    report["picture_note"] = write_picture(report, records, cfg.report.with_suffix(".png"))
+    return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="qmix-eval",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(
+            "Evaluate exported agents as a team of separate processes: a coordinator and one\n"
+            "qmix-agent per agent on loopback, optional injected faults, and the same artifacts\n"
+            "run in one process as the reference. Without faults every episode's return must\n"
+            "equal the reference's.\n\n"
+            "example:\n"
+            "  qmix-eval --artifacts artifacts/run1 --env two_step --episodes 20 --seed 0 \\\n"
+            '      --report eval/report.json --faults \'[{"kind": "kill", "agent": "agent_0", '
+            '"at_step": 5}]\''
+        ),
+    )
+    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
+    p.add_argument("--env", default=None, help="env id (default: the manifest's)")
+    p.add_argument("--episodes", type=int, default=10, help="default 10")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed+i (default 0)")
+    p.add_argument("--report", required=True, help="report JSON path (PNG written beside it)")
+    p.add_argument("--faults", default=None, help="fault plan: JSON list or file")
+    p.add_argument("--episode-limit", type=int, default=None, help="override the env's limit")
+    p.add_argument("--step-deadline-ms", type=int, default=1000, help="default 1000")
+    p.add_argument("--lease-steps", type=int, default=5, help="default 5")
+    p.add_argument(
+        "--team-policy",
+        choices=("abort_episode", "continue_degraded"),
+        default="continue_degraded",
+        help="default continue_degraded",
+    )
+    p.add_argument("--timeout-s", type=float, default=600.0, help="default 600")
+    p.add_argument("--workdir", default=None, help="keep records and logs here")
+    p.add_argument("--log-level", default="WARNING", help="default WARNING")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        from .artifact import Manifest
+
+        if args.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1; found {args.episodes}")
+        agent_ids = Manifest.load(args.artifacts).agent_ids
+        faults = parse_fault_plan(args.faults, agent_ids) if args.faults else ()
+        cfg = EvalConfig(
+            artifacts=Path(args.artifacts).resolve(),
+            env=args.env,
+            episodes=args.episodes,
+            seed=args.seed,
+            report=Path(args.report).resolve(),
+            faults=faults,
+            step_deadline_ms=args.step_deadline_ms,
+            lease_steps=args.lease_steps,
+            team_policy=args.team_policy,
+            episode_limit=args.episode_limit,
+            timeout_s=args.timeout_s,
+        )
+    except Exception as e:
+        log.error("%s: %s", type(e).__name__, e)
+        return 2
+    try:
+        report = evaluate(cfg, Path(args.workdir).resolve() if args.workdir else None)
+    except Exception as e:
+        log.error("evaluation failed: %s: %s", type(e).__name__, e)
+        return 1
+    sys.stdout.write(summary_text(report) + "\n")
+    sys.stdout.write(f"{report['picture_note']}\nreport written to {cfg.report}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
