@@ -47,12 +47,14 @@ class TeamEnv(abc.ABC):
         if not np.issubdtype(acts.dtype, np.integer):
             raise EnvError(f"expected integer actions; found dtype {acts.dtype}")
         acts = acts.astype(np.int64)
-        for i, a in enumerate(acts):
-            if not current.alive[i]:
-                continue
-            if a < 0 or a >= current.avail.shape[1] or not current.avail[i, a]:
-                raise EnvError(
-                    f"action {int(a)} is not available to agent {self.spec.agents[i].agent_id!r}; "
-                    f"available: {np.flatnonzero(current.avail[i]).tolist()}"
-                )
+        n_actions = current.avail.shape[1]
+        in_range = (acts >= 0) & (acts < n_actions)
+        allowed = in_range & current.avail[np.arange(n), np.clip(acts, 0, n_actions - 1)]
+        bad = np.flatnonzero(current.alive & ~allowed)  # actions of absent agents are ignored
+        if bad.size:
+            i = int(bad[0])
+            raise EnvError(
+                f"action {int(acts[i])} is not available to agent {self.spec.agents[i].agent_id!r}; "
+                f"available: {np.flatnonzero(current.avail[i]).tolist()}"
+            )
         return acts

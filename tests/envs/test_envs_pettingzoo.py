@@ -85,6 +85,21 @@ def test_envs_simple_spread_shapes_state_and_truncation() -> None:
         env.step(np.zeros(3, np.int64))
 
 
+def test_envs_simple_spread_state_is_env_state_every_step() -> None:
+    # The adapter builds mpe2's state from the step's observations; it must equal env.state().
+    env = make_env("simple_spread", n_agents=4)
+    assert env._state_from_obs  # type: ignore[attr-defined]
+    ts = env.reset(seed=9)
+    rng = np.random.default_rng(1)
+    while True:
+        np.testing.assert_array_equal(ts.state, np.asarray(env.env.state(), np.float32))  # type: ignore[attr-defined]
+        res = env.step(rng.integers(0, 5, 4))
+        ts = res.next
+        if res.done:
+            break
+    np.testing.assert_array_equal(ts.state, np.asarray(env.env.state(), np.float32))  # type: ignore[attr-defined]
+
+
 def test_envs_simple_spread_n_agents_sets_n() -> None:
     env = make_env("mpe2:simple_spread_v3", n_agents=2)
     assert env.spec.n_agents == 2 and env.spec.env_kwargs == {"N": 2}

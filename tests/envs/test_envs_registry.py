@@ -176,3 +176,18 @@ def test_envs_builtin_table_is_visible() -> None:
     assert {"two_step", "penalty", "masked_choice", "leaving_agents", "speaker_pair"} <= set(
         BUILTIN_ENVS
     )
+
+
+def test_envs_check_actions_rejects_bad_joint_actions() -> None:
+    env = make_env("simple_spread")
+    ts = env.reset(seed=0)
+    with pytest.raises(EnvError, match=r"action -1 is not available to agent 'agent_0'"):
+        env.check_actions(np.array([-1, 0, 0]), ts)
+    with pytest.raises(EnvError, match=r"action 5 is not available to agent 'agent_1'"):
+        env.check_actions(np.array([0, 5, 0]), ts)
+    with pytest.raises(
+        EnvError, match=r"expected one action per agent, shape \(3,\); found shape \(2,\)"
+    ):
+        env.check_actions(np.array([0, 0]), ts)
+    with pytest.raises(EnvError, match="expected integer actions; found dtype float64"):
+        env.check_actions(np.array([0.0, 1.0, 2.0]), ts)
