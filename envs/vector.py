@@ -17,6 +17,8 @@ The contract (both implementations, and any future one):
   actions of finished (or never reset) envs are ignored. It returns a `VectorStepResult` for all envs;
   for envs that were not stepped, ``active`` is False, the reward is 0, both end flags are False and
   ``next`` repeats their last view.
+- ``step_async(actions)`` then ``step_wait()`` is the same step split in two, so the caller can run
+  learner updates while worker processes step (in-process envs simply step inside ``step_wait``).
 - Finished envs are NOT reset automatically: the caller resets them by index (the collector decides
   when a new episode may start). ``finished`` says which envs need a reset.
 
@@ -123,6 +125,24 @@ class VectorTeamEnv(abc.ABC):
     @abc.abstractmethod
     def finished(self) -> np.ndarray:
         """bool (n_envs,): envs whose episode is over (or never started) and need `reset_envs`."""
+
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start a step and return at once; `step_wait` finishes it.
+
+        Lets the caller work (e.g. run learner updates) while worker processes step their envs.
+        The base implementation only stores the actions: in-process envs step inside `step_wait`.
+        """
+        if getattr(self, "_pending", None) is not None:
+            raise EnvError("a step is already in progress; call step_wait() first")
+        self._pending: np.ndarray | None = self._check_actions(actions)
+
+    def step_wait(self) -> VectorStepResult:
+        """Finish the step started by `step_async` and return its result."""
+        acts = getattr(self, "_pending", None)
+        if acts is None:
+            raise EnvError("no step in progress; call step_async(actions) first")
+        self._pending = None
+        return self.step(acts)
 
     def reset_all(self, seeds: Sequence[int | None] | None = None) -> TeamStep:
         """Reset every env; ``seeds`` has one entry per env (or None)."""
@@ -354,6 +374,7 @@ class SubprocVectorEnv(VectorTeamEnv):
         self._procs: list[Any] = []
         self._closed = False
         self._broken: str | None = None
+        self._stepping = False
         for w, (a, b) in enumerate(self._slices):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
@@ -414,6 +435,8 @@ class SubprocVectorEnv(VectorTeamEnv):
         self, indices: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None
     ) -> TeamStep:
         self._check_open()
+        if self._stepping:
+            raise EnvError("a step is in progress; call step_wait() before reset_envs()")
         idx = _index_array(indices, self.n_envs)
         seed_list = _seed_list(seeds, idx.size)
         asked: list[tuple[int, list[int]]] = []  # (worker, positions in idx)
@@ -436,10 +459,23 @@ class SubprocVectorEnv(VectorTeamEnv):
         return TeamStep(*(arr[inverse] for arr in stacked))
 
     def step(self, actions: np.ndarray) -> VectorStepResult:
+        self.step_async(actions)
+        return self.step_wait()
+
+    def step_async(self, actions: np.ndarray) -> None:
         self._check_open()
+        if self._stepping:
+            raise EnvError("a step is already in progress; call step_wait() first")
         acts = self._check_actions(actions)
         for w, (a, b) in enumerate(self._slices):
             self._conns[w].send(("step", acts[a:b]))
+        self._stepping = True
+
+    def step_wait(self) -> VectorStepResult:
+        self._check_open()
+        if not self._stepping:
+            raise EnvError("no step in progress; call step_async(actions) first")
+        self._stepping = False
         parts = self._gather(range(len(self._slices)))
         nexts = stack_parts([p[0] for p in parts])
         rest = [np.concatenate([p[k] for p in parts]) for k in range(1, 6)]

@@ -145,3 +145,20 @@ def test_envs_subproc_worker_death_is_reported() -> None:
         vec.close()
     with pytest.raises(EnvError, match="closed"):
         vec.reset_all([0])
+
+
+@pytest.mark.parametrize("backend", ["sync", "subproc"])
+def test_envs_step_async_then_wait_equals_step(backend: str) -> None:
+    ref = make_vector_env("speaker_pair", 3)
+    with make_vector_env("speaker_pair", 3, backend=backend, n_workers=1) as vec:
+        seeds = [4, 5, 6]
+        np.testing.assert_array_equal(ref.reset_all(seeds).obs, vec.reset_all(seeds).obs)
+        acts = np.array([[0, 1], [1, 2], [2, 4]])
+        vec.step_async(acts)
+        with pytest.raises(EnvError, match="already in progress"):
+            vec.step_async(acts)
+        got, want = vec.step_wait(), ref.step(acts)
+        np.testing.assert_array_equal(got.next.obs, want.next.obs)
+        np.testing.assert_array_equal(got.reward, want.reward)
+        with pytest.raises(EnvError, match="no step in progress"):
+            vec.step_wait()
