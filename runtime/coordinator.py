@@ -733,17 +733,20 @@ class Coordinator:
         return actions, got, exchange_us, late
 
     def _declare_dead(self, i: int, missed: int) -> None:
+        """The lease of agent ``i`` expired. A live session is closed (counted as a death); an agent
+        that is already gone only triggers the team policy again."""
         agent_id = self.team.agents[i].agent_id
-        self.counters[agent_id].deaths += 1
-        log.warning(
-            "agent %s missed %d consecutive steps: lease expired (%s)",
-            agent_id,
-            missed,
-            self.config.team_policy,
-        )
         with self._lock:
             s = self._live.get(i)
+        log.warning(
+            "agent %s missed %d consecutive steps (%s): lease expired (%s)",
+            agent_id,
+            missed,
+            "connected" if s is not None else "not connected",
+            self.config.team_policy,
+        )
         if s is not None:
+            self.counters[agent_id].deaths += 1
             self._end_session(s, goodbye=pb.GOODBYE_REASON_LEASE_EXPIRED, detail="lease expired")
 
     def _record(self, record_type: str, **fields: Any) -> None:

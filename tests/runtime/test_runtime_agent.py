@@ -1,0 +1,133 @@
+"""qmix-agent's runner in-process: bad inputs answered with the fallback, refusals, backoff, the
+watchdog, and field mode with the example plug-in."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import FakePolicy
+
+from qmix_edge.runtime import wire
+from qmix_edge.runtime.agent import AgentRunner, Backoff
+from qmix_edge.runtime.errors import RuntimeFailure
+from qmix_edge.runtime.field import FieldStep, load_callable
+from qmix_edge.runtime.proto.v1 import team_pb2 as pb
+from qmix_edge.runtime.records import read_records
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def step_request(obs: np.ndarray, mask: np.ndarray | None = None) -> pb.StepRequest:
+    req = pb.StepRequest(episode_id=3, step=1, observation=wire.encode(obs))
+    if mask is not None:
+        req.action_mask.CopyFrom(wire.encode(mask))
+    return req
+
+
+def test_decides_from_its_own_observation_and_mask() -> None:
+    policy = FakePolicy("agent_0")
+    runner = AgentRunner(policy, "127.0.0.1:1")
+    reply = runner._decide(step_request(np.array([0, 0, 1], np.float32), np.array([True, True])))
+    assert (reply.episode_id, reply.step, reply.action, reply.is_fallback) == (3, 1, 0, False)
+    reply = runner._decide(step_request(np.array([0, 1, 0], np.float32), np.array([True, False])))
+    assert reply.action == 0  # action 1 is masked out
+
+
+@pytest.mark.parametrize(
+    "obs",
+    [np.array([np.nan, 0, 0], np.float32), np.zeros(5, np.float32)],
+    ids=["nan", "wrong-size"],
+)
+def test_bad_observation_is_answered_with_the_fallback(obs: np.ndarray) -> None:
+    policy = FakePolicy("agent_0", fallback_action=1)
+    runner = AgentRunner(policy, "127.0.0.1:1")
+    reply = runner._decide(step_request(obs))
+    assert reply.action == 1 and reply.is_fallback
+    assert runner.stats.bad_requests == 1 and policy.seen == []
+
+
+def test_backoff_grows_with_jitter_and_is_capped() -> None:
+    b = Backoff(initial_s=0.1, max_s=1.0)
+    rng = random.Random(0)
+    delays = [b.delay(n, rng) for n in range(8)]
+    assert 0.05 <= delays[0] <= 0.1
+    assert all(0.5 <= d <= 1.0 for d in delays[4:])
+    assert len({round(d, 6) for d in delays[4:]}) > 1  # jittered, not in lock step
+
+
+def test_refused_agent_exits_with_config_error(make_harness: Any) -> None:
+    h = make_harness()
+    runner = AgentRunner(FakePolicy("agent_0", artifact_sha256="e" * 64), h.target)
+    assert runner.run() == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_watchdog_actuates_the_fallback_when_no_coordinator_answers() -> None:
+    calls: list[tuple[FieldStep, int]] = []
+    runner = AgentRunner(
+        FakePolicy("agent_0", fallback_action=1),
+        f"127.0.0.1:{_free_port()}",
+        sensor=lambda ctx: np.zeros(ctx.obs_dim, np.float32),
+        actuator=lambda ctx, a: calls.append((ctx, a)),
+        watchdog_s=0.1,
+        give_up_s=0.6,
+        backoff=Backoff(initial_s=0.05, max_s=0.1),
+    )
+    assert runner.run() == 1  # gave up
+    assert calls and all(ctx.is_fallback and a == 1 for ctx, a in calls)
+
+
+def test_plugin_spec_errors_are_clear() -> None:
+    with pytest.raises(RuntimeFailure, match="module:callable"):
+        load_callable("no_colon_here")
+    with pytest.raises(RuntimeFailure, match="cannot import plug-in module"):
+        load_callable("surely_not_a_module_xyz:f")
+    with pytest.raises(RuntimeFailure, match="has no attribute"):
+        load_callable("json:nope")
+
+
+def test_field_mode_with_the_example_plugin(
+    make_harness: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    log_path = tmp_path / "actions.jsonl"
+    monkeypatch.setenv("QMIX_EDGE_EXAMPLE_ACTION_LOG", str(log_path))
+    sensor = load_callable("examples.field_plugin:read_sensors")
+    actuator = load_callable("examples.field_plugin:actuate")
+    h = make_harness(mode="field", episodes=2, episode_limit=4, step_period_ms=5)
+    h.run_in_thread()
+    runners = [
+        AgentRunner(FakePolicy(a), h.target, sensor=sensor, actuator=actuator, watchdog_s=5.0)
+        for a in ("agent_0", "agent_1")
+    ]
+    threads = [threading.Thread(target=r.run) for r in runners]
+    for t in threads:
+        t.start()
+    summary = h.wait()
+    for t in threads:
+        t.join(10)
+    assert summary.finished and [e["steps"] for e in summary.episodes] == [4, 4]
+    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    assert len(steps) == 8
+    assert all(set(r["reports"]) == {"agent_0", "agent_1"} for r in steps)
+    assert all("distance" in rep for r in steps for rep in r["reports"].values())
+    done = [json.loads(line) for line in log_path.read_text().splitlines()]
+    decided = [d for d in done if not d["fallback"]]
+    assert len(decided) == 16  # every step of both agents reached the actuator
+    # The coordinator recorded the actions the devices actually took.
+    by_step = {(d["agent_id"], d["step"], d["episode_id"]): d["action"] for d in decided}
+    for r in steps:
+        for i, a in enumerate(("agent_0", "agent_1")):
+            assert by_step[(a, r["step"], r["episode_id"])] == r["actions"][i]
