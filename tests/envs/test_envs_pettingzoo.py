@@ -21,7 +21,16 @@ def _random_episode(env: TeamEnv, seed: int, action_seed: int = 0) -> list:
         acts = np.array([rng.choice(np.flatnonzero(row)) for row in ts.avail], dtype=np.int64)
         res = env.step(acts)
         ts = res.next
-        trace.append((ts.obs.copy(), ts.state.copy(), res.reward, res.terminated, res.truncated))
+        trace.append(
+            (
+                ts.obs.copy(),
+                ts.state.copy(),
+                res.reward,
+                res.terminated,
+                res.truncated,
+                res.agent_rewards,
+            )
+        )
         if res.done:
             return trace
 
@@ -98,6 +107,28 @@ def test_envs_simple_spread_state_is_env_state_every_step() -> None:
         if res.done:
             break
     np.testing.assert_array_equal(ts.state, np.asarray(env.env.state(), np.float32))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("simple_spread_v3", {"N": 3}),
+        ("simple_spread_v3", {"N": 4, "max_cycles": 9, "local_ratio": 0.2}),
+        ("simple_speaker_listener_v4", {}),
+        ("simple_reference_v3", {}),
+    ],
+)
+def test_envs_mpe2_direct_stepping_equals_the_parallel_wrapper(name: str, kwargs: dict) -> None:
+    import importlib
+
+    module = importlib.import_module(f"mpe2.{name}")
+    fast = PettingZooTeamEnv(module.parallel_env(**kwargs), env_id=name)
+    slow = PettingZooTeamEnv(module.parallel_env(**kwargs), env_id=name, fast_mpe2=False)
+    assert fast._stepper is not fast.env and slow._stepper is slow.env  # type: ignore[attr-defined]
+    for seed in (0, 1, 2):
+        a = _random_episode(fast, seed=seed, action_seed=seed)
+        b = _random_episode(slow, seed=seed, action_seed=seed)
+        assert _equal_traces(a, b), (name, seed)
 
 
 def test_envs_simple_spread_n_agents_sets_n() -> None:
@@ -247,7 +278,7 @@ def test_envs_leaving_agents_alive_flags_and_termination() -> None:
 def test_envs_leaving_agents_time_limit_is_truncation() -> None:
     env = make_env("leaving_agents", env_kwargs={"lifetimes": (2, 4, 99), "max_cycles": 6})
     trace = _random_episode(env, seed=0)
-    assert len(trace) - 1 == 6 and trace[-1][3:] == (False, True)
+    assert len(trace) - 1 == 6 and trace[-1][3:5] == (False, True)
 
 
 def test_envs_leaving_agents_actions_of_absent_agents_are_ignored() -> None:
