@@ -10,7 +10,9 @@ the adapter's overhead and what worker processes buy on this machine.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -76,19 +78,30 @@ def main(argv: list[str] | None = None) -> int:
         "--n-envs", type=int, nargs="+", default=[8, 16], help="vector sizes (default 8 16)"
     )
     p.add_argument("--workers", type=int, default=2, help="subprocess workers (default 2)")
+    p.add_argument(
+        "--repeat", type=int, default=2, help="best of this many runs per figure (default 2)"
+    )
     args = p.parse_args(argv)
 
-    bare = bare_rate(args.seconds)
+    def best(fn: Callable[[], float]) -> float:
+        return max(fn() for _ in range(args.repeat))
+
+    sec = args.seconds
+    load = os.getloadavg()[0]
+    bare = best(lambda: bare_rate(sec))
     rows = [("bare mpe2 simple_spread, 1 process", bare)]
-    rows.append(("PettingZooTeamEnv adapter, 1 env", adapter_rate(args.seconds)))
+    rows.append(("PettingZooTeamEnv adapter, 1 env", best(lambda: adapter_rate(sec))))
     for n in args.n_envs:
-        rows.append((f"SyncVectorEnv n_envs={n}", vector_rate("sync", n, 1, args.seconds)))
+        rows.append((f"SyncVectorEnv n_envs={n}", best(lambda n=n: vector_rate("sync", n, 1, sec))))
         rows.append(
             (
                 f"SubprocVectorEnv n_envs={n} workers={args.workers}",
-                vector_rate("subproc", n, args.workers, args.seconds),
+                best(lambda n=n: vector_rate("subproc", n, args.workers, sec)),
             )
         )
+    print(
+        f"load average before the run: {load:.2f} on {os.cpu_count()} CPUs (figures are wall time)"
+    )
     print(f"{'configuration':<45} {'env steps/s':>12} {'vs bare':>8}")
     for name, rate in rows:
         print(f"{name:<45} {rate:>12,.0f} {rate / bare:>7.2f}x")
