@@ -33,6 +33,7 @@ import itertools
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -335,8 +336,6 @@ def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]]) -> Non
 
 def _portable(e: BaseException) -> BaseException:
     """The exception itself if it survives pickling, else an EnvError carrying its message."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(e))
         return e
@@ -383,7 +382,17 @@ class SubprocVectorEnv(VectorTeamEnv):
                 daemon=True,
                 name=f"qmix-env-{w}",
             )
-            proc.start()
+            try:
+                proc.start()
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                child.close()
+                parent.close()
+                self._closed = True
+                self.close_workers()
+                raise EnvError(
+                    "env factories must be picklable to reach a worker process (a lambda or a "
+                    f"local function is not); use EnvFactory(env_id, ...) instead. Cause: {e}"
+                ) from e
             child.close()
             self._conns.append(parent)
             self._procs.append(proc)
@@ -493,6 +502,10 @@ class SubprocVectorEnv(VectorTeamEnv):
         if self._closed:
             return
         self._closed = True
+        self.close_workers()
+
+    def close_workers(self) -> None:
+        """Ask every started worker to stop, then join (terminating any that hang)."""
         for conn, proc in zip(self._conns, self._procs, strict=True):
             try:
                 if proc.is_alive():

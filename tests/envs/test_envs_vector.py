@@ -162,3 +162,8 @@ def test_envs_step_async_then_wait_equals_step(backend: str) -> None:
         np.testing.assert_array_equal(got.reward, want.reward)
         with pytest.raises(EnvError, match="no step in progress"):
             vec.step_wait()
+
+
+def test_envs_subproc_needs_picklable_factories() -> None:
+    with pytest.raises(EnvError, match=r"must be picklable .* use EnvFactory"):
+        SubprocVectorEnv([lambda: make_env("two_step")], n_workers=1)
