@@ -168,10 +168,6 @@ class Collector:
         self._actions = actions
         return actions
 
-    def step(self, actions: np.ndarray) -> VectorStepResult:
-        """Step the envs (the trainer may split this around its updates: see `record`)."""
-        return self.venv.step(actions)
-
     def record(self, result: VectorStepResult, replay: EpisodeReplay) -> list[EpisodeStats]:
         """Write one vector step into the pending episodes; finished ones go to ``replay``.
 

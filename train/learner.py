@@ -116,7 +116,8 @@ class Learner:
             self.params += list(mixer.parameters())
         self.optimizer: torch.optim.Optimizer
         if config.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate)
+            # fused: one kernel for all parameters (measurably faster for these small networks).
+            self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, fused=True)
         else:
             self.optimizer = torch.optim.RMSprop(
                 self.params, lr=config.learning_rate, alpha=config.optim_alpha, eps=config.optim_eps
@@ -135,20 +136,26 @@ class Learner:
         if self.mixer is not None and self.target_mixer is not None:
             self.target_mixer.load_state_dict(self.mixer.state_dict())
 
+    def _target_q(self, b: TensorBatch) -> torch.Tensor:
+        """Target utilities of steps 1..T -> (B, T, n, A) (a feed-forward net skips step 0)."""
+        if self.target_agent_net.recurrent:
+            return unroll(self.target_agent_net, b.obs, b.prev_actions)[:, 1:]
+        return unroll(self.target_agent_net, b.obs[:, 1:], b.prev_actions[:, 1:])
+
     def loss(self, b: TensorBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The masked TD loss of one batch and detached diagnostics."""
         cfg = self.config
         q = unroll(self.agent_net, b.obs, b.prev_actions)  # (B, T+1, n, A)
         with torch.no_grad():
-            target_q = unroll(self.target_agent_net, b.obs, b.prev_actions)  # (B, T+1, n, A)
+            target_q = self._target_q(b)  # (B, T, n, A): steps 1..T only
             avail_next = b.avail[:, 1:]  # (B, T, n, A)
             # Padding and absent agents may have no available action; any choice is masked out later.
             avail_next = avail_next | ~avail_next.any(dim=-1, keepdim=True)
             if cfg.double_q:
                 a_star = masked_argmax(q[:, 1:].detach(), avail_next)  # (B, T, n)
-                next_q = target_q[:, 1:].gather(-1, a_star.unsqueeze(-1)).squeeze(-1)  # (B, T, n)
+                next_q = target_q.gather(-1, a_star.unsqueeze(-1)).squeeze(-1)  # (B, T, n)
             else:
-                next_q = target_q[:, 1:].masked_fill(~avail_next, -torch.inf).amax(dim=-1)
+                next_q = target_q.masked_fill(~avail_next, -torch.inf).amax(dim=-1)
             alive_next = b.alive[:, 1:].to(q.dtype)  # (B, T, n)
             next_q = next_q * alive_next
 

@@ -159,7 +159,7 @@ class Trainer:
         self._action_rng, self._env_seed_rng = action_rng, env_seed_rng
         self.env_steps = 0
         self.episodes = 0
-        self.update_debt = 0.0
+        self.pacer = UpdatePacer(cfg.updates_per_episode, cfg.n_envs, self.episode_limit)
         self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
         self.run_id = uuid.uuid4().hex
         self.last_eval: dict[str, float] = {}
@@ -189,9 +189,13 @@ class Trainer:
             return SyncVectorEnv([self.env] + [factory() for _ in range(n - 1)])
         # Workers ignore SIGINT (inherited disposition): Ctrl-C reaches only this process, which
         # checkpoints and then closes the workers itself.
+        # fork (Linux) rather than spawn: spawn re-imports __main__, which breaks the quick-start
+        # script shape (no `if __name__ == "__main__"` guard). Workers are made before any
+        # background thread (TensorBoard) exists and run only numpy code.
+        context = "fork" if sys.platform.startswith("linux") else "spawn"
         previous = _ignore_sigint()
         try:
-            return SubprocVectorEnv([self._factory()] * n, n_workers=1)
+            return SubprocVectorEnv([self._factory()] * n, n_workers=1, context=context)
         finally:
             _restore_sigint(previous)
 
@@ -225,7 +229,7 @@ class Trainer:
             "env_steps": self.env_steps,
             "episodes": self.episodes,
             "updates": self.learner.updates,
-            "update_debt": self.update_debt,
+            "pacer": self.pacer.state_dict(),
             "wall_seconds": wall_seconds,
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
@@ -265,7 +269,7 @@ class Trainer:
         self.run_id = state["run_id"]
         self.env_steps = int(state["env_steps"])
         self.episodes = int(state["episodes"])
-        self.update_debt = float(state["update_debt"])
+        self.pacer.load_state_dict(state["pacer"])
         self.wall_offset = float(state["wall_seconds"])
         self.last_eval = dict(state.get("last_eval", {}))
         self.learner.load_state_dict(model["learner"], int(state["updates"]))
@@ -303,9 +307,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resuming:
             self._write_run_files()
-        metrics = MetricsLogger(self.run_dir)
         venv = self._make_train_envs()
         eval_venv = self._make_eval_envs()
+        metrics = MetricsLogger(self.run_dir)
         collector = Collector(
             venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
         )
@@ -356,18 +360,20 @@ class Trainer:
                     raise KeyboardInterrupt
                 epsilon = cfg.epsilon(self.env_steps)
                 actions = collector.act(epsilon)
-                result = collector.step(actions)
-                while self.update_debt >= 1.0:
+                collector.venv.step_async(actions)  # workers step while the learner updates
+                for _ in range(self.pacer.due()):
                     train_info = self.learner.update(self.replay.sample(cfg.batch_size))
-                    self.update_debt -= 1.0
+                result = collector.venv.step_wait()
                 finished = collector.record(result, self.replay)
                 prev_steps = self.env_steps
                 self.env_steps += n_envs
                 if finished:
                     self.episodes += len(finished)
                     recent.extend(finished)
-                    if len(self.replay) >= cfg.min_episodes_to_learn:
-                        self.update_debt += cfg.updates_per_episode * len(finished)
+                    self.pacer.episodes_finished(
+                        [e.length for e in finished],
+                        learning=len(self.replay) >= cfg.min_episodes_to_learn,
+                    )
                 if bar is not None:
                     bar.update(n_envs)
 
@@ -444,6 +450,61 @@ class Trainer:
             returns.mean(),
             returns.std(),
         )
+
+
+class UpdatePacer:
+    """How many learner updates to run at each vector step.
+
+    The contract is EPyMARL's ratio: ``updates_per_episode`` updates are *owed* for every finished
+    episode (once replay can be sampled). Paying them the moment a wave of episodes ends would
+    leave the env workers idle during a burst of updates, so the debt is paid at the observed
+    rate (updates per env step = updates_per_episode / mean episode length), spread evenly over the
+    vector steps, never ahead of what is owed and never more than ``2 * n_envs`` episodes behind.
+    Integer and float bookkeeping only, so it is deterministic and checkpointable.
+    """
+
+    def __init__(self, updates_per_episode: float, n_envs: int, episode_limit: int) -> None:
+        self.updates_per_episode = updates_per_episode
+        self.n_envs = n_envs
+        self.episode_limit = episode_limit
+        self.owed = 0.0
+        self.allowance = 0.0
+        self.episodes = 0
+        self.episode_steps = 0
+        self.max_lag = 2.0 * n_envs * updates_per_episode + 1.0
+
+    def episodes_finished(self, lengths: list[int], learning: bool) -> None:
+        self.episodes += len(lengths)
+        self.episode_steps += sum(lengths)
+        if learning:
+            self.owed += self.updates_per_episode * len(lengths)
+
+    def due(self) -> int:
+        """Updates to run now (called once per vector step)."""
+        if self.owed < 1.0:
+            return 0
+        mean_len = self.episode_steps / self.episodes if self.episodes else self.episode_limit
+        per_step = self.n_envs * self.updates_per_episode / max(mean_len, 1.0)
+        self.allowance = min(self.allowance + per_step, self.owed)
+        n = int(self.allowance)
+        n = max(n, int(self.owed - self.max_lag))
+        self.allowance = max(self.allowance - n, 0.0)
+        self.owed -= n
+        return n
+
+    def state_dict(self) -> dict[str, float | int]:
+        return {
+            "owed": self.owed,
+            "allowance": self.allowance,
+            "episodes": self.episodes,
+            "episode_steps": self.episode_steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.owed = float(state["owed"])
+        self.allowance = float(state["allowance"])
+        self.episodes = int(state["episodes"])
+        self.episode_steps = int(state["episode_steps"])
 
 
 def _crossed(before: int, after: int, interval: int) -> bool:

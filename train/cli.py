@@ -1,0 +1,184 @@
+"""``qmix-train``: train a team from the command line (flags generated from `TrainConfig`).
+
+Precedence, lowest to highest: `TrainConfig` defaults < the ``--config`` YAML file < flags.
+Exit codes: 0 trained, 2 usage/config error (bad flag, bad value, unknown env, bad run dir),
+1 runtime failure or interruption (a checkpoint is written first on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from qmix_edge.envs import EnvError
+
+from .config import TrainConfig, field_docs, field_names, field_types, load_config_file
+from .errors import CheckpointError, ConfigError
+
+logger = logging.getLogger("qmix_edge.train.cli")
+
+DESCRIPTION = """\
+Train a cooperative team centrally with QMIX (or VDN / independent Q-learning) and write a run
+directory: the resolved config, metrics (JSON lines and TensorBoard), a learning-curve PNG and
+atomic checkpoints that `qmix-export` turns into one ONNX graph per agent. Environments are
+PettingZoo parallel envs ("module:attribute" or a short name such as simple_spread), the QMIX
+paper's matrix games, or a Gymnasium id run as a team of independent copies.
+"""
+
+EPILOG = """\
+example:
+  qmix-train --env simple_spread --algo qmix --total-timesteps 200000 --seed 1
+  qmix-train --config my.yaml --hidden-dim 128 --run-dir runs/wide
+  qmix-train --resume runs/wide --total-timesteps 400000     # continue a stopped run
+"""
+
+_SPECIAL = {"algo", "env", "seed"}  # declared first, with their own help
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_optional_int(text: str) -> int | None:
+    if text.lower() in {"none", "null", ""}:
+        return None
+    return int(text)
+
+
+def _parse_json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"N\": 4}}'; {e}") from e
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object; found {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qmix-train",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--config", type=Path, help="YAML file of config keys (one layer)")
+    run.add_argument(
+        "--total-timesteps",
+        type=int,
+        default=50_000,
+        help="train until this many env steps in all (default: %(default)s)",
+    )
+    run.add_argument(
+        "--run-dir", type=Path, help="run directory (default: runs/<algo>-<env>-s<seed>-<time>)"
+    )
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its latest checkpoint (its saved config is used)",
+    )
+    run.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+
+    cfg = parser.add_argument_group("config (see TrainConfig; flags override --config)")
+    docs, hints = field_docs(), field_types()
+    defaults = TrainConfig()
+    for name in sorted(_SPECIAL, key=field_names().index) + [
+        n for n in field_names() if n not in _SPECIAL
+    ]:
+        hint = hints[name]
+        default = getattr(defaults, name)
+        help_text = f"{docs.get(name, '')} (default: {default!r})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        origin = get_origin(hint)
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif origin is Literal:
+            choices = get_args(hint)
+            kwargs["type"] = type(choices[0])
+            kwargs["choices"] = choices
+        elif name == "env_kwargs":
+            kwargs["type"] = _parse_json_object
+            kwargs["metavar"] = "JSON"
+        elif origin in (typing.Union, types.UnionType) and int in get_args(hint):
+            kwargs["type"] = _parse_optional_int
+            kwargs["metavar"] = "INT|none"
+        elif hint in (int, float, str):
+            kwargs["type"] = hint
+        else:  # pragma: no cover - a new field type must be taught to the CLI
+            raise TypeError(f"no CLI parser for config field {name}: {hint}")
+        cfg.add_argument(_flag(name), **kwargs)
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
+    """Defaults < YAML file < flags, as a dict of config keys (validated by TrainConfig)."""
+    values: dict[str, Any] = {}
+    if args.config is not None:
+        values.update(load_config_file(args.config))
+    values.update({n: getattr(args, n) for n in field_names() if hasattr(args, n)})
+    return values
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors and 0 on --help
+        return int(e.code or 0)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from .trainer import Trainer  # torch is imported only once the flags are fine
+
+    try:
+        values = resolve_config(args)
+        if args.resume is not None:
+            if args.run_dir is not None and args.run_dir != args.resume:
+                raise ConfigError("--resume names the run directory; do not also pass --run-dir")
+            trainer = Trainer(config=values, run_dir=args.resume, resume=True)
+        else:
+            TrainConfig.from_dict(values, source="flag")  # validate before making envs
+            trainer = Trainer(config=values, run_dir=args.run_dir)
+    except (ConfigError, EnvError, CheckpointError) as e:
+        print(f"qmix-train: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        result = trainer.train(total_timesteps=args.total_timesteps)
+    except KeyboardInterrupt:
+        print(
+            f"qmix-train: interrupted; checkpoint saved in {trainer.run_dir}/checkpoints "
+            f"(continue with: qmix-train --resume {trainer.run_dir})",
+            file=sys.stderr,
+        )
+        return 1
+    except ConfigError as e:
+        print(f"qmix-train: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        logger.exception("training failed")
+        print(f"qmix-train: training failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"greedy return {result['mean_reward']:.3f} +- {result['std_reward']:.3f} after "
+        f"{result['env_steps']} env steps, {result['episodes']} episodes, {result['updates']} "
+        f"updates, {result['wall_time_s']:.1f} s ({result['steps_per_s']:.0f} env steps/s)"
+    )
+    print(
+        f"wrote run to {trainer.run_dir}/ (config.yaml, metrics.jsonl, tb/, learning_curve.png, "
+        f"checkpoints/)"
+    )
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
