@@ -103,8 +103,13 @@ def make_gym_team(
     team_reward: TeamReward = "sum",
     episode_limit: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
+    env_id: str | None = None,
 ) -> PettingZooTeamEnv:
-    """The Gymnasium env ``gym_id`` as a team of ``n_agents`` independent copies."""
+    """The Gymnasium env ``gym_id`` as a team of ``n_agents`` independent copies.
+
+    ``env_id`` is the id as the user wrote it (e.g. ``"mymodule:MyEnv-v0"``), kept in the spec so
+    the env can be made again; it defaults to ``gym_id``.
+    """
     try:
         import_sim_module("gymnasium")
     except EnvError as e:
@@ -112,7 +117,7 @@ def make_gym_team(
     par = GymCopiesParallelEnv(gym_id, n_agents, env_kwargs)
     return PettingZooTeamEnv(
         par,
-        env_id=gym_id,
+        env_id=env_id or gym_id,
         team_reward=team_reward,
         episode_limit=episode_limit,
         env_kwargs=env_kwargs,

@@ -8,6 +8,8 @@ An id is resolved in this order (the first form that matches wins):
 2. A built-in short name from `BUILTIN_ENVS` (below): aliases of mpe2 scenarios, the QMIX paper's
    matrix games, and the small toy envs the tests use.
 3. A Gymnasium id (e.g. ``CartPole-v1``): ``n_agents`` independent copies (see `gym_team`).
+   Gymnasium's ``"module:EnvId-v0"`` form (the part after ``:`` is not a Python name) imports the
+   module, which registers the id, and is then a Gymnasium id.
 
 ``n_agents`` is the team size where the env has one to choose: it is passed as the factory's ``N`` /
 ``n_agents`` / ``num_agents`` keyword when the factory (or its module's ``raw_env``) takes one and
@@ -275,6 +277,19 @@ def make_env(
     }
 
     if ":" in env_id:
+        module_name, _, attr = env_id.partition(":")
+        if attr and not attr.isidentifier():
+            # Gymnasium's own "module:Env-v0" form: importing the module registers the id.
+            import_sim_module(module_name)
+            if attr in _gymnasium_ids():
+                from .gym_team import make_gym_team
+
+                return make_gym_team(attr, env_id=env_id, **common)
+            raise EnvError(
+                f"{attr!r} is not a Python attribute name, so {env_id!r} was read as Gymnasium's "
+                f"'module:EnvId' form, but importing {module_name!r} did not register {attr!r}. "
+                + _ACCEPTED_FORMS.format(builtins=", ".join(BUILTIN_ENVS))
+            )
         return _from_entry_point(env_id, env_id, **common)
 
     builtin = BUILTIN_ENVS.get(env_id)

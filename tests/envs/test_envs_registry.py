@@ -36,6 +36,12 @@ def test_envs_module_attribute_forms() -> None:
     assert isinstance(make_env("qmix_edge.envs.matrix:TwoStepGame"), TwoStepGame)
 
 
+def test_envs_gymnasium_module_colon_id_form() -> None:
+    env = make_env("gymnasium:CartPole-v1", n_agents=2)
+    assert env.spec.n_agents == 2 and env.spec.episode_limit == 500
+    assert env.spec.env_id == "gymnasium:CartPole-v1"
+
+
 def test_envs_matrix_builtins() -> None:
     assert isinstance(make_env("two_step"), TwoStepGame)
     penalty = make_env("penalty")
@@ -136,6 +142,7 @@ def test_envs_env_kwargs_are_forwarded() -> None:
         ),
         ("", {}, EnvError, r"expected an env id string"),
         ("CartPole-v1", {"env_kwargs": {"nope": 1}}, EnvError, r"rejected env_kwargs"),
+        ("gymnasium:NoSuchGame-v0", {}, EnvError, r"read as Gymnasium's 'module:EnvId' form"),
         (
             "Pendulum-v1",
             {},
