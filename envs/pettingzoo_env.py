@@ -37,6 +37,10 @@ The rules, in one place:
   placeholder treatment from the next step on.
 - **Seeding**: ``reset(seed)`` forwards the seed to ``env.reset(seed=...)``; with a seed, the episode
   is a deterministic function of the seed and the actions.
+- **mpe2 speed-ups** (same results, checked step by step by the tests): mpe2's discrete scenarios
+  are stepped through their own AEC ``step`` instead of PettingZoo's AEC-to-parallel wrapper
+  (`_Mpe2DirectStepper`; ``fast_mpe2=False`` turns it off), and their ``state()``, which is by
+  definition the concatenated observations, is built from the observations the step returned.
 """
 
 from __future__ import annotations
@@ -238,7 +242,16 @@ def _mpe2_direct_stepper(env: Any) -> _Mpe2DirectStepper | None:
 
 
 class PettingZooTeamEnv(TeamEnv):
-    """A PettingZoo ``ParallelEnv`` as a team environment (see the module docstring for the rules)."""
+    """A PettingZoo ``ParallelEnv`` as a team environment (see the module docstring for the rules).
+
+    Args:
+        env: the ParallelEnv (not yet reset; the adapter resets it once to probe ``state()``).
+        env_id: the id it was made from, recorded in the spec.
+        team_reward: ``"sum"`` or ``"mean"`` of the agents' rewards.
+        episode_limit: max env steps per episode (required when the env declares none).
+        env_kwargs: the kwargs the env was made with, recorded in the spec so it can be remade.
+        fast_mpe2: step mpe2 scenarios directly (identical results; see the module docstring).
+    """
 
     def __init__(
         self,
