@@ -11,6 +11,9 @@ An id is resolved in this order (the first form that matches wins):
    Gymnasium's ``"module:EnvId-v0"`` form (the part after ``:`` is not a Python name) imports the
    module, which registers the id, and is then a Gymnasium id.
 
+The matrix games are exact tables: their team reward is the payoff itself (``team_reward`` does
+not apply) and they take no ``env_kwargs``.
+
 ``n_agents`` is the team size where the env has one to choose: it is passed as the factory's ``N`` /
 ``n_agents`` / ``num_agents`` keyword when the factory (or its module's ``raw_env``) takes one and
 ``env_kwargs`` does not set it, and it is the number of Gymnasium copies. Envs with a fixed team

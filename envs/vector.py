@@ -34,6 +34,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -300,6 +301,9 @@ class _RemoteTraceback(Exception):
 
 def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]]) -> None:
     """Worker loop: own a slice of envs, answer commands until ``close``."""
+    # Ctrl-C goes to the whole process group: only the parent handles it (it may checkpoint first)
+    # and then closes the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     envs: _EnvSlice | None = None
     try:
         try:
