@@ -12,7 +12,8 @@ Any failure raises an `ArtifactError` and leaves nothing half-loaded.
 
 `act(obs, mask)` validates the observation (shape, dtype, finite) and the mask (shape, dtype, at least
 one allowed action) with clear `PolicyInputError`s, copies them into preallocated input arrays, runs
-the graph, and carries the recurrent state and previous action to the next call; `reset()` clears
+the graph with a reused feed dict, and carries the recurrent state (the previous call's ``h_out``
+array is fed straight back) and previous action to the next call; a refused call changes no state; `reset()` clears
 both at episode start or rejoin.
 
 No torch and no ``onnx`` package here: numpy and onnxruntime only.
@@ -97,18 +98,21 @@ class AgentPolicy:
         """sha256 of the graph file this policy runs (what the agent reports when it joins)."""
         self._session = session
         self._obs = np.zeros((1, entry.obs_dim), dtype=np.float32)  # (1, obs_dim)
-        self._mask = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions)
-        self._all_allowed = np.ones(entry.n_actions, dtype=bool)
+        self._zeros = np.zeros(entry.obs_dim, dtype=np.float32)  # the finiteness screen
+        self._mask = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions): caller's mask
+        self._mask_all = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions): never written
         self._prev = np.full((1,), _NO_ACTION, dtype=np.int64)  # (1,)
-        self._h = np.zeros((1, entry.hidden_dim), dtype=np.float32)  # (1, hidden)
+        self._h0 = np.zeros((1, entry.hidden_dim), dtype=np.float32)  # (1, hidden): never written
+        self._recurrent = entry.recurrent
+        # Reused on every call; the hidden-state entry is replaced by each call's h_out.
         self._feed: dict[str, np.ndarray] = {
             TensorNames.OBS: self._obs,
-            TensorNames.ACTION_MASK: self._mask,
+            TensorNames.ACTION_MASK: self._mask_all,
         }
         if entry.uses_prev_action:
             self._feed[TensorNames.PREV_ACTION] = self._prev
         if entry.recurrent:
-            self._feed[TensorNames.H_IN] = self._h
+            self._feed[TensorNames.H_IN] = self._h0
         self._outputs = [TensorNames.Q_VALUES, TensorNames.ACTION]
         if entry.recurrent:
             self._outputs.append(TensorNames.H_OUT)
@@ -197,7 +201,8 @@ class AgentPolicy:
     # ----------------------------------------------------------------------------- act
     def reset(self) -> None:
         """Start of an episode (or a rejoin): zero the hidden state, forget the previous action."""
-        self._h.fill(0.0)
+        if self._recurrent:
+            self._feed[TensorNames.H_IN] = self._h0
         self._prev[0] = _NO_ACTION
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> ActResult:
@@ -222,14 +227,17 @@ class AgentPolicy:
             )
         row = self._obs[0]
         np.copyto(row, obs, casting="unsafe")
-        if not np.isfinite(row).all():
+        # Finiteness screen in one BLAS call: finite @ zeros == 0, while NaN or inf anywhere gives
+        # NaN (and never overflows). numpy warns "invalid value" for inf, which is then refused.
+        if row.dot(self._zeros) != 0.0:
             bad = np.flatnonzero(~np.isfinite(row)).tolist()
             raise PolicyInputError(
                 f"agent {self.agent_id!r}'s observation has NaN or inf at indices {bad[:10]}; "
                 "the sensor or the sender is faulty. The policy state is unchanged."
             )
+        feed = self._feed
         if mask is None:
-            self._mask[0] = self._all_allowed
+            feed[TensorNames.ACTION_MASK] = self._mask_all
         else:
             if not isinstance(mask, np.ndarray) or mask.shape != self._mask_shape:
                 found = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
@@ -242,17 +250,19 @@ class AgentPolicy:
                     f"expected a bool action mask (True = allowed); found dtype {mask.dtype}. "
                     "Convert with mask.astype(bool)."
                 )
-            if not mask.any():
-                raise PolicyInputError(
-                    f"agent {self.agent_id!r}'s action mask allows no action (all "
-                    f"{self.n_actions} are False); at least one must be allowed. Use the "
-                    f"fallback action ({self.fallback_action}) or skip this agent's step."
-                )
             self._mask[0] = mask
-        outs = self._session.run(self._outputs, self._feed)
+            feed[TensorNames.ACTION_MASK] = self._mask
+        outs = self._session.run(self._outputs, feed)
         action = int(outs[1][0])
-        if self.entry.recurrent:
-            self._h[...] = outs[2]
+        if mask is not None and not mask[action]:
+            # The graph's argmax only lands on a masked-out action when every action is masked.
+            raise PolicyInputError(
+                f"agent {self.agent_id!r}'s action mask allows no action (all "
+                f"{self.n_actions} are False); at least one must be allowed. Use the "
+                f"fallback action ({self.fallback_action}) or skip this agent's step."
+            )
+        if self._recurrent:
+            feed[TensorNames.H_IN] = outs[2]  # (1, hidden): the next call's state, no copy
         self._prev[0] = action
         return ActResult(action, outs[0][0])
 

@@ -236,6 +236,7 @@ def test_signature_round_trip_and_tamper_detection(
 
 
 # ----------------------------------------------------------------------------- bad inputs
+@pytest.mark.filterwarnings("ignore:invalid value encountered in dot:RuntimeWarning")
 @pytest.mark.parametrize(
     ("obs", "mask", "match"),
     [
