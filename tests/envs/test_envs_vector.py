@@ -167,3 +167,15 @@ def test_envs_step_async_then_wait_equals_step(backend: str) -> None:
 def test_envs_subproc_needs_picklable_factories() -> None:
     with pytest.raises(EnvError, match=r"must be picklable .* use EnvFactory"):
         SubprocVectorEnv([lambda: make_env("two_step")], n_workers=1)
+
+
+def test_envs_subproc_workers_ignore_sigint() -> None:
+    import os
+    import signal
+    import time
+
+    with make_vector_env("two_step", 2, backend="subproc", n_workers=1) as vec:
+        vec.reset_all([0, 1])
+        os.kill(vec._procs[0].pid, signal.SIGINT)  # type: ignore[attr-defined]
+        time.sleep(0.2)
+        assert vec.step(np.zeros((2, 2), np.int64)).active.all()
