@@ -27,11 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-try:
-    from gymnasium import spaces
-    from pettingzoo import ParallelEnv
-except ModuleNotFoundError as e:  # pragma: no cover - exercised only without the extra
-    raise ImportError(f"the built-in toy envs need {e.name!r}: pip install 'qmix-edge[sim]'") from e
+# A missing package surfaces as ModuleNotFoundError, which make_env turns into the install hint.
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
 
 
 def _one_hot(i: int, n: int) -> np.ndarray:

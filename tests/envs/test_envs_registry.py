@@ -164,17 +164,32 @@ def test_envs_unlimited_env_works_with_episode_limit() -> None:
     assert [(r.terminated, r.truncated) for r in flags] == [(False, False)] * 2 + [(False, True)]
 
 
-def test_envs_missing_sim_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("env_id", "blocked", "match"),
+    [
+        ("simple_spread", "mpe2", r"needs 'mpe2'.*pip install 'qmix-edge\[sim\]'"),
+        ("masked_choice", "pettingzoo", r"needs 'pettingzoo'.*pip install 'qmix-edge\[sim\]'"),
+        (
+            "CartPole-v1",
+            "gymnasium",
+            r"Gymnasium ids \(gymnasium unavailable: pip install 'qmix-edge\[sim\]'\)",
+        ),
+    ],
+)
+def test_envs_missing_sim_package_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, env_id: str, blocked: str, match: str
+) -> None:
     real = registry_module.importlib.import_module
 
     def fake_import(name: str, *a, **k):
-        if name.split(".")[0] == "mpe2":
-            raise ModuleNotFoundError("No module named 'mpe2'", name="mpe2")
+        # as if `blocked` were not installed: importing it, or a module that needs it, fails
+        if name.split(".")[0] == blocked or (blocked == "pettingzoo" and name.endswith(".toy")):
+            raise ModuleNotFoundError(f"No module named '{blocked}'", name=blocked)
         return real(name, *a, **k)
 
     monkeypatch.setattr(registry_module.importlib, "import_module", fake_import)
-    with pytest.raises(EnvError, match=r"needs 'mpe2'.*pip install 'qmix-edge\[sim\]'"):
-        make_env("simple_spread")
+    with pytest.raises(EnvError, match=match):
+        make_env(env_id)
 
 
 def test_envs_builtin_table_is_visible() -> None:
