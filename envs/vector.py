@@ -171,11 +171,34 @@ class VectorTeamEnv(abc.ABC):
         return acts.astype(np.int64)
 
 
+def reject_unavailable(
+    actions: np.ndarray, avail: np.ndarray, alive: np.ndarray, env_ids: np.ndarray, spec: EnvSpec
+) -> None:
+    """Raise `EnvError` if any live agent's action is unavailable, before any env steps.
+
+    Shapes: actions (k, n_agents), avail (k, n_agents, max_n_actions), alive (k, n_agents), env_ids
+    (k,) the envs' indices for the message. Checking the whole joint action first makes a bad one
+    atomic: no env is stepped, so the vector env stays consistent.
+    """
+    k_max = avail.shape[2]
+    ok = (actions >= 0) & (actions < k_max)
+    ok &= np.take_along_axis(avail, np.clip(actions, 0, k_max - 1)[..., None], axis=2)[..., 0]
+    bad = np.argwhere(alive & ~ok)
+    if bad.size:
+        r, j = (int(x) for x in bad[0])
+        raise EnvError(
+            f"env {int(env_ids[r])}: action {int(actions[r, j])} is not available to agent "
+            f"{spec.agents[j].agent_id!r}; available: {np.flatnonzero(avail[r, j]).tolist()}. "
+            "No env was stepped."
+        )
+
+
 class _EnvSlice:
     """A contiguous group of `TeamEnv`s with the bookkeeping both implementations share."""
 
-    def __init__(self, envs: Sequence[TeamEnv]) -> None:
+    def __init__(self, envs: Sequence[TeamEnv], offset: int = 0) -> None:
         self.envs = list(envs)
+        self.offset = offset  # index of envs[0] in the whole vector env (for messages)
         self.last: list[TeamStep | None] = [None] * len(self.envs)
         self.running = np.zeros(len(self.envs), dtype=bool)
 
@@ -198,6 +221,7 @@ class _EnvSlice:
         trunc = np.zeros(n, dtype=bool)
         agent_rewards = np.zeros((n, n_agents), dtype=np.float32)
         active = self.running.copy()
+        self._check_available(actions, active)
         for i in np.flatnonzero(active):
             res: StepResult = self.envs[i].step(actions[i])
             self.last[i] = res.next
@@ -211,6 +235,15 @@ class _EnvSlice:
             raise EnvError(f"envs {missing} were never reset; call reset_envs() first")
         nxt = stack_steps([s for s in self.last if s is not None])
         return nxt, reward, term, trunc, agent_rewards, active
+
+    def _check_available(self, actions: np.ndarray, active: np.ndarray) -> None:
+        rows = np.flatnonzero(active)
+        views = [self.last[i] for i in rows]
+        if rows.size == 0 or any(v is None for v in views):
+            return  # never-reset envs are reported by step()
+        avail = np.stack([v.avail for v in views if v is not None])
+        alive = np.stack([v.alive for v in views if v is not None])
+        reject_unavailable(actions[rows], avail, alive, rows + self.offset, self.envs[0].spec)
 
     def close(self) -> None:
         for env in self.envs:
@@ -299,7 +332,7 @@ class _RemoteTraceback(Exception):
         return "\n" + self.tb
 
 
-def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]]) -> None:
+def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]], offset: int) -> None:
     """Worker loop: own a slice of envs, answer commands until ``close``."""
     # Ctrl-C goes to the whole process group: only the parent handles it (it may checkpoint first)
     # and then closes the workers.
@@ -307,7 +340,7 @@ def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]]) -> Non
     envs: _EnvSlice | None = None
     try:
         try:
-            envs = _EnvSlice([f() for f in factories])
+            envs = _EnvSlice([f() for f in factories], offset)
             conn.send(("ok", envs.envs[0].spec))
         except Exception as e:
             conn.send(("error", _portable(e), traceback.format_exc()))
@@ -382,7 +415,7 @@ class SubprocVectorEnv(VectorTeamEnv):
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=_worker,
-                args=(child, list(factories[a:b])),
+                args=(child, list(factories[a:b]), a),
                 daemon=True,
                 name=f"qmix-env-{w}",
             )
@@ -408,6 +441,9 @@ class SubprocVectorEnv(VectorTeamEnv):
             self.close()
             raise
         self.spec = specs[0]
+        # The last view's availability, to reject a bad joint action before any worker steps.
+        self._avail = np.zeros((self.n_envs, self.spec.n_agents, self.spec.max_n_actions), bool)
+        self._alive = np.zeros((self.n_envs, self.spec.n_agents), bool)
 
     @property
     def finished(self) -> np.ndarray:
@@ -469,7 +505,9 @@ class SubprocVectorEnv(VectorTeamEnv):
         stacked = TeamStep(*(np.concatenate(arrs) for arrs in zip(*parts, strict=True)))
         inverse = np.empty_like(order)
         inverse[order] = np.arange(order.size)
-        return TeamStep(*(arr[inverse] for arr in stacked))
+        first = TeamStep(*(arr[inverse] for arr in stacked))
+        self._avail[idx], self._alive[idx] = first.avail, first.alive
+        return first
 
     def step(self, actions: np.ndarray) -> VectorStepResult:
         self.step_async(actions)
@@ -480,6 +518,8 @@ class SubprocVectorEnv(VectorTeamEnv):
         if self._stepping:
             raise EnvError("a step is already in progress; call step_wait() first")
         acts = self._check_actions(actions)
+        rows = np.flatnonzero(self._running)
+        reject_unavailable(acts[rows], self._avail[rows], self._alive[rows], rows, self.spec)
         for w, (a, b) in enumerate(self._slices):
             self._conns[w].send(("step", acts[a:b]))
         self._stepping = True
@@ -494,6 +534,7 @@ class SubprocVectorEnv(VectorTeamEnv):
         rest = [np.concatenate([p[k] for p in parts]) for k in range(1, 6)]
         result = VectorStepResult(nexts, *rest)
         self._running &= ~(result.terminated | result.truncated)
+        self._avail, self._alive = result.next.avail, result.next.alive
         return result
 
     def _check_open(self) -> None:

@@ -115,6 +115,9 @@ def test_envs_vector_argument_errors() -> None:
 def test_envs_subproc_worker_errors_reach_the_parent() -> None:
     boom = EnvFactory("envs_fakes:ExplodingEnv", env_kwargs={"fail_at": 2})
     with SubprocVectorEnv([boom, boom, boom], n_workers=2) as vec:
+        # an EnvError raised inside a worker keeps its type and message
+        with pytest.raises(EnvError, match=r"envs \[0, 1\] were never reset"):
+            vec.step(np.zeros((3, 2), np.int64))
         vec.reset_all([0, 1, 2])
         vec.step(np.zeros((3, 2), np.int64))
         with pytest.raises(
@@ -122,10 +125,17 @@ def test_envs_subproc_worker_errors_reach_the_parent() -> None:
         ) as info:
             vec.step(np.zeros((3, 2), np.int64))
         assert "boom at step 2" in str(info.value.__cause__)  # the remote traceback
-        # an EnvError inside a worker keeps its type and message; the workers stay usable
+        # the workers stay usable after an error
         vec.reset_all([0, 1, 2])
         with pytest.raises(EnvError, match="action 7 is not available to agent 'a'"):
             vec.step(np.full((3, 2), 7, np.int64))
+        # an unavailable action is rejected before any env of the slice steps (env 2 is in worker 1)
+        acts = np.zeros((3, 2), np.int64)
+        acts[2, 1] = 9
+        with pytest.raises(
+            EnvError, match=r"env 2: action 9 is not available to agent 'b'.*No env was stepped"
+        ):
+            vec.step(acts)
 
     bad = EnvFactory("envs_fakes:continuous_env")
     with pytest.raises(EnvError, match="continuous action space"):
@@ -179,3 +189,18 @@ def test_envs_subproc_workers_ignore_sigint() -> None:
         os.kill(vec._procs[0].pid, signal.SIGINT)  # type: ignore[attr-defined]
         time.sleep(0.2)
         assert vec.step(np.zeros((2, 2), np.int64)).active.all()
+
+
+def test_envs_sync_bad_joint_action_steps_no_env() -> None:
+    vec = make_vector_env("leaving_agents", 3, env_kwargs={"max_cycles": 20})
+    first = vec.reset_all([0, 1, 2])
+    acts = np.zeros((3, 3), np.int64)
+    acts[1, 2] = 5
+    with pytest.raises(EnvError, match=r"env 1: action 5 is not available to agent 'agent_2'"):
+        vec.step(acts)
+    # nothing moved: env 0 still answers as at its first step
+    ref = make_env("leaving_agents", env_kwargs={"max_cycles": 20})
+    ref.reset(seed=0)
+    res = vec.step(np.zeros((3, 3), np.int64))
+    np.testing.assert_array_equal(res.next.obs[0], ref.step(np.zeros(3, np.int64)).next.obs)
+    assert first.obs.shape == (3, 3, 4)
