@@ -255,11 +255,18 @@ class AgentPolicy:
         outs = self._session.run(self._outputs, feed)
         action = int(outs[1][0])
         if mask is not None and not mask[action]:
-            # The graph's argmax only lands on a masked-out action when every action is masked.
+            # The graph's argmax lands on a masked-out action only when every action is masked
+            # (or when the Q-values are not finite, e.g. for absurdly large observations).
+            if not mask.any():
+                raise PolicyInputError(
+                    f"agent {self.agent_id!r}'s action mask allows no action (all "
+                    f"{self.n_actions} are False); at least one must be allowed. Use the "
+                    f"fallback action ({self.fallback_action}) or skip this agent's step."
+                )
             raise PolicyInputError(
-                f"agent {self.agent_id!r}'s action mask allows no action (all "
-                f"{self.n_actions} are False); at least one must be allowed. Use the "
-                f"fallback action ({self.fallback_action}) or skip this agent's step."
+                f"agent {self.agent_id!r}'s Q-values are not finite for this observation "
+                f"(max |obs| = {float(np.abs(row).max()):.3g}); the observation is far outside "
+                "anything seen in training. The policy state is unchanged."
             )
         if self._recurrent:
             feed[TensorNames.H_IN] = outs[2]  # (1, hidden): the next call's state, no copy
