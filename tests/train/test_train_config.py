@@ -1,0 +1,88 @@
+"""TrainConfig: the seed's defaults, validation messages, YAML loading, unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qmix_edge.train.config import TrainConfig, field_docs, field_names, load_config_file
+from qmix_edge.train.errors import ConfigError
+
+
+def test_seed_defaults() -> None:
+    c = TrainConfig()
+    assert (c.n_agents, c.hidden_dim, c.mixing_embed_dim) == (3, 64, 32)
+    assert (c.learning_rate, c.buffer_size, c.batch_size, c.gamma) == (5e-4, 50_000, 32, 0.99)
+    assert c.target_update_freq == 200
+    assert (c.epsilon_start, c.epsilon_end, c.epsilon_decay_steps, c.seed) == (1.0, 0.05, 5000, 42)
+    assert c.agent_network == "mlp" and c.team_reward == "sum" and c.mixer == "qmix"
+
+
+def test_every_field_is_documented() -> None:
+    docs = field_docs()
+    assert set(docs) == set(field_names())
+    assert all(len(d) > 10 for d in docs.values())
+
+
+def test_derived_values() -> None:
+    c = TrainConfig(algo="iql", epsilon_decay_steps=100, epsilon_start=1.0, epsilon_end=0.0)
+    assert c.mixer == "none"
+    assert c.epsilon(0) == 1.0 and c.epsilon(50) == 0.5 and c.epsilon(10_000) == 0.0
+    assert TrainConfig().buffer_episodes(25) == 2000  # 50_000 transitions of 25-step episodes
+    with pytest.raises(ConfigError, match=r"buffer_size=100 transitions holds only 4 episodes"):
+        TrainConfig(buffer_size=100).buffer_episodes(25)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"algo": "dqn"}, r"algo must be one of \['qmix', 'vdn', 'iql'\]; found 'dqn'"),
+        ({"gamma": 1.5}, r"gamma must be in \[0.0, 1.0\]; found 1.5"),
+        ({"batch_size": 0}, r"batch_size must be in \[1, inf\]; found 0"),
+        ({"hidden_dim": 3.5}, r"hidden_dim must be an integer"),
+        ({"learning_rate": 0.0}, r"learning_rate must be in \(0.0, 1.0\]; found 0.0"),
+        ({"epsilon_end": -0.1}, r"epsilon_end must be in \[0.0, 1.0\]"),
+        ({"hypernet_layers": 3}, r"hypernet_layers must be one of \[1, 2\]; found 3"),
+        ({"agent_network": "lstm"}, r"agent_network must be one of \['mlp', 'gru'\]"),
+        ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'rmsprop'\]"),
+        ({"team_reward": "max"}, r"team_reward must be one of \['sum', 'mean'\]"),
+        ({"n_envs": True}, r"n_envs must be an integer"),
+        ({"env": ""}, r"env must be a non-empty environment id"),
+    ],
+)
+def test_bad_values_name_the_value_and_the_range(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        TrainConfig.from_dict(changes)
+
+
+def test_unknown_keys_list_the_valid_ones() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown config key\(s\) \['hiden_dim'\]; valid keys are: algo, env"
+    ):
+        TrainConfig.from_dict({"hiden_dim": 32})
+
+
+def test_yaml_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("hidden_dim: 32\nlearning_rate: 1\nenv_kwargs: {N: 4}\n")
+    values = load_config_file(path)
+    c = TrainConfig.from_dict(values)
+    assert c.hidden_dim == 32 and c.learning_rate == 1.0 and c.env_kwargs == {"N": 4}
+    path.write_text("nope: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\] in config file"):
+        load_config_file(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="must hold a mapping"):
+        load_config_file(path)
+    path.write_text("a: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_file(path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config_file(tmp_path / "missing.yaml")
+
+
+def test_round_trip() -> None:
+    c = TrainConfig(env_kwargs={"N": 2}, episode_limit=10)
+    assert TrainConfig.from_dict(c.to_dict()) == c
+    assert c.replace(seed=7).seed == 7
