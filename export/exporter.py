@@ -154,6 +154,8 @@ def export_agent_networks(
 ) -> Manifest:
     """Export ``agent_net`` (trained on ``spec``) as an artifact in ``out_dir``; return its manifest.
 
+    ``agent_net`` is put in eval mode (its weights are only read).
+
     ``env`` (optional) supplies real observations for the parity recording; synthetic trajectories
     are always added. ``env_options`` (n_agents, team_reward, episode_limit) are recorded so the
     coordinator can rebuild the same environment. Raises `ExportConfigError` for bad options and

@@ -76,7 +76,9 @@ class AgentGraph(nn.Module):
         self.hidden_dim = net.hidden_dim
 
         with torch.no_grad():
-            w1, b1 = (t.detach().clone() for t in net.fc1.for_agent(agent_index))  # (in, H), (H,)
+            w1, b1 = (
+                t.detach().cpu().clone() for t in net.fc1.for_agent(agent_index)
+            )  # (in, H), (H,)
             # Row blocks of fc1's input, in `AgentNetwork.build_inputs` order.
             w_obs = w1[: self.obs_dim]  # (obs_dim, H): padding rows dropped (they meet zeros)
             offset = net.obs_dim
@@ -87,7 +89,7 @@ class AgentGraph(nn.Module):
                 offset += net.n_actions
             if net.use_agent_id:
                 b1 = b1 + w1[offset + agent_index]  # onehot(i) @ W_id == W_id[i]
-            w_out, b_out = (t.detach().clone() for t in net.out.for_agent(agent_index))
+            w_out, b_out = (t.detach().cpu().clone() for t in net.out.for_agent(agent_index))
             w_out, b_out = w_out[:, : self.n_actions], b_out[: self.n_actions]  # own actions only
 
         self.w_obs = nn.Parameter(w_obs.contiguous(), requires_grad=False)
@@ -98,14 +100,14 @@ class AgentGraph(nn.Module):
         if net.recurrent:
             w_ih, b_ih = net.gru_ih.for_agent(agent_index)  # (H, 3H), (3H,)
             w_hh, b_hh = net.gru_hh.for_agent(agent_index)
-            self.w_ih = nn.Parameter(w_ih.detach().clone(), requires_grad=False)
-            self.b_ih = nn.Parameter(b_ih.detach().clone(), requires_grad=False)
-            self.w_hh = nn.Parameter(w_hh.detach().clone(), requires_grad=False)
-            self.b_hh = nn.Parameter(b_hh.detach().clone(), requires_grad=False)
+            self.w_ih = nn.Parameter(w_ih.detach().cpu().clone(), requires_grad=False)
+            self.b_ih = nn.Parameter(b_ih.detach().cpu().clone(), requires_grad=False)
+            self.w_hh = nn.Parameter(w_hh.detach().cpu().clone(), requires_grad=False)
+            self.b_hh = nn.Parameter(b_hh.detach().cpu().clone(), requires_grad=False)
         else:
             w2, b2 = net.fc2.for_agent(agent_index)  # (H, H), (H,)
-            self.w2 = nn.Parameter(w2.detach().clone(), requires_grad=False)
-            self.b2 = nn.Parameter(b2.detach().clone(), requires_grad=False)
+            self.w2 = nn.Parameter(w2.detach().cpu().clone(), requires_grad=False)
+            self.b2 = nn.Parameter(b2.detach().cpu().clone(), requires_grad=False)
         self.eval()
 
     @property

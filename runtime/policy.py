@@ -79,7 +79,11 @@ def session_options() -> ort.SessionOptions:
 
 
 class AgentPolicy:
-    """One agent's decentralised greedy policy. Build with `AgentPolicy.load`."""
+    """One agent's decentralised greedy policy. Build with `AgentPolicy.load`.
+
+    Holds one episode's state (hidden state, previous action), so one instance serves one agent in
+    one thread; it is not safe to call `act` from several threads at once.
+    """
 
     def __init__(
         self,
