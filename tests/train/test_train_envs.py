@@ -65,7 +65,7 @@ def test_unknown_env_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_continuous_actions_are_unsupported(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedEnvError, match="(?i)continuous|discrete"):
+    with pytest.raises(UnsupportedEnvError, match=r"(?i)continuous|discrete"):
         Trainer(
             "qmix",
             env="simple_spread",

@@ -1,0 +1,169 @@
+"""Resume: a resumed run reproduces an uninterrupted one; a SIGKILLed run continues; Ctrl-C saves."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny
+
+from qmix_edge.train.checkpoint import latest_checkpoint, read_state
+from qmix_edge.train.trainer import Trainer
+
+
+def _eval_records(run_dir: Path) -> list[tuple[int, float]]:
+    out = []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "eval/return_mean" in rec:
+            out.append((rec["step"], rec["eval/return_mean"]))
+    return out
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        if "train/loss" in rec:
+            out[rec["step"]] = rec["train/loss"]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("env", "extra"),
+    [
+        # CartPole: episodes of different lengths, so training envs are mid-episode at the checkpoint.
+        ("CartPole-v1", {"n_agents": 2, "episode_limit": 60, "n_envs": 3, "agent_network": "gru"}),
+        ("two_step", {"n_envs": 3}),
+    ],
+)
+def test_resumed_run_equals_uninterrupted_run(env: str, extra: dict, tmp_path: Path) -> None:
+    cfg = tiny(eval_interval=300, log_interval=150, **extra)
+    whole = Trainer("qmix", env=env, seed=5, config=cfg, run_dir=tmp_path / "whole")
+    r_whole = whole.train(total_timesteps=1200)
+
+    part = Trainer("qmix", env=env, seed=5, config=cfg, run_dir=tmp_path / "part")
+    part.train(total_timesteps=600)
+    state = read_state(latest_checkpoint(tmp_path / "part"))  # type: ignore[arg-type]
+    assert state["env_steps"] == 600
+    resumed = Trainer(run_dir=tmp_path / "part", resume=True)
+    r_part = resumed.train(total_timesteps=1200)
+
+    for key in ("mean_reward", "std_reward", "episodes", "env_steps", "updates"):
+        assert r_part[key] == r_whole[key], key
+    assert _eval_records(tmp_path / "part") == _eval_records(tmp_path / "whole")
+    assert _losses(tmp_path / "part") == _losses(tmp_path / "whole")
+    w, p = whole.agent_net.state_dict(), resumed.agent_net.state_dict()
+    assert all(torch.equal(w[k], p[k]) for k in w)
+    assert resumed.run_id == part.run_id
+
+
+def test_same_seed_same_metrics(tmp_path: Path) -> None:
+    cfg = tiny(eval_interval=200)
+    a = Trainer("vdn", env="two_step", seed=9, config=cfg, run_dir=tmp_path / "a").train(400)
+    b = Trainer("vdn", env="two_step", seed=9, config=cfg, run_dir=tmp_path / "b").train(400)
+    assert _losses(tmp_path / "a") == _losses(tmp_path / "b")
+    assert a["mean_reward"] == b["mean_reward"]
+
+
+def _start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "qmix_edge.train.cli",
+        "--env",
+        "two_step",
+        "--run-dir",
+        str(run_dir),
+        "--total-timesteps",
+        "1000000",
+        "--checkpoint-interval",
+        "400",
+        "--eval-interval",
+        "100000",
+        "--hidden-dim",
+        "8",
+        "--n-envs",
+        "4",
+        "--buffer-size",
+        "400",
+        "--batch-size",
+        "8",
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], min_step: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        latest = run_dir / "checkpoints" / "latest.json"
+        if latest.exists():
+            step = int(json.loads(latest.read_text())["env_steps"])
+            if step >= min_step:
+                return step
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("no checkpoint appeared within 120 s")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_continues_the_counters(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    _wait_for_checkpoint(run_dir, proc, 1200)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    folder = latest_checkpoint(run_dir)
+    assert folder is not None
+    killed = read_state(folder)
+    run_id = json.loads((run_dir / "run.json").read_text())["run_id"]
+
+    target = killed["env_steps"] + 800
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qmix_edge.train.cli",
+            "--resume",
+            str(run_dir),
+            "--total-timesteps",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith(f"wrote run to {run_dir}")
+    final = read_state(latest_checkpoint(run_dir))  # type: ignore[arg-type]
+    assert final["env_steps"] == target
+    assert final["run_id"] == run_id == killed["run_id"]
+    assert final["episodes"] > killed["episodes"]
+    assert final["updates"] > killed["updates"]
+    steps = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert steps == sorted(steps)  # records after the checkpoint were dropped, not duplicated
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
+def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    _wait_for_checkpoint(run_dir, proc, 400)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "interrupted; checkpoint saved" in err
+    state = read_state(latest_checkpoint(run_dir))  # type: ignore[arg-type]
+    assert state["env_steps"] % 4 == 0 and state["env_steps"] >= 400
