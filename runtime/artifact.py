@@ -289,6 +289,10 @@ class Manifest:
                 f"{MANIFEST_FILE} does not describe an artifact ({type(e).__name__}: {e}); "
                 "re-export or re-copy the artifact"
             ) from e
+        if len(set(m.agent_ids)) != len(m.agent_ids):
+            raise ArtifactCorruptError(
+                f"{MANIFEST_FILE} lists an agent id more than once: {list(m.agent_ids)}"
+            )
         if m.agent_ids != tuple(a.agent_id for a in m.agents):
             raise ArtifactCorruptError(
                 f"{MANIFEST_FILE} lists agent_ids {list(m.agent_ids)} but entries for "
