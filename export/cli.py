@@ -7,6 +7,7 @@ Exit codes: 0 written, 2 usage or configuration error (bad flags, unknown run, e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(e.code or 0)
     _setup_logging(args.quiet)
     try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         from .exporter import export_run
     except ModuleNotFoundError as e:
         print(
@@ -187,19 +190,28 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     out = Path(args.out)
+    progress = sys.stderr.isatty() and not args.quiet
     try:
         fallback = _parse_fallback(args.fallback_action)
-        manifest = export_run(
-            args.run_dir,
-            out,
-            args.checkpoint,
-            use_env=not args.no_env,
-            fallback_actions=fallback,
-            quantize=args.quantize,
-            sign_key=args.sign,
-            overwrite=args.force,
-            seed=args.seed,
+        # log lines print above the progress bar instead of through it
+        redirect = (
+            logging_redirect_tqdm(loggers=[logging.getLogger("qmix_edge")])
+            if progress
+            else contextlib.nullcontext()
         )
+        with redirect:
+            manifest = export_run(
+                args.run_dir,
+                out,
+                args.checkpoint,
+                use_env=not args.no_env,
+                fallback_actions=fallback,
+                quantize=args.quantize,
+                sign_key=args.sign,
+                overwrite=args.force,
+                seed=args.seed,
+                progress=progress,
+            )
     except ExportConfigError as e:
         print(f"qmix-export: error: {e}", file=sys.stderr)
         return 2

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from tqdm import tqdm
 
 import qmix_edge
 from qmix_edge.envs import EnvSpec, TeamEnv
@@ -151,6 +152,7 @@ def export_agent_networks(
     seed: int = 0,
     synthetic_episodes: int = 6,
     env_episodes: int = 4,
+    progress: bool = False,
 ) -> Manifest:
     """Export ``agent_net`` (trained on ``spec``) as an artifact in ``out_dir``; return its manifest.
 
@@ -158,7 +160,8 @@ def export_agent_networks(
 
     ``env`` (optional) supplies real observations for the parity recording; synthetic trajectories
     are always added. ``env_options`` (n_agents, team_reward, episode_limit) are recorded so the
-    coordinator can rebuild the same environment. Raises `ExportConfigError` for bad options and
+    coordinator can rebuild the same environment. ``progress`` shows a progress bar over the agents
+    (for interactive use). Raises `ExportConfigError` for bad options and
     `ExportError` (`ParityError`) when the export fails; nothing is left at ``out_dir`` then.
     """
     out = Path(out_dir)
@@ -193,6 +196,9 @@ def export_agent_networks(
     )
 
     work: list[_AgentWork] = []
+    bar = tqdm(
+        total=spec.n_agents, desc="export + parity", unit="agent", disable=not progress, leave=False
+    )
     for index, agent in enumerate(spec.agents):
         graph = AgentGraph(agent_net, spec, index)
         model = export_graph(graph)
@@ -230,6 +236,8 @@ def export_agent_networks(
             )
             variants[precision] = (vmodel, agreement, qdiff)
         work.append(_AgentWork(graph, model, figures, replay, variants))
+        bar.update(1)
+    bar.close()
 
     # The mirror holds no sha256 (a file cannot contain its own hash), so it is fixed before the
     # hashes are known: build the manifest with empty hashes, embed its mirror, then hash.
@@ -394,6 +402,7 @@ def export_run(
     sign_key: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     seed: int = 0,
+    progress: bool = False,
 ) -> Manifest:
     """Export a training run (latest checkpoint, or ``checkpoint``) to ``out_dir``.
 
@@ -429,6 +438,7 @@ def export_run(
             sign_key=sign_key,
             overwrite=overwrite,
             seed=seed,
+            progress=progress,
         )
     finally:
         if env is not None:
