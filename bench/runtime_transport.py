@@ -6,7 +6,7 @@ and a 5-action mask), and the client measures round trips:
 
 - unary:        one unary call per round trip (sync server)
 - stream:       one long-lived bidirectional stream, one message each way (sync server)
-- stream-aio:   the same over a grpc.aio server
+- stream-aio:   the same with grpc.aio on both sides (what qmix-coordinator and qmix-agent use)
 
 Prints the median and p99 round trip per mode and each mode's ratio to the unary baseline.
 
@@ -147,6 +147,27 @@ def measure_stream(port: int, rounds: int) -> list[float]:
         return out
 
 
+def measure_stream_aio(port: int, rounds: int) -> list[float]:
+    async def go() -> list[float]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            call = ch.stream_stream(
+                STREAM,
+                request_serializer=pb.StepRequest.SerializeToString,
+                response_deserializer=pb.StepReply.FromString,
+            )()
+            out = []
+            for i in range(rounds + 100):
+                t0 = time.perf_counter()
+                await call.write(step_request(i))
+                await call.read()
+                if i >= 100:
+                    out.append(time.perf_counter() - t0)
+            await call.done_writing()
+            return out
+
+    return asyncio.run(go())
+
+
 def summary(xs: list[float]) -> tuple[float, float]:
     us = sorted(x * 1e6 for x in xs)
     return statistics.median(us), us[int(0.99 * (len(us) - 1))]
@@ -161,7 +182,12 @@ def run(mode: str, rounds: int) -> tuple[float, float]:
     proc.start()
     try:
         port = port_q.get(timeout=30)
-        xs = measure_unary(port, rounds) if mode == "unary" else measure_stream(port, rounds)
+        if mode == "unary":
+            xs = measure_unary(port, rounds)
+        elif mode == "stream":
+            xs = measure_stream(port, rounds)
+        else:
+            xs = measure_stream_aio(port, rounds)
         return summary(xs)
     finally:
         stop.set()

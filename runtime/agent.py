@@ -16,17 +16,17 @@ command with torch made unimportable.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
-import queue
 import random
 import signal
 import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Protocol
@@ -159,33 +159,53 @@ class AgentRunner:
         self._holding = True  # nothing heard yet: the fallback is what the device does
         self._mode = pb.MODE_SIMULATION
         self._call: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_async: asyncio.Event | None = None
 
     # ---------------------------------------------------------------------------- control
     def stop(self) -> None:
-        """Leave at the next opportunity (thread-safe)."""
+        """Leave at the next opportunity (thread-safe, signal-safe)."""
         self._stop.set()
-        call = self._call
-        if call is not None:
-            call.cancel()
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._cancel_call)
+
+    def _cancel_call(self) -> None:
+        if self._stop_async is not None:
+            self._stop_async.set()
+        if self._call is not None:
+            self._call.cancel()
 
     def run(self) -> int:
         """Join, serve, rejoin. Returns 0 when the coordinator finished the run, 1 when it gave up
-        reconnecting (``give_up_s``) or was stopped, 2 when the coordinator refused this agent."""
+        reconnecting (``give_up_s``) or was stopped, 2 when the coordinator refused this agent.
+
+        The gRPC client is grpc.aio: receiving a step, deciding and replying happen on one thread
+        without hand-offs."""
         watchdog = threading.Thread(target=self._watchdog, daemon=True, name="agent-watchdog")
         watchdog.start()
+        try:
+            return asyncio.run(self._run())
+        finally:
+            self._stop.set()
+            self._loop = None
+
+    async def _run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        self._stop_async = asyncio.Event()
         attempt = 0
         quiet_since = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                channel = grpc.insecure_channel(
-                    self.target,
-                    options=[
-                        ("grpc.max_receive_message_length", self.max_message_bytes),
-                        ("grpc.max_send_message_length", self.max_message_bytes),
-                    ],
-                )
+        while not self._stop.is_set():
+            async with grpc.aio.insecure_channel(
+                self.target,
+                options=[
+                    ("grpc.max_receive_message_length", self.max_message_bytes),
+                    ("grpc.max_send_message_length", self.max_message_bytes),
+                ],
+            ) as channel:
                 try:
-                    outcome = self._session(pb_grpc.TeamStub(channel))
+                    outcome = await self._session(pb_grpc.TeamStub(channel))  # type: ignore[no-untyped-call]
                 except JoinRefused as e:
                     if e.code in FATAL_JOIN_CODES:
                         log.error("%s", e)
@@ -193,31 +213,30 @@ class AgentRunner:
                     outcome = f"join refused ({e.code.name})"
                 except grpc.RpcError as e:
                     outcome = f"{e.code().name}: {e.details()}"  # type: ignore[attr-defined]
-                finally:
-                    channel.close()
-                if outcome == "finished":
-                    return 0
-                if outcome == "served":
-                    attempt, quiet_since = 0, time.monotonic()
-                    outcome = "stream ended"
-                self._hold_fallback(f"coordinator unreachable ({outcome})")
-                if self.give_up_s > 0 and time.monotonic() - quiet_since > self.give_up_s:
-                    log.error("no coordinator for %.1f s; giving up", self.give_up_s)
-                    return 1
-                delay = self.backoff.delay(attempt, self._rng)
-                attempt += 1
-                log.info("reconnecting in %.2f s (%s)", delay, outcome)
-                self._stop.wait(delay)
-            return 1
-        finally:
-            self._stop.set()
+            if outcome == "finished":
+                return 0
+            if outcome == "stopped" or self._stop.is_set():
+                break
+            if outcome == "served":
+                attempt, quiet_since = 0, time.monotonic()
+                outcome = "stream ended"
+            self._hold_fallback(f"coordinator unreachable ({outcome})")
+            if self.give_up_s > 0 and time.monotonic() - quiet_since > self.give_up_s:
+                log.error("no coordinator for %.1f s; giving up", self.give_up_s)
+                return 1
+            delay = self.backoff.delay(attempt, self._rng)
+            attempt += 1
+            log.info("reconnecting in %.2f s (%s)", delay, outcome)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_async.wait(), delay)
+        return 1
 
     # ---------------------------------------------------------------------------- session
-    def _session(self, stub: pb_grpc.TeamStub) -> str:
-        """One Join + Steps stream. Returns "finished", "served" (the stream ran and ended) or a
-        short description of why it did not run."""
+    async def _session(self, stub: Any) -> str:
+        """One Join + Steps stream. Returns "finished", "served" (the stream ran and ended),
+        "stopped", or a short description of why it did not run."""
         try:
-            reply = stub.Join(
+            reply = await stub.Join(
                 pb.JoinRequest(
                     protocol_version=wire.PROTOCOL_VERSION,
                     agent_id=self.policy.agent_id,
@@ -248,25 +267,22 @@ class AgentRunner:
             reply.n_agents,
             reply.coordinator_instance,
         )
-        outbox: queue.SimpleQueue[pb.AgentMessage | None] = queue.SimpleQueue()
-        outbox.put(pb.AgentMessage(attach=pb.Attach(session_id=reply.session_id)))
-
-        def messages() -> Iterator[pb.AgentMessage]:
-            while (m := outbox.get()) is not None:
-                yield m
-
-        call = stub.Steps(messages())
+        call = stub.Steps()
         self._call = call
         served = False
         try:
-            for msg in call:
+            await call.write(pb.AgentMessage(attach=pb.Attach(session_id=reply.session_id)))
+            while True:
+                msg = await call.read()
+                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    break
                 self._heard()
                 served = True
                 kind = msg.WhichOneof("kind")
                 if kind == "step_request":
                     answer = self._answer(msg.step_request)
                     if answer is not None:
-                        outbox.put(pb.AgentMessage(step_reply=answer))
+                        await call.write(pb.AgentMessage(step_reply=answer))
                 elif kind == "episode_start":
                     self.policy.reset()
                     self.stats.episodes += 1
@@ -278,22 +294,25 @@ class AgentRunner:
                         msg.goodbye.detail,
                     )
                     if reason == pb.GOODBYE_REASON_RUN_FINISHED:
-                        self._leave(stub, reply.session_id, "run finished")
+                        await self._leave(stub, reply.session_id, "run finished")
                         return "finished"
                     return "served"
+        except asyncio.CancelledError:
+            if self._stop.is_set():
+                return "stopped"
+            raise
         except grpc.RpcError as e:
             if self._stop.is_set():
                 return "stopped"
             log.warning("stream broke: %s", e.code().name)  # type: ignore[attr-defined]
         finally:
-            outbox.put(None)
             self._call = None
             call.cancel()
         return "served" if served else "stream ended before any message"
 
-    def _leave(self, stub: pb_grpc.TeamStub, session_id: str, reason: str) -> None:
+    async def _leave(self, stub: Any, session_id: str, reason: str) -> None:
         with contextlib.suppress(grpc.RpcError):
-            stub.Leave(pb.LeaveRequest(session_id=session_id, reason=reason), timeout=1.0)
+            await stub.Leave(pb.LeaveRequest(session_id=session_id, reason=reason), timeout=1.0)
 
     # ---------------------------------------------------------------------------- a step
     def _answer(self, req: pb.StepRequest) -> pb.StepReply | None:

@@ -21,17 +21,17 @@ Must not import torch (nor qmix_edge.train / qmix_edge.export): it runs on a gro
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import math
-import queue
 import re
 import signal
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent import futures
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -212,7 +212,7 @@ class RunSummary:
 
 # ------------------------------------------------------------------------------------ sessions
 class _Session:
-    """One joined agent: its outbox feeds its Steps stream."""
+    """One joined agent. Lives on the coordinator's event loop; its Steps handler writes for it."""
 
     def __init__(self, agent_index: int, agent_id: str, client_name: str) -> None:
         self.id = uuid.uuid4().hex
@@ -220,12 +220,26 @@ class _Session:
         self.agent_id = agent_id
         self.client_name = client_name
         self.created = time.monotonic()
-        self.attached = False
+        self.context: Any = None  # the Steps stream's grpc.aio context once attached
         self.ended = False
-        self.outbox: queue.SimpleQueue[pb.CoordinatorMessage | None] = queue.SimpleQueue()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._write_lock = asyncio.Lock()
 
-    def send(self, msg: pb.CoordinatorMessage) -> None:
-        self.outbox.put(msg)
+    @property
+    def attached(self) -> bool:
+        return self.context is not None
+
+    async def write(self, msg: pb.CoordinatorMessage) -> bool:
+        """Send one message on the Steps stream; False when the stream is gone."""
+        if self.context is None or self.ended:
+            return False
+        try:
+            async with self._write_lock:
+                await self.context.write(msg)
+            return True
+        except Exception as e:  # a broken stream: the read side ends the session
+            log.debug("write to %s failed: %s", self.agent_id, e)
+            return False
 
 
 @dataclass
@@ -236,15 +250,23 @@ class _StepWindow:
     step: int
     expected: set[int]
     masks: dict[int, np.ndarray]
+    done: asyncio.Future[None]
     replies: dict[int, pb.StepReply] = field(default_factory=dict)
     invalid: set[int] = field(default_factory=set)
     late: dict[int, int] = field(default_factory=dict)
 
+    def check_complete(self) -> None:
+        if len(self.replies) + len(self.invalid) >= len(self.expected) and not self.done.done():
+            self.done.set_result(None)
+
 
 class Coordinator:
-    """One team's coordinator: sessions, step clock, records. Thread-safe; `run` blocks.
+    """One team's coordinator: sessions, step clock, records.
 
-    Simulation: pass ``env`` (a `qmix_edge.envs.TeamEnv` whose agents match ``team``).
+    The gRPC server (grpc.aio) and the step clock share one asyncio event loop in a background
+    thread, so a step costs no thread hand-offs in this process. The public methods are
+    synchronous and thread-safe: `start`, `run` (blocks until the run ends), `request_stop`,
+    `close`. Simulation: pass ``env`` (a `qmix_edge.envs.TeamEnv` whose agents match ``team``).
     """
 
     def __init__(
@@ -264,60 +286,47 @@ class Coordinator:
                 raise TeamMismatchError("simulation mode needs an environment; pass env=...")
             _check_env_matches(team, env)
         self.episode_limit = int(config.episode_limit or (env.spec.episode_limit if env else 0))
-        self._lock = threading.Lock()
-        self._replies_done = threading.Condition(self._lock)
-        self._team_changed = threading.Condition(self._lock)
+        self.counters = {a.agent_id: AgentCounters() for a in team.agents}
+        self.port: int | None = None
         self._live: dict[int, _Session] = {}
         self._sessions: dict[str, _Session] = {}
         self._ever_joined: set[int] = set()
         self._window: _StepWindow | None = None
         self._current_episode = 0
-        self._stop = threading.Event()
-        self.counters = {a.agent_id: AgentCounters() for a in team.agents}
+        self._stopping = threading.Event()
         self._record_path = Path(record_path) if record_path else None
         self._start_index, self._team_step = (
             resume_point(self._record_path) if config.resume and self._record_path else (0, 0)
         )
         self._records: RecordWriter | None = None
-        self._server: grpc.Server | None = None
-        self._health = health.HealthServicer(experimental_non_blocking=True)
-        self.port: int | None = None
+        self._t0 = time.perf_counter()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, daemon=True, name="coordinator-loop"
+        )
+        self._server: grpc.aio.Server | None = None
+        self._health: Any = None
+        self._stop_event: asyncio.Event | None = None
+        self._team_changed: asyncio.Event | None = None
 
     # ----------------------------------------------------------------------------- serving
+    def _call(self, coro: Any, timeout: float | None = None) -> Any:
+        """Run a coroutine on the coordinator's loop from any other thread and wait for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
     def start(self, address: str = "127.0.0.1:0") -> int:
         """Bind ``address`` (port 0 = any free port), start serving, return the bound port.
 
         Raises `RuntimeFailure` when the address cannot be bound (in use: ports are never shared).
         """
-        max_bytes = self.config.max_message_bytes
-        server = grpc.server(
-            futures.ThreadPoolExecutor(
-                max_workers=2 * len(self.team.agents) + 8, thread_name_prefix="coord-rpc"
-            ),
-            options=[
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", max_bytes),
-            ],
-        )
-        pb_grpc.add_TeamServicer_to_server(_TeamServicer(self), server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if not self._thread.is_alive():
+            self._thread.start()
         try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise RuntimeFailure(
-                f"cannot bind {address}: the port is in use or not permitted ({e}). "
-                "Stop the other server or choose another --port (0 = any free port)."
-            ) from e
-        if port == 0 or (not address.endswith(":0") and not address.endswith(f":{port}")):
-            raise RuntimeFailure(
-                f"cannot bind {address} (bound port {port}); the port is in use. "
-                "Stop the other server or choose another --port."
-            )
-        server.start()
-        self._server, self.port = server, port
-        for name in ("", wire.HEALTH_SERVICE):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            port: int = self._call(self._start(address), timeout=30)
+        except RuntimeFailure:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
+        self.port = port
         if self._record_path is not None:
             self._records = RecordWriter(self._record_path)
             self._record(
@@ -333,34 +342,83 @@ class Coordinator:
         )
         return port
 
+    async def _start(self, address: str) -> int:
+        self._stop_event = asyncio.Event()
+        self._team_changed = asyncio.Event()
+        max_bytes = self.config.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", max_bytes),
+            ],
+        )
+        pb_grpc.add_TeamServicer_to_server(_TeamServicer(self), server)  # type: ignore[arg-type]
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        try:
+            port = server.add_insecure_port(address)
+        except RuntimeError as e:
+            raise RuntimeFailure(
+                f"cannot bind {address}: the port is in use or not permitted ({e}). "
+                "Stop the other server or choose another --port (0 = any free port)."
+            ) from e
+        if port == 0 or (not address.endswith(":0") and not address.endswith(f":{port}")):
+            raise RuntimeFailure(
+                f"cannot bind {address} (bound port {port}); the port is in use. "
+                "Stop the other server or choose another --port."
+            )
+        await server.start()
+        for name in ("", wire.HEALTH_SERVICE):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._server = server
+        return port
+
     def request_stop(self) -> None:
-        """Begin a graceful stop: health NOT_SERVING, the step in flight finishes, `run` returns."""
-        if not self._stop.is_set():
-            log.info("stop requested: finishing the step in flight")
-            self._stop.set()
-            for name in ("", wire.HEALTH_SERVICE):
-                self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-            with self._lock:
-                self._team_changed.notify_all()
+        """Begin a graceful stop: health NOT_SERVING, the step in flight finishes, `run` returns.
+
+        Safe from any thread and from signal handlers."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        log.info("stop requested: finishing the step in flight")
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._stop_in_loop()))
+
+    async def _stop_in_loop(self) -> None:
+        assert self._stop_event is not None and self._team_changed is not None
+        self._stop_event.set()
+        self._team_changed.set()
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
 
     def close(self, grace_s: float = 2.0) -> None:
         """Stop the server (after `run` returned, or to abandon it) and close the record file."""
         self.request_stop()
-        with self._lock:
-            sessions = list(self._sessions.values())
-        for s in sessions:
-            self._end_session(s, goodbye=pb.GOODBYE_REASON_SHUTDOWN, detail="coordinator closed")
-        if self._server is not None:
-            self._server.stop(grace_s).wait(grace_s + 1)
-            self._server = None
+        if self._thread.is_alive():
+            try:
+                self._call(self._close(grace_s), timeout=grace_s + 5)
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
         if self._records is not None:
             self._records.close()
             self._records = None
 
+    async def _close(self, grace_s: float) -> None:
+        await self._stop_in_loop()
+        for s in list(self._sessions.values()):
+            await self._end_session(
+                s, goodbye=pb.GOODBYE_REASON_SHUTDOWN, detail="coordinator closed"
+            )
+        if self._server is not None:
+            await self._server.stop(grace_s)
+            self._server = None
+
     # ------------------------------------------------------------------------------- joins
-    def join(self, req: pb.JoinRequest, peer: str) -> pb.JoinReply:
+    async def join(self, req: pb.JoinRequest, peer: str) -> pb.JoinReply:
         """Admit one agent or raise `_Refusal` with the status code to answer."""
-        if self._stop.is_set():
+        if self._stopping.is_set():
             raise _Refusal(grpc.StatusCode.UNAVAILABLE, "the coordinator is shutting down")
         if req.protocol_version != wire.PROTOCOL_VERSION:
             raise _Refusal(
@@ -391,30 +449,27 @@ class Coordinator:
                 "agent was exported from another run or another export. Copy the coordinator's "
                 "artifact directory to the device.",
             )
-        with self._lock:
-            old = self._live.get(index)
-            if old is not None:
-                stale = not old.attached and (
-                    time.monotonic() - old.created > self.config.attach_timeout_s
-                )
-                if not stale:
-                    raise _Refusal(
-                        grpc.StatusCode.ALREADY_EXISTS,
-                        f"agent {slot.agent_id!r} already has a live session (from "
-                        f"{old.client_name or 'unknown'}); stop it first or wait for its lease "
-                        "to expire",
-                    )
-            session = _Session(index, slot.agent_id, req.client_name[:200])
-            rejoin = index in self._ever_joined
-            self._ever_joined.add(index)
-            self._live[index] = session
-            self._sessions[session.id] = session
-            c = self.counters[slot.agent_id]
-            c.joins += 1
-            c.rejoins += int(rejoin)
-            episode = self._current_episode
+        old = self._live.get(index)
         if old is not None:
-            self._end_session(old, goodbye=None, detail="superseded")
+            stale = not old.attached and (
+                time.monotonic() - old.created > self.config.attach_timeout_s
+            )
+            if not stale:
+                raise _Refusal(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    f"agent {slot.agent_id!r} already has a live session (from "
+                    f"{old.client_name or 'unknown'}); stop it first or wait for its lease "
+                    "to expire",
+                )
+            await self._end_session(old, goodbye=None, detail="superseded")
+        session = _Session(index, slot.agent_id, req.client_name[:200])
+        rejoin = index in self._ever_joined
+        self._ever_joined.add(index)
+        self._live[index] = session
+        self._sessions[session.id] = session
+        c = self.counters[slot.agent_id]
+        c.joins += 1
+        c.rejoins += int(rejoin)
         self._record(
             "join",
             agent_id=slot.agent_id,
@@ -438,110 +493,125 @@ class Coordinator:
             episode_limit=self.episode_limit,
             obs_dim=slot.obs_dim,
             n_actions=slot.n_actions,
-            current_episode_id=episode,
+            current_episode_id=self._current_episode,
         )
 
-    def attach(self, session_id: str) -> _Session:
-        with self._lock:
-            s = self._sessions.get(session_id)
-            if s is None or s.ended:
-                raise _Refusal(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"session {session_id[:40]!r} is unknown or over; Join again",
-                )
-            if s.attached:
-                raise _Refusal(
-                    grpc.StatusCode.ALREADY_EXISTS, "this session already has a Steps stream"
-                )
-            s.attached = True
-            self._team_changed.notify_all()
+    def attach(self, session_id: str, context: Any) -> _Session:
+        s = self._sessions.get(session_id)
+        if s is None or s.ended:
+            raise _Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                f"session {session_id[:40]!r} is unknown or over; Join again",
+            )
+        if s.attached:
+            raise _Refusal(
+                grpc.StatusCode.ALREADY_EXISTS, "this session already has a Steps stream"
+            )
+        s.context = context
+        assert self._team_changed is not None
+        self._team_changed.set()
         return s
 
-    def leave(self, session_id: str, reason: str) -> None:
-        with self._lock:
-            s = self._sessions.get(session_id)
+    async def leave(self, session_id: str, reason: str) -> None:
+        s = self._sessions.get(session_id)
         if s is not None:
-            self._end_session(s, goodbye=None, detail=f"left: {reason[:200]}")
+            await self._end_session(s, goodbye=None, detail=f"left: {reason[:200]}")
 
-    def _end_session(self, s: _Session, *, goodbye: int | None, detail: str) -> None:
-        with self._lock:
-            if s.ended:
-                return
-            s.ended = True
-            self._sessions.pop(s.id, None)
-            if self._live.get(s.agent_index) is s:
-                del self._live[s.agent_index]
-            if detail == "disconnected":
-                self.counters[s.agent_id].disconnects += 1
-            self._team_changed.notify_all()
-            self._replies_done.notify_all()
+    async def _end_session(self, s: _Session, *, goodbye: int | None, detail: str) -> None:
+        if s.ended:
+            return
         if goodbye is not None:
-            s.send(pb.CoordinatorMessage(goodbye=pb.Goodbye(reason=goodbye, detail=detail)))  # type: ignore[arg-type]
-        s.outbox.put(None)
+            await s.write(pb.CoordinatorMessage(goodbye=pb.Goodbye(reason=goodbye, detail=detail)))  # type: ignore[arg-type]
+        self._forget(s, detail)
+
+    def _forget(self, s: _Session, detail: str) -> None:
+        """Drop a session (synchronously, on the loop) and wake whoever waits on it."""
+        if s.ended:
+            return
+        s.ended = True
+        self._sessions.pop(s.id, None)
+        if self._live.get(s.agent_index) is s:
+            del self._live[s.agent_index]
+        if detail == "disconnected":
+            self.counters[s.agent_id].disconnects += 1
+        w = self._window
+        if w is not None and s.agent_index in w.expected and s.agent_index not in w.replies:
+            w.expected.discard(s.agent_index)  # it will not answer: stop waiting for it
+            w.check_complete()
+        if self._team_changed is not None:
+            self._team_changed.set()
+        if not s.closed.done():
+            s.closed.set_result(None)
         self._record("leave", agent_id=s.agent_id, session_id=s.id, reason=detail)
         log.info("agent %s session ended: %s", s.agent_id, detail)
 
     # ----------------------------------------------------------------------------- replies
     def on_reply(self, s: _Session, reply: pb.StepReply) -> None:
         """Take one StepReply: kept only if it answers the step in flight, else counted late."""
-        with self._lock:
-            w = self._window
-            i = s.agent_index
-            if (
-                w is None
-                or s.ended
-                or reply.episode_id != w.episode_id
-                or reply.step != w.step
-                or i not in w.expected
-                or i in w.replies
-                or i in w.invalid
-            ):
-                self.counters[s.agent_id].late_replies += 1
-                if w is not None:
-                    w.late[i] = w.late.get(i, 0) + 1
-                log.debug(
-                    "discarded reply of %s for episode %d step %d (now %s)",
-                    s.agent_id,
-                    reply.episode_id,
-                    reply.step,
-                    (w.episode_id, w.step) if w else None,
-                )
-                return
-            a = reply.action
-            mask = w.masks.get(i)
-            n = self.team.agents[i].n_actions
-            if not 0 <= a < n or (mask is not None and not mask[a]):
-                w.invalid.add(i)
-                self.counters[s.agent_id].invalid_actions += 1
-                log.warning("agent %s chose action %d, not allowed now", s.agent_id, a)
-            else:
-                w.replies[i] = reply
-            if len(w.replies) + len(w.invalid) >= len(w.expected):
-                self._replies_done.notify_all()
+        w = self._window
+        i = s.agent_index
+        if (
+            w is None
+            or s.ended
+            or reply.episode_id != w.episode_id
+            or reply.step != w.step
+            or i not in w.expected
+            or i in w.replies
+            or i in w.invalid
+        ):
+            self.counters[s.agent_id].late_replies += 1
+            if w is not None:
+                w.late[i] = w.late.get(i, 0) + 1
+            log.debug(
+                "discarded reply of %s for episode %d step %d (now %s)",
+                s.agent_id,
+                reply.episode_id,
+                reply.step,
+                (w.episode_id, w.step) if w else None,
+            )
+            return
+        a = reply.action
+        mask = w.masks.get(i)
+        n = self.team.agents[i].n_actions
+        if not 0 <= a < n or (mask is not None and not mask[a]):
+            w.invalid.add(i)
+            self.counters[s.agent_id].invalid_actions += 1
+            log.warning("agent %s chose action %d, not allowed now", s.agent_id, a)
+        else:
+            w.replies[i] = reply
+        w.check_complete()
 
     # --------------------------------------------------------------------------- the clock
     def run(self) -> RunSummary:
-        """Run the configured episodes (or until `request_stop`); returns what happened."""
+        """Run the configured episodes (or until `request_stop`); blocks; returns what happened."""
+        if self._server is None:
+            raise RuntimeFailure("call start() before run()")
+        summary: RunSummary = self._call(self._run())
+        return summary
+
+    async def _run(self) -> RunSummary:
+        assert self._stop_event is not None
         episodes: list[dict[str, Any]] = []
         index = self._start_index
         last = self.config.episodes if self.config.episodes > 0 else math.inf
-        while index < last and not self._stop.is_set():
-            self._wait_for_team()
-            if self._stop.is_set():
+        while index < last and not self._stop_event.is_set():
+            await self._wait_for_team()
+            if self._stop_event.is_set():
                 break
-            ep = self._run_episode(index)
+            ep = await self._run_episode(index)
             episodes.append(ep)
             if ep["reason"] == "stopped":
                 break
             index += 1
         finished = index >= last
-        with self._lock:
-            sessions = list(self._sessions.values())
         reason = pb.GOODBYE_REASON_RUN_FINISHED if finished else pb.GOODBYE_REASON_SHUTDOWN
-        for s in sessions:
-            self._end_session(
-                s, goodbye=reason, detail="run finished" if finished else "coordinator stopping"
+        detail = "run finished" if finished else "coordinator stopping"
+        await asyncio.gather(
+            *(
+                self._end_session(s, goodbye=reason, detail=detail)
+                for s in list(self._sessions.values())
             )
+        )
         self._record(
             "run_end",
             finished=finished,
@@ -550,40 +620,39 @@ class Coordinator:
         )
         return RunSummary(finished, tuple(episodes), self._team_step, dict(self.counters))
 
-    def _wait_for_team(self) -> None:
+    async def _wait_for_team(self) -> None:
+        assert self._stop_event is not None and self._team_changed is not None
         deadline = time.monotonic() + self.config.team_wait_s
-        with self._lock:
-            while not self._stop.is_set():
-                attached = sum(1 for s in self._live.values() if s.attached)
-                if attached == len(self.team.agents):
-                    return
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    log.warning(
-                        "starting with %d of %d agents after waiting %.1f s",
-                        attached,
-                        len(self.team.agents),
-                        self.config.team_wait_s,
-                    )
-                    return
-                self._team_changed.wait(left)
+        while not self._stop_event.is_set():
+            attached = sum(1 for s in self._live.values() if s.attached)
+            if attached == len(self.team.agents):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "starting with %d of %d agents after waiting %.1f s",
+                    attached,
+                    len(self.team.agents),
+                    self.config.team_wait_s,
+                )
+                return
+            self._team_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._team_changed.wait(), left)
 
-    def _broadcast(self, msg: pb.CoordinatorMessage) -> None:
-        with self._lock:
-            sessions = [s for s in self._live.values() if s.attached]
-        for s in sessions:
-            s.send(msg)
+    async def _broadcast(self, msg: pb.CoordinatorMessage) -> None:
+        await asyncio.gather(*(s.write(msg) for s in list(self._live.values()) if s.attached))
 
-    def _run_episode(self, index: int) -> dict[str, Any]:
+    async def _run_episode(self, index: int) -> dict[str, Any]:
+        assert self._stop_event is not None
         cfg = self.config
         seed = cfg.seed + index
-        with self._lock:
-            self._current_episode += 1
-            episode_id = self._current_episode
+        self._current_episode += 1
+        episode_id = self._current_episode
         n = len(self.team.agents)
         ts = self.env.reset(seed=seed) if cfg.mode == "simulation" else None
         self._record("episode_start", episode_id=episode_id, episode_index=index, seed=seed)
-        self._broadcast(
+        await self._broadcast(
             pb.CoordinatorMessage(episode_start=pb.EpisodeStart(episode_id=episode_id, seed=seed))
         )
         misses = [0] * n
@@ -593,11 +662,11 @@ class Coordinator:
         period = cfg.step_period_ms / 1000.0
         t_start = time.perf_counter()
         for step in range(self.episode_limit):
-            if self._stop.is_set():
+            if self._stop_event.is_set():
                 reason = "stopped"
                 break
             alive = ts.alive if ts is not None else np.ones(n, dtype=bool)
-            actions, got, exchange_us, late = self._exchange(
+            actions, got, exchange_us, late = await self._exchange(
                 episode_id, step, ts, alive, prev_actions
             )
             prev_actions = actions if ts is not None else None
@@ -612,16 +681,17 @@ class Coordinator:
                 self.counters[self.team.agents[i].agent_id].fallbacks += 1
                 if misses[i] >= cfg.lease_steps and i not in dead:
                     dead.add(i)
-                    self._declare_dead(i, misses[i])
+                    await self._declare_dead(i, misses[i])
             step_rec: dict[str, Any] = {
                 "episode_id": episode_id,
                 "episode_index": index,
                 "step": step,
                 "team_step": self._team_step,
-                "actions": [int(a) for a in actions],
+                "actions": actions.tolist(),
                 "fallback": fallback,
                 "late": {self.team.agents[i].agent_id: k for i, k in late.items()},
                 "exchange_us": exchange_us,
+                "t_ms": round((time.perf_counter() - self._t0) * 1000.0, 3),
                 "decision_us": {self.team.agents[i].agent_id: got[i].decision_us for i in got},
             }
             self._team_step += 1
@@ -645,10 +715,12 @@ class Coordinator:
             if cfg.stop_after_steps is not None and self._team_step >= cfg.stop_after_steps:
                 log.info("stop_after_steps=%d reached", cfg.stop_after_steps)
                 self.request_stop()
+                await self._stop_in_loop()
             if period > 0:
                 pause = t_start + (step + 1) * period - time.perf_counter()
                 if pause > 0:
-                    self._stop.wait(pause)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop_event.wait(), pause)
         ep = {
             "episode_id": episode_id,
             "episode_index": index,
@@ -658,7 +730,7 @@ class Coordinator:
             "reason": reason,
         }
         self._record("episode_end", **ep)
-        self._broadcast(
+        await self._broadcast(
             pb.CoordinatorMessage(
                 episode_end=pb.EpisodeEnd(
                     episode_id=episode_id, steps=steps, team_return=total, reason=reason
@@ -667,7 +739,7 @@ class Coordinator:
         )
         return ep
 
-    def _exchange(
+    async def _exchange(
         self,
         episode_id: int,
         step: int,
@@ -681,11 +753,10 @@ class Coordinator:
         replies discarded during this step by agent index).
         """
         n = len(self.team.agents)
-        deadline_s = self.config.step_deadline_ms / 1000.0
+        loop = asyncio.get_running_loop()
+        live = {i: s for i, s in self._live.items() if s.attached and alive[i]}
         requests: list[tuple[_Session, pb.CoordinatorMessage]] = []
         masks: dict[int, np.ndarray] = {}
-        with self._lock:
-            live = {i: s for i, s in self._live.items() if s.attached and alive[i]}
         for i, s in live.items():
             slot = self.team.agents[i]
             req = pb.StepRequest(
@@ -703,41 +774,36 @@ class Coordinator:
                 req.action_mask.CopyFrom(wire.encode(mask))
                 masks[i] = np.array(mask, dtype=bool)
             requests.append((s, pb.CoordinatorMessage(step_request=req)))
+        w = _StepWindow(episode_id, step, set(live), masks, loop.create_future())
+        self._window = w
         t0 = time.perf_counter()
-        with self._lock:
-            w = _StepWindow(episode_id, step, set(live), masks)
-            self._window = w
-        for s, msg in requests:
-            s.send(msg)
-        end = t0 + deadline_s
-        with self._lock:
-            while len(w.replies) + len(w.invalid) < len(w.expected):
-                left = end - time.perf_counter()
-                if left <= 0:
-                    break
-                # A session that ended (disconnect) will not answer: stop waiting for it.
-                w.expected = {i for i in w.expected if not live[i].ended or i in w.replies}
-                if len(w.replies) + len(w.invalid) >= len(w.expected):
-                    break
-                self._replies_done.wait(left)
-            self._window = None
-            got = dict(w.replies)
-            late = dict(w.late)
+        timer = loop.call_later(
+            self.config.step_deadline_ms / 1000.0,
+            lambda: None if w.done.done() else w.done.set_result(None),
+        )
+        sent = await asyncio.gather(*(s.write(msg) for s, msg in requests))
+        for (s, _), ok in zip(requests, sent, strict=True):
+            if not ok:  # the stream is gone: do not wait for this agent
+                w.expected.discard(s.agent_index)
+        w.check_complete()
+        await w.done
+        timer.cancel()
+        self._window = None
         exchange_us = int((time.perf_counter() - t0) * 1e6)
-        actions = np.zeros(n, dtype=np.int64)
+        got = w.replies
+        actions = np.zeros(n, dtype=np.int64)  # (n_agents,)
         for i in range(n):
             actions[i] = got[i].action if i in got else self.team.agents[i].fallback_action
         if ts is not None:
             # An absent agent's action is a placeholder the environment ignores.
             actions[~np.asarray(alive, dtype=bool)] = 0
-        return actions, got, exchange_us, late
+        return actions, got, exchange_us, w.late
 
-    def _declare_dead(self, i: int, missed: int) -> None:
+    async def _declare_dead(self, i: int, missed: int) -> None:
         """The lease of agent ``i`` expired. A live session is closed (counted as a death); an agent
         that is already gone only triggers the team policy again."""
         agent_id = self.team.agents[i].agent_id
-        with self._lock:
-            s = self._live.get(i)
+        s = self._live.get(i)
         log.warning(
             "agent %s missed %d consecutive steps (%s): lease expired (%s)",
             agent_id,
@@ -747,7 +813,9 @@ class Coordinator:
         )
         if s is not None:
             self.counters[agent_id].deaths += 1
-            self._end_session(s, goodbye=pb.GOODBYE_REASON_LEASE_EXPIRED, detail="lease expired")
+            await self._end_session(
+                s, goodbye=pb.GOODBYE_REASON_LEASE_EXPIRED, detail="lease expired"
+            )
 
     def _record(self, record_type: str, **fields: Any) -> None:
         if self._records is not None:
@@ -800,65 +868,59 @@ class _Refusal(Exception):
 
 
 class _TeamServicer(pb_grpc.TeamServicer):
-    """Maps the Team service onto a `Coordinator`; every failure is a status code."""
+    """Maps the Team service onto a `Coordinator` (grpc.aio); every failure is a status code."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
 
-    def Join(self, request: pb.JoinRequest, context: grpc.ServicerContext) -> pb.JoinReply:
+    async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinReply:  # type: ignore[override]
         try:
-            return self.c.join(request, context.peer())
+            return await self.c.join(request, context.peer())
         except _Refusal as r:
             log.info("refused join of %r: %s %s", request.agent_id[:80], r.code.name, r.detail)
-            context.abort(r.code, r.detail)
+            await context.abort(r.code, r.detail)
             raise  # unreachable: abort raises
 
-    def Leave(self, request: pb.LeaveRequest, context: grpc.ServicerContext) -> pb.LeaveReply:
-        self.c.leave(request.session_id, request.reason)
+    async def Leave(self, request: pb.LeaveRequest, context: Any) -> pb.LeaveReply:  # type: ignore[override]
+        await self.c.leave(request.session_id, request.reason)
         return pb.LeaveReply()
 
-    def Steps(
-        self, request_iterator: Iterator[pb.AgentMessage], context: grpc.ServicerContext
-    ) -> Iterator[pb.CoordinatorMessage]:
-        try:
-            first = next(request_iterator)
-        except StopIteration:
+    async def Steps(self, request_iterator: Any, context: Any) -> None:  # type: ignore[override]
+        first = await context.read()
+        if first is grpc.aio.EOF:  # type: ignore[attr-defined]
             return
         if first.WhichOneof("kind") != "attach":
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the first message of a Steps stream must be attach(session_id)",
             )
         try:
-            session = self.c.attach(first.attach.session_id)
+            session = self.c.attach(first.attach.session_id, context)
         except _Refusal as r:
-            context.abort(r.code, r.detail)
+            await context.abort(r.code, r.detail)
             raise
-        context.add_callback(
-            lambda: self.c._end_session(session, goodbye=None, detail="disconnected")
-        )
-        reader = threading.Thread(
-            target=self._read, args=(session, request_iterator), daemon=True, name="coord-reader"
-        )
-        reader.start()
-        while True:
-            msg = session.outbox.get()
-            if msg is None:
-                return
-            yield msg
-
-    def _read(self, session: _Session, requests: Iterator[pb.AgentMessage]) -> None:
+        reader = asyncio.ensure_future(self._read(session, context))
         try:
-            for msg in requests:
+            await session.closed  # set when the session ends, whoever ends it
+        finally:
+            reader.cancel()
+            self.c._forget(session, "disconnected")
+
+    async def _read(self, session: _Session, context: Any) -> None:
+        try:
+            while True:
+                msg = await context.read()
+                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    break
                 if msg.WhichOneof("kind") == "step_reply":
                     self.c.on_reply(session, msg.step_reply)
                 else:
                     log.warning("agent %s sent a second attach; ignored", session.agent_id)
-        except grpc.RpcError:
-            pass
-        except Exception:  # a reader thread must never die silently
-            log.exception("reading the stream of %s failed", session.agent_id)
-        self.c._end_session(session, goodbye=None, detail="disconnected")
+        except asyncio.CancelledError:
+            return
+        except Exception as e:  # the stream broke (or was cancelled by the client)
+            log.debug("stream of %s ended: %s", session.agent_id, e)
+        self.c._forget(session, "disconnected")
 
 
 # ------------------------------------------------------------------------------------- the CLI

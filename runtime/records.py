@@ -9,7 +9,8 @@ line has a ``type``:
 - ``episode_start``: episode_id, episode_index, seed
 - ``step``: episode_id, episode_index, step, team_step, actions, fallback (agent ids that got their
   fallback action), late (agent id -> replies discarded during this step), reward (simulation),
-  exchange_us (requests sent -> last reply or deadline), decision_us (agent id -> what it reported),
+  exchange_us (requests sent -> last reply or deadline), t_ms (ms since the coordinator
+  process started), decision_us (agent id -> what it reported),
   reports (field mode: agent id -> {name: value})
 - ``episode_end``: episode_id, episode_index, seed, steps, return, reason
   ("terminated" | "truncated" | "limit" | "aborted: ..." | "stopped")

@@ -1,0 +1,216 @@
+"""Team step latency and throughput of the runtime on loopback, against the raw gRPC round trip.
+
+Measured in one run, on this machine:
+1. the raw round trip of the chosen transport (one grpc.aio bidirectional stream, one
+   StepRequest-sized message each way, server in another process): the baseline;
+2. a coordinator (in this process, simulation mode with a null environment so only the runtime is
+   timed) and N real `qmix-agent` processes running exported ONNX agents (random weights), for
+   N = 3 and N = 16: team step exchange latency (send all requests -> last reply), team steps/s,
+   and each agent process's peak resident memory (VmHWM, sampled with psutil).
+
+Goals (issue 4): 3-agent step latency within 2x the raw round trip; >= 1,500 team steps/s with 3
+agents; >= 200 with 16; < 80 MiB per agent process. Every figure and ratio is printed.
+
+    .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000]
+
+Needs the [train] extra (torch) to export the bench artifact; the agents themselves do not use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runtime_transport import run as raw_round_trip
+
+from qmix_edge.envs import AgentSpec, EnvSpec, StepResult, TeamEnv, TeamStep
+from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
+from qmix_edge.runtime.records import read_records
+
+OBS_DIM, N_ACTIONS = 18, 5  # simple_spread's sizes
+
+
+class NullEnv(TeamEnv):
+    """N agents, fixed pseudo-random observations, zero reward: costs nothing to step."""
+
+    def __init__(self, n_agents: int, episode_limit: int) -> None:
+        self.spec = EnvSpec(
+            env_id="bench-null",
+            agents=tuple(AgentSpec(f"agent_{i}", OBS_DIM, N_ACTIONS) for i in range(n_agents)),
+            state_dim=OBS_DIM * n_agents,
+            episode_limit=episode_limit,
+        )
+        rng = np.random.default_rng(0)
+        n = n_agents
+        self._ts = TeamStep(
+            obs=rng.standard_normal((n, OBS_DIM)).astype(np.float32),  # (n_agents, obs_dim)
+            avail=np.ones((n, N_ACTIONS), dtype=bool),  # (n_agents, n_actions)
+            alive=np.ones(n, dtype=bool),
+            state=np.zeros(OBS_DIM * n, dtype=np.float32),
+        )
+        self._t = 0
+
+    def reset(self, seed: int | None = None) -> TeamStep:
+        self._t = 0
+        return self._ts
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        self._t += 1
+        done = self._t >= self.spec.episode_limit
+        return StepResult(self._ts, 0.0, False, done, np.zeros(self.spec.n_agents, np.float32))
+
+
+def export_bench_artifact(spec: EnvSpec, out: Path) -> Path:
+    import torch
+
+    from qmix_edge.export import export_agent_networks
+    from qmix_edge.train.networks import AgentNetwork
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    net = AgentNetwork(spec, kind="gru", hidden_dim=64, use_prev_action=True)
+    export_agent_networks(net, spec, out, run_id=f"bench-{spec.n_agents}", synthetic_episodes=2)
+    return out
+
+
+def peak_rss_mib(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def run_team(n_agents: int, steps: int, workdir: Path) -> dict[str, float]:
+    episode_limit = 250
+    episodes = max(2, steps // episode_limit)
+    env = NullEnv(n_agents, episode_limit)
+    art = export_bench_artifact(env.spec, workdir / f"art{n_agents}")
+    team = TeamSpec.from_artifacts(art)
+    record = workdir / f"records{n_agents}.jsonl"
+    coord = Coordinator(
+        team,
+        CoordinatorConfig(episodes=episodes, step_deadline_ms=1000, team_wait_s=300),
+        env=env,
+        record_path=record,
+    )
+    port = coord.start("127.0.0.1:0")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "qmix_edge.runtime.agent",
+                "--artifacts",
+                str(art),
+                "--agent",
+                a,
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--log-level",
+                "WARNING",
+            ]
+        )
+        for a in team.agent_ids
+    ]
+    peaks = {p.pid: 0.0 for p in procs}
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.2):
+            for p in procs:
+                if p.poll() is None:
+                    peaks[p.pid] = max(peaks[p.pid], peak_rss_mib(p.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result: dict[str, float] = {}
+    try:
+        summary_box: list[object] = []
+        me = psutil.Process()
+        cpu0 = me.cpu_times()
+        runner = threading.Thread(target=lambda: summary_box.append(coord.run()))
+        runner.start()
+        agent_cpu = {}
+        while runner.is_alive():
+            for p in procs:
+                if p.poll() is None:
+                    t = psutil.Process(p.pid).cpu_times()
+                    agent_cpu[p.pid] = t.user + t.system
+            runner.join(0.2)
+        cpu1 = me.cpu_times()
+        sampling.set()
+        sampler.join()
+        for p in procs:
+            p.wait(30)
+    finally:
+        coord.close()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    recs = [r for r in read_records(record) if r["type"] == "step"]
+    coord_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+    result["coordinator_cpu_us_per_step"] = coord_cpu / max(1, len(recs)) * 1e6
+    result["agent_cpu_us_per_step"] = statistics.mean(agent_cpu.values()) / max(1, len(recs)) * 1e6
+    fallbacks = sum(len(r["fallback"]) for r in recs)
+    # Steady state: drop each episode's first 5 steps (agents warming up after EpisodeStart).
+    steady = [r for r in recs if r["step"] >= 5]
+    ex = sorted(r["exchange_us"] for r in steady)
+    # Throughput over the whole run after the first episode (agents warm), boundaries included.
+    warm = [r for r in recs if r["episode_index"] >= 1] or recs
+    span_s = (warm[-1]["t_ms"] - warm[0]["t_ms"]) / 1000.0
+    result["steps_per_s"] = (len(warm) - 1) / span_s if span_s > 0 else float("nan")
+    result["exchange_p50_us"] = statistics.median(ex)
+    result["exchange_p99_us"] = ex[int(0.99 * (len(ex) - 1))]
+    result["fallbacks"] = fallbacks
+    result["peak_rss_mib_max"] = max(peaks.values())
+    result["peak_rss_mib_mean"] = statistics.mean(peaks.values())
+    result["steps"] = len(recs)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--steps", type=int, default=3000, help="team steps with 3 agents")
+    ap.add_argument("--steps16", type=int, default=1000, help="team steps with 16 agents")
+    ap.add_argument("--rounds", type=int, default=3000, help="raw round trips")
+    args = ap.parse_args(argv)
+    raw_p50, raw_p99 = raw_round_trip("stream-aio", args.rounds)
+    print(f"raw gRPC round trip (grpc.aio bidi stream): p50 {raw_p50:.0f} us, p99 {raw_p99:.0f} us")
+    with tempfile.TemporaryDirectory(prefix="qmix-bench-") as d:
+        for n, steps in ((3, args.steps), (16, args.steps16)):
+            r = run_team(n, steps, Path(d))
+            print(
+                f"{n:>2} agents: {int(r['steps'])} team steps, exchange p50 {r['exchange_p50_us']:.0f} us "
+                f"(p99 {r['exchange_p99_us']:.0f}), {r['steps_per_s']:.0f} team steps/s, "
+                f"fallbacks {int(r['fallbacks'])}, agent peak RSS max {r['peak_rss_mib_max']:.1f} MiB "
+                f"(mean {r['peak_rss_mib_mean']:.1f})"
+            )
+            print(
+                f"   CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
+                f"each agent {r['agent_cpu_us_per_step']:.0f} us (incl. start-up)"
+            )
+            if n == 3:
+                print(
+                    f"   ratio team step p50 / raw round trip p50 = "
+                    f"{r['exchange_p50_us'] / raw_p50:.2f} (goal <= 2)"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
