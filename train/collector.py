@@ -211,12 +211,12 @@ class Collector:
             "returns": self.returns.tolist(),
         }
 
-    def save_arrays(self, f: Any) -> None:
-        """The in-progress episodes, hidden state and previous actions as an .npz."""
-        arrays = {k: getattr(self.pending, k) for k in EPISODE_FIELDS}
-        arrays["hidden"] = self.policy.hidden.numpy()
-        arrays["prev_actions"] = self.policy.prev_actions.numpy()
-        np.savez(f, **arrays)
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(`state_dict`, copies of the in-progress episodes, hidden state and previous actions)."""
+        arrays = {k: getattr(self.pending, k).copy() for k in EPISODE_FIELDS}
+        arrays["hidden"] = self.policy.hidden.numpy().copy()
+        arrays["prev_actions"] = self.policy.prev_actions.numpy().copy()
+        return self.state_dict(), arrays
 
     def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         """Bring the envs and pending episodes back to a checkpoint (see the module docstring)."""

@@ -27,7 +27,9 @@ TB_DIR = "tb"
 class MetricsLogger:
     """Writes metric records to ``run_dir`` (JSONL always; TensorBoard when available)."""
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self, run_dir: Path, tensorboard: bool = True, purge_step: int | None = None
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
         self._file = self.path.open("a", encoding="utf-8")
@@ -36,7 +38,8 @@ class MetricsLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIR))
+                # purge_step: a resumed run hides events a killed session wrote after its checkpoint.
+                self._tb = SummaryWriter(log_dir=str(self.run_dir / TB_DIR), purge_step=purge_step)
             except ImportError as e:  # tensorboard is part of [train]; keep going without it
                 logger.warning("TensorBoard logging is off (%s); install qmix-edge[train]", e)
         self.eval_points: list[tuple[int, float, float, float]] = []  # (step, seconds, mean, std)

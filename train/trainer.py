@@ -57,6 +57,17 @@ SMALL_BUILTIN_ENVS = frozenset(
 )
 """Envs so cheap to step that worker processes would only add pipe overhead."""
 MAX_EVAL_ENVS = 32
+RESUME_MUTABLE = frozenset(
+    {
+        "eval_interval",
+        "eval_episodes",
+        "log_interval",
+        "checkpoint_interval",
+        "torch_threads",
+        "vector",
+    }
+)
+"""Config keys a resumed run may change: they touch neither the networks nor the random streams."""
 
 
 def _short_env_name(env: str) -> str:
@@ -111,7 +122,16 @@ class Trainer:
                 raise ConfigError("resume needs run_dir: the folder of the run to continue")
             saved = _read_saved_config(Path(run_dir))
             given = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
-            self.config = TrainConfig.from_dict({**saved, **given, **overrides})
+            changes = {**given, **overrides}
+            fixed = sorted(
+                k for k, v in changes.items() if k not in RESUME_MUTABLE and saved.get(k, v) != v
+            )
+            if fixed:
+                raise ConfigError(
+                    f"cannot change {fixed} when resuming (the run was trained with "
+                    f"{ {k: saved.get(k) for k in fixed} }); only {sorted(RESUME_MUTABLE)} may change"
+                )
+            self.config = TrainConfig.from_dict({**saved, **changes})
         elif isinstance(config, TrainConfig):
             self.config = config.replace(**overrides) if overrides else config
         else:
@@ -164,6 +184,7 @@ class Trainer:
         self.run_id = uuid.uuid4().hex
         self.last_eval: dict[str, float] = {}
         self.last_checkpoint_step = -1
+        self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
         self.vector_kind = self._choose_vector_kind()
 
@@ -186,7 +207,7 @@ class Trainer:
         n = self.config.n_envs
         if self.vector_kind == "sync":
             factory = self._factory()
-            return SyncVectorEnv([self.env] + [factory() for _ in range(n - 1)])
+            return SyncVectorEnv([factory() for _ in range(n)])
         # Workers ignore SIGINT (inherited disposition): Ctrl-C reaches only this process, which
         # checkpoints and then closes the workers itself.
         # fork (Linux) rather than spawn: spawn re-imports __main__, which breaks the quick-start
@@ -244,7 +265,7 @@ class Trainer:
             model,
             state,
             write_replay=self.replay.save_arrays,
-            write_collector=collector.save_arrays,
+            write_collector=lambda f: _savez(f, collector.snapshot()[1]),
         )
         self.last_checkpoint_step = self.env_steps
         logger.info("checkpoint written: %s", folder)
@@ -309,22 +330,30 @@ class Trainer:
             self._write_run_files()
         venv = self._make_train_envs()
         eval_venv = self._make_eval_envs()
-        metrics = MetricsLogger(self.run_dir)
         collector = Collector(
             venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
         )
+        metrics: MetricsLogger | None = None
         try:
             if self.resuming:
                 self._restore(collector)
+                metrics = MetricsLogger(self.run_dir, purge_step=self.env_steps + 1)
                 metrics.truncate_after(self.env_steps)
                 metrics.load_eval_history()
-                self.resuming = False  # a second train() call continues in memory
-            elif self.env_steps == 0:
+                self.resuming = False
+            elif self._carry is not None:  # a second train() call continues in memory
+                collector.restore(*self._carry)
+                metrics = MetricsLogger(self.run_dir)
+                metrics.load_eval_history()
+            else:
                 collector.start()
+                metrics = MetricsLogger(self.run_dir)
             with _stop_on_sigint(self):
                 return self._loop(total_timesteps, collector, eval_venv, metrics)
         finally:
-            metrics.close()
+            self._carry = collector.snapshot()
+            if metrics is not None:
+                metrics.close()
             venv.close()
             eval_venv.close()
 
@@ -505,6 +534,10 @@ class UpdatePacer:
         self.allowance = float(state["allowance"])
         self.episodes = int(state["episodes"])
         self.episode_steps = int(state["episode_steps"])
+
+
+def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:
+    np.savez(f, **arrays)  # type: ignore[arg-type]
 
 
 def _crossed(before: int, after: int, interval: int) -> bool:

@@ -167,3 +167,25 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
     assert "interrupted; checkpoint saved" in err
     state = read_state(latest_checkpoint(run_dir))  # type: ignore[arg-type]
     assert state["env_steps"] % 4 == 0 and state["env_steps"] >= 400
+
+
+def test_train_called_twice_continues_like_one_call(tmp_path: Path) -> None:
+    cfg = tiny(eval_interval=300, log_interval=150, n_envs=3)
+    whole = Trainer("qmix", env="leaving_agents", seed=2, config=cfg, run_dir=tmp_path / "whole")
+    r_whole = whole.train(total_timesteps=900)
+    twice = Trainer("qmix", env="leaving_agents", seed=2, config=cfg, run_dir=tmp_path / "twice")
+    twice.train(total_timesteps=450)
+    r_twice = twice.train(total_timesteps=900)
+    for key in ("mean_reward", "episodes", "env_steps", "updates"):
+        assert r_twice[key] == r_whole[key], key
+    assert _losses(tmp_path / "twice") == _losses(tmp_path / "whole")
+
+
+def test_resume_refuses_changes_to_the_networks_or_streams(tmp_path: Path) -> None:
+    from qmix_edge.train.errors import ConfigError
+
+    Trainer("qmix", env="two_step", seed=1, config=tiny(), run_dir=tmp_path / "r").train(100)
+    with pytest.raises(ConfigError, match=r"cannot change \['hidden_dim', 'seed'\] when resuming"):
+        Trainer(seed=2, config={"hidden_dim": 4}, run_dir=tmp_path / "r", resume=True)
+    resumed = Trainer(config={"eval_interval": 50}, run_dir=tmp_path / "r", resume=True)
+    assert resumed.config.eval_interval == 50
