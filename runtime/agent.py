@@ -190,6 +190,8 @@ class AgentRunner:
         finally:
             self._stop.set()
             self._loop = None
+            if self.actuator is not None:  # leave the device in its safe state
+                self._hold_fallback("agent stopping")
 
     async def _run(self) -> int:
         self._loop = asyncio.get_running_loop()

@@ -246,3 +246,86 @@ def test_qmix_agent_field_mode_runs_without_torch(
     assert len(steps) == 10 and all(len(r["reports"]) == 2 for r in steps)
     acted = [json.loads(x) for x in (tmp_path / "actions.jsonl").read_text().splitlines()]
     assert sum(not a["fallback"] for a in acted) == 20
+
+
+@pytest.mark.slow
+def test_coordinator_sigterm_is_graceful(two_step_artifacts: Path, tmp_path: Path) -> None:
+    """SIGTERM: the step in flight finishes, the episode is recorded as stopped, exit 0; the
+    agents are told (Goodbye SHUTDOWN), hold their fallback and keep trying to reconnect."""
+    import signal
+    import time
+
+    record = tmp_path / "run.jsonl"
+    port_file = tmp_path / "port"
+    coord = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qmix_edge.runtime.coordinator",
+            "--artifacts",
+            str(two_step_artifacts),
+            "--episodes",
+            "0",
+            "--step-period-ms",
+            "20",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--record",
+            str(record),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    agents: list[subprocess.Popen[str]] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not port_file.exists():
+            assert coord.poll() is None, coord.communicate()[1]
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        agents = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "qmix_edge.runtime.agent",
+                    "--artifacts",
+                    str(two_step_artifacts),
+                    "--agent",
+                    a,
+                    "--coordinator",
+                    f"127.0.0.1:{port}",
+                    "--give-up-s",
+                    "1.5",
+                    "--backoff-max-s",
+                    "0.2",
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for a in ("agent_0", "agent_1")
+        ]
+        while sum(r["type"] == "step" for r in read_records(record)) < 10:
+            assert coord.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        coord.send_signal(signal.SIGTERM)
+        _, err = coord.communicate(timeout=30)
+        assert coord.returncode == 0, err[-2000:]
+        assert "run record appended to" in err.strip().splitlines()[-1]
+        recs = list(read_records(record))
+        assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is False
+        ends = [r for r in recs if r["type"] == "episode_end"]
+        assert ends and all(e["reason"] in ("terminated", "stopped") for e in ends)
+        for p in agents:
+            _, aerr = p.communicate(timeout=60)
+            assert p.returncode == 1  # gave up reconnecting: the coordinator stayed away
+            assert "GOODBYE_REASON_SHUTDOWN" in aerr
+            assert "holding the fallback action" in aerr
+    finally:
+        for p in [coord, *agents]:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)

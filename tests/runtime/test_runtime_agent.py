@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FakePolicy
+from runtime_doubles import FakePolicy
 
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner, Backoff

@@ -10,8 +10,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import SHA, FakePolicy, Harness
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from runtime_doubles import SHA, FakePolicy, Harness
 
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner
@@ -133,7 +133,7 @@ def test_attach_with_unknown_session_is_not_found(make_harness: Any) -> None:
 
 
 def test_env_that_does_not_match_the_team_is_refused() -> None:
-    from conftest import two_step_team
+    from runtime_doubles import two_step_team
 
     from qmix_edge.envs import MatrixGame
 
@@ -292,7 +292,7 @@ def test_port_in_use_fails_loudly(make_harness: Any) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        from conftest import two_step_team
+        from runtime_doubles import two_step_team
 
         from qmix_edge.envs import TwoStepGame
 
