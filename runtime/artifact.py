@@ -92,11 +92,13 @@ class ParityFigures:
     near_ties: int
     """Steps whose greedy actions differed only because their Q-values were within ``tie_tol``."""
     q_atol: float
-    """The Q-value tolerance the gate enforced."""
+    """The absolute Q-value tolerance the gate enforced."""
     tie_tol: float
     """Q gap below which two actions count as a near-tie."""
     sources: tuple[str, ...]
     """Where the observations came from: ``env`` (real env rollouts) and/or ``synthetic``."""
+    q_rtol: float = 0.0
+    """Relative Q tolerance: a step passes when |dQ| <= q_atol + q_rtol * |Q_torch|."""
 
 
 @dataclass(frozen=True)

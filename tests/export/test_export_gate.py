@@ -78,9 +78,29 @@ def test_gate_refuses_q_drift(
     net, rec, model = setup
     q = rec.q.copy()
     q[5, 1, 0] += 1e-4
-    with pytest.raises(ParityError, match=r"Q-values differ by 0\.0001 > 1e-05 .*step 5"):
+    with pytest.raises(ParityError, match=r"Q-values differ by 0\.0001 > 1\.\d+e-05 .*step 5"):
         check_parity(model, dataclasses.replace(rec, q=q), 1, hetero_spec, net)
     assert issubclass(ParityError, ExportError)
+
+
+def test_tolerance_scales_with_large_q_values(hetero_spec: EnvSpec) -> None:
+    """Returns in the hundreds: float32 resolution there is ~1e-5, so the gate adds ~8 ulps."""
+    torch.manual_seed(2)
+    net = AgentNetwork(hetero_spec, "mlp", hidden_dim=16)
+    with torch.no_grad():
+        net.out.bias.add_(-300.0)  # Q-values around -300
+    rec = record_synthetic(net, hetero_spec, n_episodes=2, episode_len=5, seed=0)
+    model = export_graph(AgentGraph(net, hetero_spec, 0)).SerializeToString()
+    figures, _ = check_parity(model, rec, 0, hetero_spec, net)
+    assert figures.q_rtol == 1e-6
+    q = rec.q.copy()
+    q[2, 0, 0] += 2e-4  # within 1e-5 + 1e-6 x 300, beyond 1e-5 alone
+    check_parity(model, dataclasses.replace(rec, q=q), 0, hetero_spec, net)
+    with pytest.raises(ParityError, match="Q-values differ"):
+        check_parity(model, dataclasses.replace(rec, q=q), 0, hetero_spec, net, q_rtol=0.0)
+    q[2, 0, 0] += 1e-3  # beyond both
+    with pytest.raises(ParityError, match="Q-values differ"):
+        check_parity(model, dataclasses.replace(rec, q=q), 0, hetero_spec, net)
 
 
 def test_graph_refuses_a_mismatched_spec(hetero_spec: EnvSpec) -> None:
