@@ -401,6 +401,8 @@ class Coordinator:
             finally:
                 self._loop.call_soon_threadsafe(self._loop.stop)
                 self._thread.join(5)
+        if not self._thread.is_alive() and not self._loop.is_closed():
+            self._loop.close()
         if self._records is not None:
             self._records.close()
             self._records = None
