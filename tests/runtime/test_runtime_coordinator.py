@@ -163,7 +163,7 @@ def test_full_team_runs_episodes_and_records_them(make_harness: Any) -> None:
 
 
 def test_missed_deadline_gives_fallback_and_stale_reply_is_never_applied(make_harness: Any) -> None:
-    h = make_harness(episodes=1, step_deadline_ms=300, lease_steps=5)
+    h = make_harness(episodes=1, step_deadline_ms=1000, lease_steps=5)
     h.run_in_thread()
     start_runner(h, "agent_0")
     slow = ManualAgent(h, "agent_1")
@@ -206,7 +206,7 @@ def test_invalid_action_is_replaced_by_fallback(make_harness: Any) -> None:
 @pytest.mark.parametrize("policy", ["abort_episode", "continue_degraded"])
 def test_lease_expiry_and_team_policy(make_harness: Any, policy: str) -> None:
     h = make_harness(
-        episodes=2, step_deadline_ms=100, lease_steps=2, team_policy=policy, team_wait_s=0.2
+        episodes=2, step_deadline_ms=500, lease_steps=2, team_policy=policy, team_wait_s=0.2
     )
     h.run_in_thread()
     start_runner(h, "agent_0")
@@ -232,7 +232,7 @@ def test_lease_expiry_and_team_policy(make_harness: Any, policy: str) -> None:
         assert second["reason"] == "terminated"
     later = [r for r in records(h) if r["type"] == "step" and r["episode_index"] == 1]
     assert all(r["fallback"] == ["agent_1"] for r in later)
-    assert all(r["exchange_us"] < 100_000 for r in later)
+    assert all(r["exchange_us"] < 500_000 for r in later)  # never waited for the deadline
 
 
 def test_killed_agent_rejoins_and_its_state_is_reset(make_harness: Any) -> None:
