@@ -20,6 +20,7 @@ of an uninterrupted one. Ctrl-C stops at the end of the current iteration and wr
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -32,13 +33,14 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from qmix_edge.envs import EnvSpec, SyncVectorEnv, VectorTeamEnv, make_env
+from qmix_edge.envs import EnvSpec, SyncVectorEnv, TeamEnv, VectorTeamEnv, make_env
 from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
 
 from . import checkpoint as ckpt
@@ -214,9 +216,10 @@ class Trainer:
         # script shape (no `if __name__ == "__main__"` guard). Workers are made before any
         # background thread (TensorBoard) exists and run only numpy code.
         context = "fork" if sys.platform.startswith("linux") else "spawn"
+        factory = _DieWithParent(self._factory(), os.getpid())
         previous = _ignore_sigint()
         try:
-            return SubprocVectorEnv([self._factory()] * n, n_workers=1, context=context)
+            return SubprocVectorEnv([factory] * n, n_workers=1, context=context)
         finally:
             _restore_sigint(previous)
 
@@ -562,6 +565,29 @@ def _progress_bar(total: int, initial: int) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
+
+
+@dataclass(frozen=True)
+class _DieWithParent:
+    """Makes the env inside a worker, first asking Linux to kill the worker when we die.
+
+    A forked worker inherits this process's end of its pipe, so it would never see EOF and would
+    outlive a trainer killed with SIGKILL; PR_SET_PDEATHSIG ends it with its parent instead.
+    """
+
+    factory: EnvFactory
+    parent_pid: int
+
+    def __call__(self) -> TeamEnv:
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+            except (OSError, AttributeError):  # pragma: no cover - no prctl: best effort only
+                pass
+            if os.getppid() != self.parent_pid:  # the parent died before prctl took effect
+                os._exit(0)
+        return self.factory()
 
 
 def _ignore_sigint() -> Any:

@@ -73,7 +73,7 @@ def test_same_seed_same_metrics(tmp_path: Path) -> None:
     assert a["mean_reward"] == b["mean_reward"]
 
 
-def _start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
+def _start(run_dir: Path, *extra: str, new_session: bool = False) -> subprocess.Popen[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -98,7 +98,13 @@ def _start(run_dir: Path, *extra: str) -> subprocess.Popen[str]:
         "8",
         *extra,
     ]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=new_session,
+    )
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], min_step: int) -> int:
@@ -117,11 +123,17 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], min_step: i
 
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_the_counters(tmp_path: Path) -> None:
+    import psutil
+
     run_dir = tmp_path / "run"
-    proc = _start(run_dir)
+    proc = _start(run_dir, "--vector", "subprocess")  # env worker process (forked)
     _wait_for_checkpoint(run_dir, proc, 1200)
+    workers = psutil.Process(proc.pid).children()
+    assert workers, "the subprocess vector env should have a worker"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, "env workers must not outlive a killed trainer"
     folder = latest_checkpoint(run_dir)
     assert folder is not None
     killed = read_state(folder)
@@ -159,9 +171,9 @@ def test_sigkill_then_resume_continues_the_counters(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
 def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _start(run_dir)
+    proc = _start(run_dir, "--vector", "subprocess", new_session=True)
     _wait_for_checkpoint(run_dir, proc, 400)
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # like a terminal: the whole process group gets it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "interrupted; checkpoint saved" in err
