@@ -24,7 +24,11 @@ implementation's ``default.yaml``/``qmix.yaml``; EPyMARL = its fork used as our 
 | buffer_size             | 50_000    | seed, in transitions (pymarl counts 5000 *episodes*); stored as  |
 |                         |           | buffer_size // episode_limit whole episodes (2000 on MPE, T=25)  |
 | batch_size              | 32        | seed; pymarl 32 episodes                                         |
-| gamma                   | 0.99      | seed; pymarl 0.99                                                |
+| gamma                   | 0.95      | CHANGED from the seed's (and pymarl's) 0.99: on simple_spread    |
+|                         |           | with its bootstrapped 25-step time limit, 0.99 let Q_tot diverge |
+|                         |           | (greedy -57 at 120k steps, then -73 by 600k, Q > 0 with all     |
+|                         |           | rewards < 0); 0.95 reached -47.5 at 260k steps and kept rising   |
+|                         |           | (bench/train_quality.py). Pass gamma: 0.99 for the seed's value. |
 | target_update_freq      | 200       | seed, in learner updates (pymarl: 200 episodes; EPyMARL does one |
 |                         |           | update per episode, so the two agree)                            |
 | epsilon_start/end       | 1.0/0.05  | seed; pymarl 1.0/0.05                                            |
@@ -114,8 +118,8 @@ class TrainConfig:
     """RMSprop smoothing constant (pymarl); unused by adam."""
     optim_eps: float = 1e-5
     """RMSprop epsilon (pymarl); unused by adam (which keeps torch's 1e-8)."""
-    gamma: float = 0.99
-    """Discount factor per env step, in [0, 1]."""
+    gamma: float = 0.95
+    """Discount factor per env step, in [0, 1] (the seed's 0.99 diverged on simple_spread; see table)."""
     batch_size: int = 32
     """Episodes per learner update."""
     buffer_size: int = 50_000

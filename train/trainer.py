@@ -149,14 +149,15 @@ class Trainer:
         cfg = self.config
         if cfg.torch_threads > 0:
             torch.set_num_threads(cfg.torch_threads)
-        self.env = make_env(
+        probe = make_env(  # made once here: bad ids and spaces fail before anything is written
             cfg.env,
             n_agents=cfg.n_agents,
             team_reward=cfg.team_reward,
             episode_limit=cfg.episode_limit,
             env_kwargs=dict(cfg.env_kwargs),
         )
-        self.spec: EnvSpec = self.env.spec
+        self.spec: EnvSpec = probe.spec
+        probe.close()
         self.episode_limit = self.spec.episode_limit
         self.buffer_episodes = cfg.buffer_episodes(self.episode_limit)
 

@@ -110,7 +110,7 @@ def test_update_clips_gradients_and_copies_targets() -> None:
     info = learner.update(replay.sample(2))
     assert info["grad_norm"] > 1e-3  # the raw norm is reported, the step used the clipped one
     moved = sum(
-        float((p - q).abs().sum())
+        float((p.detach() - q).abs().sum())
         for p, q in zip(learner.agent_net.parameters(), before, strict=True)
     )
     assert 0 < moved < 0.1  # Adam's first step moves each weight by about lr

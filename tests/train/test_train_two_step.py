@@ -15,6 +15,7 @@ from conftest import tiny
 from qmix_edge.train.trainer import Trainer
 
 PAPER = {
+    "gamma": 0.99,
     "epsilon_start": 1.0,
     "epsilon_end": 1.0,
     "hypernet_layers": 1,
