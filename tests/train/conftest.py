@@ -31,8 +31,3 @@ def tiny(**overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
-
-
-@pytest.fixture
-def tiny_config() -> Any:
-    return tiny
