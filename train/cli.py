@@ -155,11 +155,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = trainer.train(total_timesteps=args.total_timesteps)
     except KeyboardInterrupt:
-        print(
-            f"qmix-train: interrupted; checkpoint saved in {trainer.run_dir}/checkpoints "
-            f"(continue with: qmix-train --resume {trainer.run_dir})",
-            file=sys.stderr,
-        )
+        from .checkpoint import latest_checkpoint
+
+        folder = latest_checkpoint(trainer.run_dir) if trainer.run_dir.is_dir() else None
+        if folder is None:
+            print("qmix-train: interrupted before the first checkpoint", file=sys.stderr)
+        else:
+            print(
+                f"qmix-train: interrupted; checkpoint saved in {folder} "
+                f"(continue with: qmix-train --resume {trainer.run_dir})",
+                file=sys.stderr,
+            )
         return 1
     except ConfigError as e:
         print(f"qmix-train: error: {e}", file=sys.stderr)

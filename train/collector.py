@@ -129,6 +129,7 @@ class Collector:
         self._obs = np.zeros((self.n_envs, s.n_agents, s.max_obs_dim), np.float32)
         self._avail = np.zeros((self.n_envs, s.n_agents, s.max_n_actions), bool)
         self._actions: np.ndarray | None = None
+        self.last_rewards = np.zeros(0, np.float32)  # rewards of the episodes the last step ended
         self._rows = np.arange(self.n_envs)
 
     # --- episode starts ---------------------------------------------------------------------------
@@ -193,6 +194,7 @@ class Collector:
             return []
         finished = np.flatnonzero(done)
         replay.add(p, finished)
+        self.last_rewards = p.reward[finished][p.filled[finished]].copy()  # for reward statistics
         stats = [
             EpisodeStats(float(self.returns[i]), int(self.t[i]), bool(result.terminated[i]))
             for i in finished

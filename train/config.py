@@ -41,6 +41,7 @@ implementation's ``default.yaml``/``qmix.yaml``; EPyMARL = its fork used as our 
 | optimizer               | adam      | EPyMARL (pymarl: RMSprop, alpha 0.99, eps 1e-5)                  |
 | use_agent_id            | True      | pymarl ``obs_agent_id``                                          |
 | use_prev_action         | False     | EPyMARL ``obs_last_action`` False (pymarl: True)                  |
+| standardise_rewards     | True      | EPyMARL ``qmix.yaml`` ``standardise_rewards: True`` (pymarl: no) |
 | updates_per_episode     | 1.0       | EPyMARL/pymarl: one update per episode collected                 |
 | n_envs                  | 16        | ours: env steps/s with learning on simple_spread (2 cores): 4 ->  |
 |                         |           | 1,710, 8 -> 2,320, 16 -> 3,470, 32 -> 3,790; the ratio of one    |
@@ -134,6 +135,8 @@ class TrainConfig:
     """Maximum global gradient norm per update (0 disables clipping)."""
     updates_per_episode: float = 1.0
     """Learner updates per episode collected (EPyMARL: 1); fractions accumulate across episodes."""
+    standardise_rewards: bool = True
+    """Standardise rewards in TD targets with running mean/std of collected rewards (EPyMARL)."""
     learning_starts: int | None = None
     """Episodes in replay before learning starts; None = batch_size."""
 

@@ -17,6 +17,9 @@ Faithful to pymarl's ``QLearner`` (Rashid et al. 2018, QMIX, section 4 and appen
   output never leaks into Q_tot (the mixer sees the same constant input whatever the network says).
 - IQL (no mixer): every agent does its own TD on the team reward; an agent's loss counts only the
   steps where it is alive, and its bootstrap ends when it leaves.
+- ``standardise_rewards`` (EPyMARL's option, on in its QMIX config): rewards enter the TD target as
+  (r - mean) / std with the running statistics of every reward collected so far. It keeps the
+  value scale small under bootstrapped time limits, where Q otherwise drifts and diverges.
 - GRU agents are unrolled over the whole episode from a zero hidden state at t = 0 (pymarl's burn-in
   from the episode start); MLP agents evaluate all steps in one batched forward.
 """
@@ -24,6 +27,7 @@ Faithful to pymarl's ``QLearner`` (Rashid et al. 2018, QMIX, section 4 and appen
 from __future__ import annotations
 
 import copy
+import math
 from typing import Any
 
 import numpy as np
@@ -98,6 +102,41 @@ def masked_argmax(q: torch.Tensor, avail: torch.Tensor) -> torch.Tensor:
     return q.masked_fill(~avail, -torch.inf).argmax(dim=-1)
 
 
+class RunningMeanStd:
+    """Running mean and variance of a stream of scalars (Chan et al.'s parallel update), JSON-able."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean = 0.0
+        self.m2 = 0.0
+
+    def update(self, values: np.ndarray) -> None:
+        n = int(values.size)
+        if n == 0:
+            return
+        batch_mean = float(values.mean())
+        batch_m2 = float(((values - batch_mean) ** 2).sum())
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += batch_m2 + delta**2 * self.count * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+
+    def state_dict(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.count, self.mean, self.m2 = (
+            int(state["count"]),
+            float(state["mean"]),
+            float(state["m2"]),
+        )
+
+
 class Learner:
     """Owns the online and target networks, the optimizer and the update counter."""
 
@@ -123,6 +162,7 @@ class Learner:
                 self.params, lr=config.learning_rate, alpha=config.optim_alpha, eps=config.optim_eps
             )
         self.updates = 0
+        self.reward_stats = RunningMeanStd()  # fed by the trainer with every collected reward
 
     def _target_params(self) -> list[nn.Parameter]:
         ps = list(self.target_agent_net.parameters())
@@ -164,9 +204,13 @@ class Learner:
         chosen = chosen * alive
         not_done = 1.0 - b.terminated.to(q.dtype)  # (B, T)
         filled = b.filled.to(q.dtype)  # (B, T)
+        reward = b.reward  # (B, T)
+        if cfg.standardise_rewards:
+            stats = self.reward_stats
+            reward = (reward - stats.mean) / max(stats.std, 1e-6)
 
         if self.mixer is None:  # IQL: per-agent TD on the team reward
-            y = b.reward.unsqueeze(-1) + cfg.gamma * not_done.unsqueeze(-1) * next_q  # (B, T, n)
+            y = reward.unsqueeze(-1) + cfg.gamma * not_done.unsqueeze(-1) * next_q  # (B, T, n)
             mask = filled.unsqueeze(-1) * alive  # (B, T, n)
             q_eval = chosen
         else:
@@ -174,7 +218,7 @@ class Learner:
             q_eval = self.mixer(chosen, b.state[:, :-1])  # (B, T)
             with torch.no_grad():
                 next_tot = self.target_mixer(next_q, b.state[:, 1:])  # (B, T)
-            y = b.reward + cfg.gamma * not_done * next_tot  # (B, T)
+            y = reward + cfg.gamma * not_done * next_tot  # (B, T)
             mask = filled
         td = (q_eval - y) * mask
         n_valid = mask.sum().clamp(min=1.0)

@@ -255,6 +255,7 @@ class Trainer:
             "episodes": self.episodes,
             "updates": self.learner.updates,
             "pacer": self.pacer.state_dict(),
+            "reward_stats": self.learner.reward_stats.state_dict(),
             "wall_seconds": wall_seconds,
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
@@ -295,6 +296,7 @@ class Trainer:
         self.env_steps = int(state["env_steps"])
         self.episodes = int(state["episodes"])
         self.pacer.load_state_dict(state["pacer"])
+        self.learner.reward_stats.load_state_dict(state["reward_stats"])
         self.wall_offset = float(state["wall_seconds"])
         self.last_eval = dict(state.get("last_eval", {}))
         self.learner.load_state_dict(model["learner"], int(state["updates"]))
@@ -401,6 +403,7 @@ class Trainer:
                 prev_steps = self.env_steps
                 self.env_steps += n_envs
                 if finished:
+                    self.learner.reward_stats.update(collector.last_rewards)
                     self.episodes += len(finished)
                     recent.extend(finished)
                     self.pacer.episodes_finished(

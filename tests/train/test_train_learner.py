@@ -136,3 +136,30 @@ def test_rmsprop_option() -> None:
     learner = _learner("qmix", optimizer="rmsprop")
     assert isinstance(learner.optimizer, torch.optim.RMSprop)
     assert learner.optimizer.defaults["alpha"] == 0.99 and learner.optimizer.defaults["eps"] == 1e-5
+
+
+def test_running_reward_statistics_match_numpy() -> None:
+    from qmix_edge.train.learner import RunningMeanStd
+
+    rng = np.random.default_rng(0)
+    chunks = [rng.normal(3.0, 2.0, size=n) for n in (1, 7, 50, 3)]
+    stats = RunningMeanStd()
+    for c in chunks:
+        stats.update(c)
+    allv = np.concatenate(chunks)
+    assert stats.count == allv.size
+    assert stats.mean == pytest.approx(allv.mean())
+    assert stats.std == pytest.approx(allv.std())
+    again = RunningMeanStd()
+    again.load_state_dict(stats.state_dict())
+    assert again.state_dict() == stats.state_dict()
+
+
+def test_standardised_rewards_enter_the_target() -> None:
+    learner = _learner("vdn", standardise_rewards=True)
+    b = _batch(length=1, terminated=True)
+    before = _loss(learner, b)
+    learner.reward_stats.update(np.array([100.0, 102.0]))  # mean 101, std 1
+    b2 = _batch(length=1, terminated=True)
+    b2.reward[:] = b.reward + 101.0
+    assert _loss(learner, b2) == pytest.approx(before, rel=1e-5)
