@@ -9,6 +9,11 @@ the coordinator is quiet (watchdog; in field mode the fallback is actuated throu
 Simulation: the observation and mask come in the StepRequest. Field: they come from a sensor
 plug-in and the action goes to an actuator plug-in (see `qmix_edge.runtime.field`).
 
+Security (`qmix_edge.runtime.security`): TLS to the coordinator (``--tls-ca``), a client
+certificate for mutual TLS (``--tls-cert``/``--tls-key``; it names this agent's id), and an optional
+bearer token sent with every call (``--token-file``). Plain text only to a loopback coordinator
+unless ``--allow-insecure``.
+
 Base install only: must not import torch (nor qmix_edge.train / qmix_edge.export); a test runs this
 command with torch made unimportable.
 """
@@ -28,6 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
@@ -39,6 +45,14 @@ from .errors import JoinRefused, RuntimeFailure, WireError
 from .field import Actuator, FieldStep, Sensor, as_reading, load_callable
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
+from .security import (
+    ClientTls,
+    SecurityConfigError,
+    host_of,
+    read_token_file,
+    require_secure_or_loopback,
+    token_metadata,
+)
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +152,15 @@ class AgentRunner:
         max_message_bytes: int = wire.MAX_MESSAGE_BYTES,
         faults: AgentFaults | None = None,
         seed: int | None = None,
+        tls: ClientTls | None = None,
+        token: str | None = None,
     ) -> None:
+        """``tls``: dial over TLS (with a client certificate: mutual TLS). ``token``: the bearer
+        token of this agent, sent with every call."""
         self.policy = policy
+        self.tls = tls
+        self._credentials = tls.credentials() if tls is not None else None
+        self._metadata = token_metadata(policy.agent_id, token) if token else None
         self.target = target
         self.client_name = client_name or f"{socket.gethostname()}:{os.getpid()}"
         self.sensor = sensor
@@ -199,13 +220,16 @@ class AgentRunner:
         attempt = 0
         quiet_since = time.monotonic()
         while not self._stop.is_set():
-            async with grpc.aio.insecure_channel(
-                self.target,
-                options=[
-                    ("grpc.max_receive_message_length", self.max_message_bytes),
-                    ("grpc.max_send_message_length", self.max_message_bytes),
-                ],
-            ) as channel:
+            options: list[tuple[str, Any]] = [
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+            ]
+            if self._credentials is not None and self.tls is not None:
+                options += self.tls.channel_options()
+                channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
+            else:
+                channel = grpc.aio.insecure_channel(self.target, options=options)
+            async with channel:
                 try:
                     outcome = await self._session(pb_grpc.TeamStub(channel))  # type: ignore[no-untyped-call]
                 except JoinRefused as e:
@@ -246,6 +270,7 @@ class AgentRunner:
                     client_name=self.client_name,
                 ),
                 timeout=self.join_timeout_s,
+                metadata=self._metadata,
             )
         except grpc.RpcError as e:
             code = e.code()  # type: ignore[attr-defined]
@@ -269,7 +294,7 @@ class AgentRunner:
             reply.n_agents,
             reply.coordinator_instance,
         )
-        call = stub.Steps()
+        call = stub.Steps(metadata=self._metadata)
         self._call = call
         served = False
         try:
@@ -314,7 +339,11 @@ class AgentRunner:
 
     async def _leave(self, stub: Any, session_id: str, reason: str) -> None:
         with contextlib.suppress(grpc.RpcError):
-            await stub.Leave(pb.LeaveRequest(session_id=session_id, reason=reason), timeout=1.0)
+            await stub.Leave(
+                pb.LeaveRequest(session_id=session_id, reason=reason),
+                timeout=1.0,
+                metadata=self._metadata,
+            )
 
     # ---------------------------------------------------------------------------- a step
     def _answer(self, req: pb.StepRequest) -> pb.StepReply | None:
@@ -453,8 +482,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-stall-ms", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fault-drop-fraction", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--fault-seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--tls-ca", default=None, help="dial TLS; the CA of the coordinator's cert")
+    p.add_argument(
+        "--tls-cert",
+        default=None,
+        help="mutual TLS: this agent's certificate (CN or SAN URI qmix-agent:<id> = --agent)",
+    )
+    p.add_argument("--tls-key", default=None, help="private key of --tls-cert")
+    p.add_argument(
+        "--tls-server-name", default=None, help="name the coordinator's certificate must carry"
+    )
+    p.add_argument(
+        "--token", default=None, help="bearer token (prefer --token-file: ps shows this)"
+    )
+    p.add_argument("--token-file", default=None, help="file holding this agent's bearer token")
+    p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="allow plain text to a non-loopback coordinator (a trusted network only)",
+    )
     p.add_argument("--log-level", default="INFO", help="default INFO")
     return p
+
+
+def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | None]:
+    """The TLS material and token the flags name; `SecurityConfigError` when inconsistent."""
+    if args.tls_cert and not args.tls_ca:
+        raise SecurityConfigError("--tls-cert (mutual TLS) needs --tls-ca as well")
+    tls = (
+        ClientTls(
+            Path(args.tls_ca),
+            Path(args.tls_cert) if args.tls_cert else None,
+            Path(args.tls_key) if args.tls_key else None,
+            args.tls_server_name,
+        )
+        if args.tls_ca
+        else None
+    )
+    if tls is not None:
+        tls.credentials()  # read the files now: a config error, not a runtime one
+    if args.token and args.token_file:
+        raise SecurityConfigError("give --token or --token-file, not both")
+    token = read_token_file(args.token_file) if args.token_file else args.token
+    require_secure_or_loopback(
+        host_of(args.coordinator), tls is not None, args.allow_insecure, "--tls-ca"
+    )
+    return tls, token
 
 
 def load_policy(artifacts: str, agent_id: str, public_key: str | None) -> PolicyLike:
@@ -475,6 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("field mode needs both --sensor and --actuator (found only one)")
         return 2
     try:
+        tls, token = client_security(args)
         policy = load_policy(args.artifacts, args.agent, args.public_key)
         sensor = load_callable(args.sensor) if args.sensor else None
         actuator = load_callable(args.actuator) if args.actuator else None
@@ -496,6 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             drop_fraction=args.fault_drop_fraction,
             seed=args.fault_seed,
         ),
+        tls=tls,
+        token=token,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

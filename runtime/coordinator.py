@@ -12,6 +12,10 @@ Owns the team's side of the wire contract (protos/qmix_edge/runtime/proto/v1/tea
 - Liveness lease: an agent that misses ``lease_steps`` consecutive steps is dead; the team policy
   aborts the episode (``abort_episode``, default) or goes on with its fallback
   (``continue_degraded``). A dead agent's stream is closed; it may join again.
+- Security (`qmix_edge.runtime.security`): TLS or mutual TLS, optional per-agent bearer tokens
+  checked in an interceptor (UNAUTHENTICATED), and an agent may only Join, attach and Leave as the
+  agent id its certificate or token proves (PERMISSION_DENIED otherwise). Malformed request bytes
+  are answered INVALID_ARGUMENT (the servicer parses them itself), never crash the server.
 - grpc.health.v1; graceful stop (SIGTERM: health NOT_SERVING, the step in flight finishes, the
   episode is recorded as stopped, agents get Goodbye SHUTDOWN); no silent port sharing.
 
@@ -46,6 +50,15 @@ from .errors import RuntimeFailure, TeamMismatchError
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
 from .records import RecordWriter, resume_point
+from .security import (
+    Authenticator,
+    IdentityError,
+    SecurityConfigError,
+    ServerTls,
+    TokenInterceptor,
+    load_tokens,
+    require_secure_or_loopback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +207,7 @@ class AgentCounters:
     invalid_actions: int = 0
     deaths: int = 0
     disconnects: int = 0
+    malformed: int = 0
 
 
 @dataclass(frozen=True)
@@ -276,8 +290,25 @@ class Coordinator:
         *,
         env: Any = None,
         record_path: str | Path | None = None,
+        tls: ServerTls | None = None,
+        tokens: Mapping[str, str] | None = None,
     ) -> None:
+        """``tls``: serve over TLS (mutual TLS when it has a client CA: agent certificates name
+        their agent id). ``tokens``: agent id -> bearer token, required on every call."""
         self.team = team
+        self.tls = tls
+        self.tokens = dict(tokens) if tokens else None
+        if self.tokens is not None:
+            unknown = sorted(set(self.tokens) - set(team.agent_ids))
+            missing = sorted(set(team.agent_ids) - set(self.tokens))
+            if unknown or missing:
+                raise SecurityConfigError(
+                    f"the tokens must name exactly the team's agents {list(team.agent_ids)}; "
+                    f"unknown ids {unknown}, agents without a token {missing}"
+                )
+        self.auth = Authenticator(
+            mutual_tls=tls is not None and tls.mutual, tokens=self.tokens is not None
+        )
         self.config = config
         self.env = env
         self.instance = uuid.uuid4().hex[:12]
@@ -347,17 +378,23 @@ class Coordinator:
         self._team_changed = asyncio.Event()
         max_bytes = self.config.max_message_bytes
         server = grpc.aio.server(
+            interceptors=[TokenInterceptor(self.tokens)] if self.tokens else None,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", max_bytes),
             ],
         )
-        pb_grpc.add_TeamServicer_to_server(_TeamServicer(self), server)  # type: ignore[arg-type]
+        _add_team_service(_TeamServicer(self), server)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         try:
-            port = server.add_insecure_port(address)
+            if self.tls is not None:
+                port = server.add_secure_port(address, self.tls.credentials())
+            else:
+                port = server.add_insecure_port(address)
+        except SecurityConfigError:
+            raise
         except RuntimeError as e:
             raise RuntimeFailure(
                 f"cannot bind {address}: the port is in use or not permitted ({e}). "
@@ -869,13 +906,71 @@ class _Refusal(Exception):
         self.detail = detail
 
 
+class _Malformed:
+    """What a request that is not a valid protobuf message parses to (answered INVALID_ARGUMENT)."""
+
+    def __init__(self, message: str, error: Exception) -> None:
+        self.detail = (
+            f"the request is not a valid {message} message of protocol qmix_edge.v1 ({error}); "
+            "check the agent speaks qmix_edge.v1 (protos/qmix_edge/runtime/proto/v1/team.proto)"
+        )
+
+
+def _tolerant(message_class: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: garbage becomes `_Malformed` for the servicer
+    to refuse with INVALID_ARGUMENT (a raising deserializer would be answered INTERNAL)."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_class.FromString(data)
+        except Exception as e:
+            return _Malformed(message_class.DESCRIPTOR.name, e)
+
+    return parse
+
+
+def _add_team_service(servicer: _TeamServicer, server: grpc.aio.Server) -> None:
+    """Register the Team service like the generated `add_TeamServicer_to_server`, but with
+    tolerant request parsing."""
+    handlers = {
+        "Join": grpc.unary_unary_rpc_method_handler(
+            servicer.Join,
+            request_deserializer=_tolerant(pb.JoinRequest),
+            response_serializer=pb.JoinReply.SerializeToString,
+        ),
+        "Steps": grpc.stream_stream_rpc_method_handler(
+            servicer.Steps,
+            request_deserializer=_tolerant(pb.AgentMessage),
+            response_serializer=pb.CoordinatorMessage.SerializeToString,
+        ),
+        "Leave": grpc.unary_unary_rpc_method_handler(
+            servicer.Leave,
+            request_deserializer=_tolerant(pb.LeaveRequest),
+            response_serializer=pb.LeaveReply.SerializeToString,
+        ),
+    }
+    generic = grpc.method_handlers_generic_handler("qmix_edge.v1.Team", handlers)
+    server.add_generic_rpc_handlers((generic,))
+
+
 class _TeamServicer(pb_grpc.TeamServicer):
     """Maps the Team service onto a `Coordinator` (grpc.aio); every failure is a status code."""
 
     def __init__(self, coordinator: Coordinator) -> None:
         self.c = coordinator
+        self.malformed: dict[str, str] = {}  # session id -> why its stream was ended
+
+    async def _check_identity(self, context: Any, agent_id: str, what: str) -> None:
+        try:
+            self.c.auth.check(context, agent_id, what)
+        except IdentityError as e:
+            log.warning("refused %s: %s (peer %s)", what, e, context.peer())
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinReply:  # type: ignore[override]
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+        await self._check_identity(context, request.agent_id, "a Join")
         try:
             return await self.c.join(request, context.peer())
         except _Refusal as r:
@@ -884,6 +979,11 @@ class _TeamServicer(pb_grpc.TeamServicer):
             raise  # unreachable: abort raises
 
     async def Leave(self, request: pb.LeaveRequest, context: Any) -> pb.LeaveReply:  # type: ignore[override]
+        if isinstance(request, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+        s = self.c._sessions.get(request.session_id)
+        if s is not None:
+            await self._check_identity(context, s.agent_id, "a Leave")
         await self.c.leave(request.session_id, request.reason)
         return pb.LeaveReply()
 
@@ -891,11 +991,16 @@ class _TeamServicer(pb_grpc.TeamServicer):
         first = await context.read()
         if first is grpc.aio.EOF:  # type: ignore[attr-defined]
             return
+        if isinstance(first, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, first.detail)
         if first.WhichOneof("kind") != "attach":
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "the first message of a Steps stream must be attach(session_id)",
             )
+        known = self.c._sessions.get(first.attach.session_id)
+        if known is not None:
+            await self._check_identity(context, known.agent_id, "a Steps stream")
         try:
             session = self.c.attach(first.attach.session_id, context)
         except _Refusal as r:
@@ -907,12 +1012,23 @@ class _TeamServicer(pb_grpc.TeamServicer):
         finally:
             reader.cancel()
             self.c._forget(session, "disconnected")
+        detail = self.malformed.pop(session.id, None)
+        if detail is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, detail)
 
     async def _read(self, session: _Session, context: Any) -> None:
         try:
             while True:
                 msg = await context.read()
                 if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
+                    break
+                if isinstance(msg, _Malformed):
+                    # A broken or hostile client: end its session; the team goes on.
+                    log.warning(
+                        "agent %s sent a malformed message; session ended", session.agent_id
+                    )
+                    self.c.counters[session.agent_id].malformed += 1
+                    self.malformed[session.id] = msg.detail
                     break
                 if msg.WhichOneof("kind") == "step_reply":
                     self.c.on_reply(session, msg.step_reply)
@@ -959,8 +1075,51 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-after-steps", type=int, default=None, help="stop gracefully after N team steps"
     )
     p.add_argument("--public-key", default=None, help="Ed25519 key the manifest must verify with")
+    p.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
+    p.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
+    p.add_argument(
+        "--tls-client-ca",
+        default=None,
+        help="mutual TLS: require agent certificates signed by this CA; an agent certificate "
+        "names its agent id (SAN URI qmix-agent:<id>, else CN) and may only speak as it",
+    )
+    p.add_argument(
+        "--tokens",
+        default=None,
+        help="JSON file {agent_id: token}: every call needs 'authorization: Bearer <token>' "
+        "of the agent it speaks for",
+    )
+    p.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        help="allow plain text on a non-loopback --host (a trusted network only)",
+    )
     p.add_argument("--log-level", default="INFO", help="default INFO")
     return p
+
+
+def server_security(
+    args: argparse.Namespace,
+) -> tuple[ServerTls | None, dict[str, str] | None]:
+    """The TLS material and tokens the flags name; `SecurityConfigError` when inconsistent."""
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise SecurityConfigError("TLS needs both --tls-cert and --tls-key (found only one)")
+    if args.tls_client_ca and not args.tls_cert:
+        raise SecurityConfigError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    tls = (
+        ServerTls(
+            Path(args.tls_cert),
+            Path(args.tls_key),
+            Path(args.tls_client_ca) if args.tls_client_ca else None,
+        )
+        if args.tls_cert
+        else None
+    )
+    if tls is not None:
+        tls.credentials()  # read and check the files now: a config error, not a runtime one
+    require_secure_or_loopback(args.host, tls is not None, args.allow_insecure, "--tls-cert")
+    tokens = load_tokens(args.tokens) if args.tokens else None
+    return tls, tokens
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -969,6 +1128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
+        tls, tokens = server_security(args)
         team = TeamSpec.from_artifacts(args.artifacts, public_key=args.public_key)
         config = CoordinatorConfig(
             mode=args.mode,
@@ -988,7 +1148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if config.mode == "simulation"
             else None
         )
-        coordinator = Coordinator(team, config, env=env, record_path=args.record)
+        coordinator = Coordinator(
+            team, config, env=env, record_path=args.record, tls=tls, tokens=tokens
+        )
     except Exception as e:  # config, artifact and env errors are the user's to fix
         log.error("%s: %s", type(e).__name__, e)
         return 2

@@ -18,6 +18,10 @@ whole run):
      {"kind": "drop", "agent": "agent_1", "fraction": 0.2, "seed": 0},
      {"kind": "restart_coordinator", "at_step": 20, "restart_after_ms": 200}]
 
+Security: with ``--tls-ca/--tls-cert/--tls-key`` the coordinator serves TLS; with
+``--tls-agent-certs DIR`` (``<agent_id>.pem`` and ``<agent_id>.key`` per agent) it requires mutual
+TLS; with ``--tokens FILE`` every agent gets its own bearer token (through a 0600 file).
+
 No torch here (matplotlib is imported lazily for the picture and skipped with a note if absent).
 """
 
@@ -110,6 +114,78 @@ def parse_fault_plan(text_or_path: str, agent_ids: Sequence[str]) -> tuple[Fault
 
 
 @dataclass(frozen=True)
+class EvalSecurity:
+    """TLS material and tokens for the whole team (paths to PEM files / a tokens JSON)."""
+
+    ca: Path | None = None
+    """CA that signed the coordinator's certificate (and, by default, the agents')."""
+    server_cert: Path | None = None
+    """The coordinator's certificate; it must name 127.0.0.1 (or give ``server_name``)."""
+    server_key: Path | None = None
+    """Its private key."""
+    agent_certs: Path | None = None
+    """Directory of ``<agent_id>.pem`` / ``<agent_id>.key``: mutual TLS when given."""
+    client_ca: Path | None = None
+    """CA of the agent certificates (default: ``ca``)."""
+    tokens: Path | None = None
+    """JSON {agent_id: token}: bearer tokens required."""
+    server_name: str | None = None
+    """Name the agents check the coordinator's certificate against."""
+
+    def __post_init__(self) -> None:
+        tls = [self.ca, self.server_cert, self.server_key]
+        if any(x is not None for x in tls) and not all(x is not None for x in tls):
+            raise ValueError("TLS needs --tls-ca, --tls-cert and --tls-key together")
+        if self.agent_certs is not None and self.ca is None:
+            raise ValueError("--tls-agent-certs (mutual TLS) needs --tls-ca/--tls-cert/--tls-key")
+
+    def check(self, agent_ids: Sequence[str]) -> None:
+        """Every file exists before any process starts (a config error otherwise)."""
+        files = [p for p in (self.ca, self.server_cert, self.server_key, self.tokens) if p]
+        if self.agent_certs is not None:
+            files += [self.agent_certs / f"{a}.{ext}" for a in agent_ids for ext in ("pem", "key")]
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"TLS/token files not found: {missing}")
+
+    def coordinator_args(self) -> list[str]:
+        out: list[str] = []
+        if self.server_cert and self.server_key:
+            out += ["--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key)]
+        if self.agent_certs is not None:
+            out += ["--tls-client-ca", str(self.client_ca or self.ca)]
+        if self.tokens is not None:
+            out += ["--tokens", str(self.tokens)]
+        return out
+
+    def agent_args(self, agent_id: str, workdir: Path) -> list[str]:
+        out: list[str] = []
+        if self.ca is not None:
+            out += ["--tls-ca", str(self.ca)]
+            if self.server_name:
+                out += ["--tls-server-name", self.server_name]
+        if self.agent_certs is not None:
+            out += [
+                "--tls-cert",
+                str(self.agent_certs / f"{agent_id}.pem"),
+                "--tls-key",
+                str(self.agent_certs / f"{agent_id}.key"),
+            ]
+        if self.tokens is not None:
+            from .security import load_tokens
+
+            token = load_tokens(self.tokens).get(agent_id)
+            if token is None:
+                raise RuntimeFailure(f"--tokens {self.tokens} has no token for {agent_id}")
+            path = workdir / f"{agent_id}.token"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(token)
+            out += ["--token-file", str(path)]
+        return out
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """One evaluation."""
 
@@ -135,6 +211,8 @@ class EvalConfig:
     """Override of the env's episode limit."""
     timeout_s: float = 600.0
     """Give up (exit 1) when the run takes longer."""
+    security: EvalSecurity = EvalSecurity()
+    """TLS / mutual TLS / tokens of the team."""
 
 
 # --------------------------------------------------------------------------- the processes
@@ -189,6 +267,7 @@ class _Procs:
         ]
         if cfg.env:
             cmd += ["--env", cfg.env]
+        cmd += cfg.security.coordinator_args()
         if cfg.episode_limit:
             cmd += ["--episode-limit", str(cfg.episode_limit)]
         if stop_after is not None:
@@ -229,6 +308,7 @@ class _Procs:
             "--give-up-s",
             "120",
         ]
+        cmd += self.cfg.security.agent_args(agent_id, self.workdir)
         first = self.agent_starts[agent_id] == 0
         for f in faults:
             if f.agent != agent_id:
@@ -604,6 +684,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout-s", type=float, default=600.0, help="default 600")
     p.add_argument("--workdir", default=None, help="keep records and logs here")
+    p.add_argument("--tls-ca", default=None, help="TLS: CA of the coordinator's certificate")
+    p.add_argument("--tls-cert", default=None, help="TLS: the coordinator's certificate")
+    p.add_argument("--tls-key", default=None, help="TLS: the coordinator's private key")
+    p.add_argument(
+        "--tls-agent-certs",
+        default=None,
+        help="mutual TLS: directory of <agent_id>.pem and <agent_id>.key (CN = agent id)",
+    )
+    p.add_argument(
+        "--tls-client-ca", default=None, help="CA of the agent certificates (default --tls-ca)"
+    )
+    p.add_argument("--tls-server-name", default=None, help="name on the coordinator's certificate")
+    p.add_argument("--tokens", default=None, help="JSON {agent_id: token}: bearer tokens")
     p.add_argument("--log-level", default="WARNING", help="default WARNING")
     return p
 
@@ -618,6 +711,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"--episodes must be >= 1; found {args.episodes}")
         agent_ids = Manifest.load(args.artifacts).agent_ids
         faults = parse_fault_plan(args.faults, agent_ids) if args.faults else ()
+
+        def path(x: str | None) -> Path | None:
+            return Path(x).resolve() if x else None
+
+        security = EvalSecurity(
+            ca=path(args.tls_ca),
+            server_cert=path(args.tls_cert),
+            server_key=path(args.tls_key),
+            agent_certs=path(args.tls_agent_certs),
+            client_ca=path(args.tls_client_ca),
+            tokens=path(args.tokens),
+            server_name=args.tls_server_name,
+        )
+        security.check(agent_ids)
         cfg = EvalConfig(
             artifacts=Path(args.artifacts).resolve(),
             env=args.env,
@@ -630,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             team_policy=args.team_policy,
             episode_limit=args.episode_limit,
             timeout_s=args.timeout_s,
+            security=security,
         )
     except Exception as e:
         log.error("%s: %s", type(e).__name__, e)

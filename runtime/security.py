@@ -1,0 +1,336 @@
+"""Transport security of the runtime: TLS / mutual TLS credentials, bearer tokens, agent identity.
+
+Owns who may speak for which agent:
+- `ServerTls` / `ClientTls`: certificate paths -> gRPC credentials. With a client CA the
+  coordinator requires a client certificate (mutual TLS).
+- An agent certificate is bound to its agent id: a SAN URI ``qmix-agent:<agent_id>`` if present,
+  else the certificate's common name. `agent_identity` reads it from the call's auth context.
+- Per-agent bearer tokens (`load_tokens`): the agent sends ``authorization: Bearer <token>`` and
+  ``x-qmix-agent-id: <agent_id>``; `TokenInterceptor` answers UNAUTHENTICATED for a missing or
+  wrong token before any handler runs (compared with `hmac.compare_digest`).
+- `Authenticator.identity(context)`: the agent id this call has proven (cert and/or token; they
+  must agree). The coordinator refuses a Join, attach or Leave for another id (PERMISSION_DENIED).
+- `is_loopback` / `require_secure_or_loopback`: plain text only on loopback unless allowed.
+
+grpc.health.v1 stays open without a token (monitoring), but over the same TLS transport.
+Must not import torch (nor qmix_edge.train / qmix_edge.export).
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import os
+import stat
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import grpc
+
+from .errors import RuntimeFailure
+
+log = logging.getLogger(__name__)
+
+AGENT_ID_HEADER: Final = "x-qmix-agent-id"
+"""Metadata key carrying the agent id a bearer token speaks for."""
+AUTHORIZATION_HEADER: Final = "authorization"
+"""Metadata key of the bearer token (``Bearer <token>``)."""
+SAN_URI_PREFIX: Final = "qmix-agent:"
+"""A SAN URI ``qmix-agent:<agent_id>`` binds a certificate to an agent id."""
+OPEN_METHOD_PREFIXES: Final = ("/grpc.health.v1.Health/",)
+"""Methods served without a token (health checks)."""
+MIN_TOKEN_CHARS: Final = 16
+"""Shortest token accepted in a tokens file (a guessable token is no protection)."""
+
+
+class SecurityConfigError(RuntimeFailure, ValueError):
+    """Certificate, key or token configuration is missing, unreadable or inconsistent."""
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise SecurityConfigError(f"cannot read the {what} {str(path)!r}: {e}") from e
+
+
+# ------------------------------------------------------------------------------- credentials
+@dataclass(frozen=True)
+class ServerTls:
+    """The coordinator's TLS material (PEM files)."""
+
+    cert: Path
+    """Server certificate chain."""
+    key: Path
+    """Its private key."""
+    client_ca: Path | None = None
+    """CA that signs agent certificates; given = mutual TLS (a client certificate is required)."""
+
+    @property
+    def mutual(self) -> bool:
+        return self.client_ca is not None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        chain = _read(self.cert, "--tls-cert server certificate")
+        key = _read(self.key, "--tls-key server private key")
+        ca = _read(self.client_ca, "--tls-client-ca CA certificate") if self.client_ca else None
+        try:
+            return grpc.ssl_server_credentials(
+                [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
+            )
+        except Exception as e:
+            raise SecurityConfigError(
+                f"bad server TLS material ({self.cert}, {self.key}): {e}"
+            ) from e
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """An agent's TLS material (PEM files)."""
+
+    ca: Path
+    """CA that signed the coordinator's certificate."""
+    cert: Path | None = None
+    """This agent's certificate (mutual TLS); its CN or SAN URI must name the agent id."""
+    key: Path | None = None
+    """Its private key."""
+    server_name: str | None = None
+    """Name to check the coordinator's certificate against, if not the host dialled."""
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise SecurityConfigError(
+                "a client certificate needs both --tls-cert and --tls-key (found only one)"
+            )
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        ca = _read(self.ca, "--tls-ca CA certificate")
+        chain = _read(self.cert, "--tls-cert agent certificate") if self.cert else None
+        key = _read(self.key, "--tls-key agent private key") if self.key else None
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=chain
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+# ------------------------------------------------------------------------------------ tokens
+def load_tokens(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Read a tokens file: a JSON object mapping agent id -> token (at least 16 characters).
+
+    The file should be readable by its owner only; a group/world-readable file is logged."""
+    raw = _read(path, "--tokens file")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise SecurityConfigError(
+            f"--tokens {str(path)!r} must be a JSON object {{agent_id: token}}; it is not JSON ({e})"
+        ) from e
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
+        raise SecurityConfigError(
+            f"--tokens {str(path)!r} must be a JSON object mapping agent id strings to token strings"
+        )
+    short = sorted(k for k, v in data.items() if len(v) < MIN_TOKEN_CHARS)
+    if short:
+        raise SecurityConfigError(
+            f"tokens of {short} are shorter than {MIN_TOKEN_CHARS} characters; use random tokens "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(set(data.values())) != len(data):
+        raise SecurityConfigError("two agents share a token: each agent needs its own token")
+    _warn_if_readable_by_others(Path(path))
+    return dict(data)
+
+
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """One agent's token: the file's content without surrounding whitespace."""
+    token = _read(path, "--token-file").decode("utf-8", "replace").strip()
+    if not token:
+        raise SecurityConfigError(f"--token-file {str(path)!r} is empty")
+    _warn_if_readable_by_others(Path(path))
+    return token
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        log.warning("%s is readable by other users; chmod 600 it", path)
+
+
+def token_metadata(agent_id: str, token: str) -> tuple[tuple[str, str], ...]:
+    """The call metadata an agent sends with every RPC."""
+    return ((AUTHORIZATION_HEADER, f"Bearer {token}"), (AGENT_ID_HEADER, agent_id))
+
+
+def _metadata(pairs: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in pairs or ():
+        if isinstance(v, bytes):
+            continue
+        out.setdefault(k, v)
+    return out
+
+
+def _token_ok(tokens: Mapping[str, str], md: Mapping[str, str]) -> tuple[bool, str]:
+    """(valid, why not) for the token metadata of one call."""
+    auth = md.get(AUTHORIZATION_HEADER, "")
+    agent_id = md.get(AGENT_ID_HEADER, "")
+    if not auth.startswith("Bearer ") or not agent_id:
+        return False, (
+            "a bearer token is required: send metadata 'authorization: Bearer <token>' and "
+            f"'{AGENT_ID_HEADER}: <agent id>' (qmix-agent --token-file)"
+        )
+    presented = auth[len("Bearer ") :].encode("utf-8", "replace")
+    expected = tokens.get(agent_id)
+    # Compare against a dummy for an unknown id, so the answer time does not tell ids apart.
+    ok = hmac.compare_digest(presented, (expected or "\0" * 32).encode("utf-8"))
+    if expected is None or not ok:
+        return False, f"the token is not valid for agent {agent_id[:80]!r}"
+    return True, ""
+
+
+class TokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses every call (but health checks) without a valid per-agent bearer token."""
+
+    def __init__(self, tokens: Mapping[str, str]) -> None:
+        self._tokens = dict(tokens)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        handler = await continuation(handler_call_details)
+        if method.startswith(OPEN_METHOD_PREFIXES) or handler is None:
+            return handler
+        ok, why = _token_ok(self._tokens, _metadata(handler_call_details.invocation_metadata))  # type: ignore[attr-defined]
+        if ok:
+            return handler
+        log.info("refused %s: %s", method, why)
+        return _deny_handler(handler, grpc.StatusCode.UNAUTHENTICATED, why)
+
+
+def _deny_handler(handler: Any, code: grpc.StatusCode, detail: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that aborts with ``code`` (the request is
+    never deserialized by the real handler)."""
+
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, detail)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, detail)
+        yield  # pragma: no cover - an async generator that never yields
+
+    rs, ss = handler.request_streaming, handler.response_streaming
+    if rs and ss:
+        return grpc.stream_stream_rpc_method_handler(deny_stream)
+    if rs:
+        return grpc.stream_unary_rpc_method_handler(deny)
+    if ss:
+        return grpc.unary_stream_rpc_method_handler(deny_stream)
+    return grpc.unary_unary_rpc_method_handler(deny)
+
+
+# ---------------------------------------------------------------------------------- identity
+def cert_agent_id(auth_context: Mapping[str, Any]) -> str | None:
+    """The agent id a verified client certificate names (SAN URI ``qmix-agent:<id>``, else the
+    CN), or None when the peer presented no certificate."""
+    for raw in auth_context.get("x509_subject_alternative_name", ()) or ():
+        s = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        if s.startswith(SAN_URI_PREFIX):
+            return s[len(SAN_URI_PREFIX) :]
+    cn = auth_context.get("x509_common_name") or ()
+    if cn:
+        first = cn[0]
+        return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+    return None
+
+
+class IdentityError(Exception):
+    """The call's proven identity does not allow what it asks (PERMISSION_DENIED)."""
+
+
+@dataclass(frozen=True)
+class Authenticator:
+    """What proves an agent's identity on this coordinator."""
+
+    mutual_tls: bool = False
+    """Client certificates are required and name the agent."""
+    tokens: bool = False
+    """Bearer tokens are required (the `TokenInterceptor` has checked them)."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.mutual_tls or self.tokens
+
+    def identity(self, context: Any) -> str | None:
+        """The agent id this call has proven, or None when no identity is configured.
+
+        Raises `IdentityError` when the certificate and the token name different agents, or a
+        required certificate names nobody."""
+        if not self.enabled:
+            return None
+        cert_id = None
+        if self.mutual_tls:
+            cert_id = cert_agent_id(context.auth_context())
+            if not cert_id:
+                raise IdentityError("the client certificate names no agent (CN or SAN URI)")
+        token_id = None
+        if self.tokens:
+            token_id = _metadata(context.invocation_metadata()).get(AGENT_ID_HEADER)
+            if not token_id:  # the interceptor lets no such call through; defend anyway
+                raise IdentityError("no token identity on this call")
+        if cert_id and token_id and cert_id != token_id:
+            raise IdentityError(
+                f"the certificate names agent {cert_id[:80]!r} but the token speaks for "
+                f"{token_id[:80]!r}"
+            )
+        return cert_id or token_id
+
+    def check(self, context: Any, agent_id: str, what: str) -> None:
+        """Raise `IdentityError` unless this call may act as ``agent_id``."""
+        ident = self.identity(context)
+        if ident is not None and ident != agent_id:
+            raise IdentityError(
+                f"{what} as agent {agent_id[:80]!r} refused: this caller is authenticated as "
+                f"{ident[:80]!r} and may only speak as itself"
+            )
+
+
+# ----------------------------------------------------------------------------------- plaintext
+def host_of(target: str) -> str:
+    """The host part of ``host:port`` / ``[v6]:port`` / ``dns:///host:port``."""
+    t = target.split("///", 1)[-1]
+    if t.startswith("["):
+        return t[1 : t.find("]")]
+    return t.rsplit(":", 1)[0] if t.count(":") == 1 else t
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def require_secure_or_loopback(host: str, secure: bool, allow_insecure: bool, flag: str) -> None:
+    """Refuse plain text off loopback unless ``--allow-insecure`` was given."""
+    if secure or allow_insecure or is_loopback(host):
+        return
+    raise SecurityConfigError(
+        f"plain-text gRPC on {host!r} (not loopback) is refused: give {flag} to use TLS, or "
+        "--allow-insecure if this network is trusted (anyone on it could join as any agent)"
+    )
