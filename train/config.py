@@ -28,7 +28,8 @@ implementation's ``default.yaml``/``qmix.yaml``; EPyMARL = its fork used as our 
 |                         |           | with its bootstrapped 25-step time limit, 0.99 let Q_tot diverge |
 |                         |           | (greedy -57 at 120k steps, then -73 by 600k, Q > 0 with all     |
 |                         |           | rewards < 0); 0.95 reached -47.5 at 260k steps and kept rising   |
-|                         |           | (bench/train_quality.py). Pass gamma: 0.99 for the seed's value. |
+|                         |           | (bench/train_quality.py, seed 0, before standardise_rewards was  |
+|                         |           | on). Pass gamma: 0.99 for the seed's value.                      |
 | target_update_freq      | 200       | seed, in learner updates (pymarl: 200 episodes; EPyMARL does one |
 |                         |           | update per episode, so the two agree)                            |
 | epsilon_start/end       | 1.0/0.05  | seed; pymarl 1.0/0.05                                            |
