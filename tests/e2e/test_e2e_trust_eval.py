@@ -1,0 +1,209 @@
+"""Trust end to end, with real exported artifacts and real processes:
+
+- qmix-eval runs a whole team over mutual TLS with per-agent tokens and keeps exact parity;
+- an agent given another agent's certificate is refused (the evaluation fails loudly);
+- kill -9 of the coordinator: the record is valid JSONL up to the kill (at most the line in
+  flight is torn), the agents hold their fallback and reconnect, and a --resume run completes;
+- kill -9 of an agent: no team step is lost from the record (the step in flight gets the
+  fallback), every line is valid JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+
+from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.records import read_records
+
+TOKENS = {"agent_0": "e2e-token-agent-0-xxxxxxxx", "agent_1": "e2e-token-agent-1-yyyyyyyy"}
+
+
+def make_certs(out: Path, cn_of: dict[str, str]) -> dict[str, Path]:
+    """A team CA, the coordinator's cert for 127.0.0.1, and ``<agent>.pem/.key`` whose CN is
+    ``cn_of[agent]`` (normally the agent id itself)."""
+    out.mkdir(parents=True)
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(out / "ca.pem"))
+    server = ca.issue_cert("127.0.0.1", common_name="coordinator")
+    server.cert_chain_pems[0].write_to_path(str(out / "coordinator.pem"))
+    server.private_key_pem.write_to_path(str(out / "coordinator.key"))
+    agents = out / "agents"
+    agents.mkdir()
+    for agent, cn in cn_of.items():
+        c = ca.issue_cert(f"{cn.replace('_', '-')}.agents.invalid", common_name=cn)
+        c.cert_chain_pems[0].write_to_path(str(agents / f"{agent}.pem"))
+        c.private_key_pem.write_to_path(str(agents / f"{agent}.key"))
+    tokens = out / "tokens.json"
+    tokens.write_text(json.dumps(TOKENS))
+    tokens.chmod(0o600)
+    return {"dir": out, "agents": agents, "tokens": tokens}
+
+
+def eval_argv(artifacts: Path, tmp_path: Path, certs: dict[str, Path], episodes: int) -> list[str]:
+    d = certs["dir"]
+    return [
+        "--artifacts", str(artifacts), "--episodes", str(episodes), "--seed", "3",
+        "--report", str(tmp_path / "report.json"), "--workdir", str(tmp_path / "work"),
+        "--step-deadline-ms", "10000", "--timeout-s", "300",
+        "--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / "coordinator.pem"),
+        "--tls-key", str(d / "coordinator.key"), "--tls-agent-certs", str(certs["agents"]),
+        "--tokens", str(certs["tokens"]),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_eval_over_mutual_tls_with_tokens_keeps_exact_parity(
+    two_step_artifacts: Path, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path / "pki", {"agent_0": "agent_0", "agent_1": "agent_1"})
+    code = eval_main(eval_argv(two_step_artifacts, tmp_path, certs, 4))
+    work = tmp_path / "work"
+    assert code == 0, (work / "coordinator.log").read_text()[-3000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["parity"]["all_equal"] and report["totals"]["fallbacks"] == 0
+    for a in TOKENS:  # token files are private to their owner
+        assert (work / f"{a}.token").stat().st_mode & 0o077 == 0
+    joins = [r for r in read_records(work / "episodes.jsonl") if r["type"] == "join"]
+    assert sorted(r["agent_id"] for r in joins) == ["agent_0", "agent_1"]
+
+
+@pytest.mark.slow
+def test_eval_with_a_swapped_certificate_fails_loudly(
+    two_step_artifacts: Path, tmp_path: Path
+) -> None:
+    # agent_1 is handed a certificate naming agent_0: it must never be admitted as agent_1
+    certs = make_certs(tmp_path / "pki", {"agent_0": "agent_0", "agent_1": "agent_0"})
+    assert eval_main(eval_argv(two_step_artifacts, tmp_path, certs, 2)) == 1
+    log = (tmp_path / "work" / "agent_1.log").read_text()
+    assert "join refused (PERMISSION_DENIED)" in log and "names agent 'agent_0'" in log
+
+
+# ---------------------------------------------------------------------------------- kill -9
+def coordinator_cmd(artifacts: Path, tmp_path: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "qmix_edge.runtime.coordinator", "--artifacts", str(artifacts),
+        "--episodes", "40", "--step-period-ms", "10", "--port", str(port),
+        "--port-file", str(tmp_path / "port"), "--record", str(tmp_path / "run.jsonl"),
+        "--step-deadline-ms", "5000", "--team-wait-s", "60", *extra,
+    ]  # fmt: skip
+
+
+def agent_cmd(artifacts: Path, agent: str, port: int) -> list[str]:
+    return [
+        sys.executable, "-m", "qmix_edge.runtime.agent", "--artifacts", str(artifacts),
+        "--agent", agent, "--coordinator", f"127.0.0.1:{port}", "--backoff-max-s", "0.3",
+        "--give-up-s", "60", "--watchdog-s", "0.5",
+    ]  # fmt: skip
+
+
+def wait_for(pred: Any, what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def raw_lines(path: Path) -> tuple[list[dict[str, Any]], str]:
+    """(every complete line parsed as JSON — any bad line fails the test, the torn tail)."""
+    text = path.read_text()
+    *complete, tail = text.split("\n")
+    return [json.loads(line) for line in complete], tail
+
+
+@pytest.mark.slow
+def test_coordinator_kill_9_loses_at_most_the_line_in_flight_and_resume_completes(
+    two_step_artifacts: Path, tmp_path: Path
+) -> None:
+    record = tmp_path / "run.jsonl"
+    port_file = tmp_path / "port"
+    logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("c1", "c2", "agent_0", "agent_1")}  # noqa: SIM115
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        c1 = subprocess.Popen(coordinator_cmd(two_step_artifacts, tmp_path, 0), stderr=logs["c1"])
+        procs.append(c1)
+        wait_for(port_file.exists, "the coordinator's port")
+        port = int(port_file.read_text())
+        for a in ("agent_0", "agent_1"):
+            procs.append(subprocess.Popen(agent_cmd(two_step_artifacts, a, port), stderr=logs[a]))
+        wait_for(lambda: sum(r["type"] == "step" for r in read_records(record)) >= 15, "15 steps")
+        os.kill(c1.pid, signal.SIGKILL)
+        c1.wait(10)
+        before, tail = raw_lines(record)  # every complete line is valid JSON
+        assert tail == "" or not tail.endswith("\n")  # at most one torn line
+        steps = [r["team_step"] for r in before if r["type"] == "step"]
+        assert steps == list(range(len(steps))) and len(steps) >= 15  # no hole up to the kill
+        assert not any(r["type"] == "run_end" for r in before)
+        # the agents notice, hold their fallback, and reconnect to the restarted coordinator
+        wait_for(
+            lambda: "holding the fallback action" in (tmp_path / "agent_0.log").read_text(),
+            "agent_0 to hold its fallback",
+        )
+        if tail:  # a torn line would corrupt the next append: the operator truncates it
+            record.write_text(record.read_text()[: -len(tail)])
+        port_file.unlink()
+        c2 = subprocess.Popen(
+            coordinator_cmd(two_step_artifacts, tmp_path, port, "--resume"), stderr=logs["c2"]
+        )
+        procs.append(c2)
+        assert c2.wait(180) == 0, (tmp_path / "c2.log").read_text()[-2000:]
+        recs = list(read_records(record))
+        assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is True
+        done = {
+            r["episode_index"]
+            for r in recs
+            if r["type"] == "episode_end" and r["reason"] != "stopped"
+        }
+        assert done == set(range(40))
+        fresh_joins = [r for r in recs if r["type"] == "join" and r["rejoin"] is False]
+        assert len(fresh_joins) >= 4  # both agents joined each coordinator instance
+        for p in procs[1:3]:
+            assert p.wait(60) == 0  # the agents finished with the run
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for f in logs.values():
+            f.close()
+
+
+@pytest.mark.slow
+def test_agent_kill_9_loses_no_team_step(two_step_artifacts: Path, tmp_path: Path) -> None:
+    plan = [{"kind": "kill", "agent": "agent_1", "at_step": 9, "restart_after_ms": 200}]
+    code = eval_main(
+        [
+            "--artifacts",
+            str(two_step_artifacts),
+            "--episodes",
+            "12",
+            "--seed",
+            "0",
+            "--report",
+            str(tmp_path / "r.json"),
+            "--workdir",
+            str(tmp_path / "work"),
+            "--step-deadline-ms",
+            "2000",
+            "--faults",
+            json.dumps(plan),
+        ]
+    )
+    assert code == 0
+    lines, tail = raw_lines(tmp_path / "work" / "episodes.jsonl")
+    assert tail == ""  # the coordinator closed its record cleanly
+    steps = [r for r in lines if r["type"] == "step"]
+    assert [r["team_step"] for r in steps] == list(range(24))  # 12 two-step episodes, no hole
+    hit = [r for r in steps if "agent_1" in r["fallback"]]
+    assert hit and hit[0]["team_step"] >= 9  # the step in flight got the fallback, not lost
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["agents"]["agent_1"]["rejoins_after_agent_faults"] >= 1
