@@ -219,7 +219,15 @@ class Manifest:
 
     def mirror_dict(self) -> dict[str, Any]:
         """The manifest as mirrored into each graph: every ``sha256`` and ``size_bytes`` removed."""
-        return _drop_keys(self.to_dict(), _FILE_DEPENDENT_KEYS)
+        d: dict[str, Any] = json.loads(self.to_json_bytes())  # plain JSON types throughout
+        # Only the per-file entries lose these fields: a user's env_kwargs may use the same names.
+        for agent in d["agents"]:
+            for key in _FILE_DEPENDENT_KEYS:
+                agent.pop(key, None)
+            for variant in agent.get("variants", []):
+                for key in _FILE_DEPENDENT_KEYS:
+                    variant.pop(key, None)
+        return d
 
     def mirror_json(self) -> str:
         return json.dumps(self.mirror_dict(), sort_keys=True, separators=(",", ":"))
@@ -339,14 +347,6 @@ class Manifest:
 
 _FILE_DEPENDENT_KEYS: Final = frozenset({"sha256", "size_bytes"})
 """Manifest fields that depend on the graph files' final bytes, so cannot be mirrored into them."""
-
-
-def _drop_keys(obj: Any, keys: frozenset[str]) -> Any:
-    if isinstance(obj, dict):
-        return {k: _drop_keys(v, keys) for k, v in obj.items() if k not in keys}
-    if isinstance(obj, list | tuple):
-        return [_drop_keys(v, keys) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------------------- integrity
