@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from train_helpers import tiny
 
 from qmix_edge.train.checkpoint import (
     CheckpointError,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny
+from train_helpers import tiny
 
 from qmix_edge.envs import EnvError, UnsupportedEnvError
 from qmix_edge.train.checkpoint import load_run

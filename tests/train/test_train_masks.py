@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import tiny
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from train_helpers import tiny
 
 from qmix_edge.envs import SyncVectorEnv, make_env
 from qmix_edge.train.collector import evaluate, select_actions

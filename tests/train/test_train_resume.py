@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny
+from train_helpers import tiny
 
 from qmix_edge.train.checkpoint import latest_checkpoint, read_state
 from qmix_edge.train.trainer import Trainer

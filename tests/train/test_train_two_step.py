@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny
+from train_helpers import tiny
 
 from qmix_edge.train.trainer import Trainer
 

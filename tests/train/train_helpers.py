@@ -1,0 +1,25 @@
+"""Helpers of the train tests (a uniquely named module: several test folders have a conftest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def tiny(**overrides: Any) -> dict[str, Any]:
+    """The default config shrunk for fast tests (small nets, small buffer, frequent evaluation)."""
+    cfg: dict[str, Any] = {
+        "hidden_dim": 16,
+        "mixing_embed_dim": 8,
+        "hypernet_embed": 16,
+        "batch_size": 8,
+        "buffer_size": 2_000,
+        "n_envs": 4,
+        "vector": "sync",
+        "eval_episodes": 4,
+        "eval_interval": 10_000,
+        "log_interval": 200,
+        "checkpoint_interval": 0,
+        "target_update_freq": 50,
+    }
+    cfg.update(overrides)
+    return cfg
