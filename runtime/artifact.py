@@ -12,7 +12,7 @@ mirrored copy is the manifest with every ``sha256`` and ``size_bytes`` field rem
 mirror equals the manifest it loaded (`Manifest.check_mirror`) after the graph's bytes were hashed.
 
 No torch and no ``onnx`` package here: this module is imported on devices with the base install
-(numpy, onnxruntime, cryptography).
+(numpy, onnxruntime; cryptography only when a public key is given).
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+if TYPE_CHECKING:  # cryptography is imported only when a public key is given (~7 MiB per agent)
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
 
@@ -390,12 +389,15 @@ def read_verified(root: Path, file: str, expected_sha256: str) -> bytes:
     return data
 
 
-PublicKeyLike = Ed25519PublicKey | bytes | str | os.PathLike[str]
+PublicKeyLike: TypeAlias = "Ed25519PublicKey | bytes | str | os.PathLike[str]"
 """An Ed25519 public key: the key object, its PEM or raw 32 bytes, or the path of a PEM file."""
 
 
 def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
     """Turn ``key`` into an `Ed25519PublicKey`; `SignatureError` when it is not one."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     if isinstance(key, Ed25519PublicKey):
         return key
     if isinstance(key, bytes):
@@ -420,6 +422,8 @@ def load_public_key(key: PublicKeyLike) -> Ed25519PublicKey:
 
 def verify_signature(root: Path, manifest_bytes: bytes, public_key: PublicKeyLike) -> None:
     """Verify ``manifest.sig`` over ``manifest_bytes``; `SignatureError` unless it is valid."""
+    from cryptography.exceptions import InvalidSignature
+
     key = load_public_key(public_key)
     sig_path = root / SIGNATURE_FILE
     try:

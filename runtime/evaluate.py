@@ -22,6 +22,10 @@ Security: with ``--tls-ca/--tls-cert/--tls-key`` the coordinator serves TLS; wit
 ``--tls-agent-certs DIR`` (``<agent_id>.pem`` and ``<agent_id>.key`` per agent) it requires mutual
 TLS; with ``--tokens FILE`` every agent gets its own bearer token (through a 0600 file).
 
+Hosts: with ``--netns`` the coordinator and every agent run in their own network namespace
+(`qmix_edge.runtime.netns`: veth links, a private /30 per agent, optional ``--netns-rate`` shaping),
+so each agent really is another host; the namespaces are always deleted afterwards.
+
 No torch here (matplotlib is imported lazily for the picture and skipped with a note if absent).
 """
 
@@ -44,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import FaultPlanError, RuntimeFailure
+from .netns import NetnsTopology, netns_unavailable
 from .records import read_records
 
 log = logging.getLogger(__name__)
@@ -213,14 +218,25 @@ class EvalConfig:
     """Give up (exit 1) when the run takes longer."""
     security: EvalSecurity = EvalSecurity()
     """TLS / mutual TLS / tokens of the team."""
+    netns: bool = False
+    """Run the coordinator and each agent in its own network namespace (needs root)."""
+    netns_rate: str | None = None
+    """With ``netns``: shape every link to this rate with tc tbf (e.g. ``10mbit``)."""
 
 
 # --------------------------------------------------------------------------- the processes
 class _Procs:
     """Coordinator and agent subprocesses, with restarts."""
 
-    def __init__(self, cfg: EvalConfig, agent_ids: Sequence[str], workdir: Path) -> None:
+    def __init__(
+        self,
+        cfg: EvalConfig,
+        agent_ids: Sequence[str],
+        workdir: Path,
+        topology: NetnsTopology | None = None,
+    ) -> None:
         self.cfg = cfg
+        self.topology = topology
         self.agent_ids = list(agent_ids)
         self.workdir = workdir
         self.record = workdir / "episodes.jsonl"
@@ -268,6 +284,12 @@ class _Procs:
         if cfg.env:
             cmd += ["--env", cfg.env]
         cmd += cfg.security.coordinator_args()
+        if self.topology is not None:
+            # Bind every address of the coordinator's own namespace: only the agents' links.
+            cmd = [*self.topology.exec_prefix(self.topology.coordinator_ns), *cmd]
+            cmd += ["--host", "0.0.0.0"]
+            if cfg.security.server_cert is None:
+                cmd.append("--allow-insecure")  # the links exist only in our namespaces
         if cfg.episode_limit:
             cmd += ["--episode-limit", str(cfg.episode_limit)]
         if stop_after is not None:
@@ -309,6 +331,12 @@ class _Procs:
             "120",
         ]
         cmd += self.cfg.security.agent_args(agent_id, self.workdir)
+        if self.topology is not None:
+            link = self.topology.link(agent_id)
+            cmd[cmd.index("--coordinator") + 1] = f"{link.coordinator_ip}:{self.port}"
+            cmd = [*self.topology.exec_prefix(link.namespace), *cmd]
+            if self.cfg.security.ca is None:
+                cmd.append("--allow-insecure")
         first = self.agent_starts[agent_id] == 0
         for f in faults:
             if f.agent != agent_id:
@@ -344,9 +372,14 @@ class _Procs:
             f.close()
 
 
-def run_distributed(cfg: EvalConfig, agent_ids: Sequence[str], workdir: Path) -> dict[str, Any]:
+def run_distributed(
+    cfg: EvalConfig,
+    agent_ids: Sequence[str],
+    workdir: Path,
+    topology: NetnsTopology | None = None,
+) -> dict[str, Any]:
     """Run the episodes with one process per agent; returns process facts (restarts, wall time)."""
-    procs = _Procs(cfg, agent_ids, workdir)
+    procs = _Procs(cfg, agent_ids, workdir, topology)
     restarts = sorted(
         (f for f in cfg.faults if f.kind == "restart_coordinator"), key=lambda f: f.at_step
     )
@@ -407,6 +440,14 @@ def run_distributed(cfg: EvalConfig, agent_ids: Sequence[str], workdir: Path) ->
         "coordinator_starts": procs.coordinator_starts,
         "agent_starts": dict(procs.agent_starts),
         "record": str(procs.record),
+        "netns": None
+        if topology is None
+        else {
+            "coordinator": topology.coordinator_ns,
+            "agents": {x.agent_id: [x.namespace, x.agent_ip] for x in topology.links},
+            "rate": topology.rate,
+            "shaped": topology.shaped,
+        },
     }
 
 
@@ -642,7 +683,11 @@ def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
         own_tmp = tempfile.mkdtemp(prefix="qmix-eval-", dir=cfg.report.parent)
         workdir = Path(own_tmp)
     workdir.mkdir(parents=True, exist_ok=True)
-    facts = run_distributed(cfg, agent_ids, workdir)
+    if cfg.netns:
+        with NetnsTopology(agent_ids, rate=cfg.netns_rate) as topology:
+            facts = run_distributed(cfg, agent_ids, workdir, topology)
+    else:
+        facts = run_distributed(cfg, agent_ids, workdir)
     records = list(read_records(workdir / "episodes.jsonl"))
     reference = run_reference(cfg, agent_ids)
     report = build_report(cfg, agent_ids, records, reference, facts)
@@ -697,6 +742,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tls-server-name", default=None, help="name on the coordinator's certificate")
     p.add_argument("--tokens", default=None, help="JSON {agent_id: token}: bearer tokens")
+    p.add_argument(
+        "--netns",
+        action="store_true",
+        help="run the coordinator and each agent in its own network namespace (root only)",
+    )
+    p.add_argument(
+        "--netns-rate", default=None, help="with --netns: shape each link (tc tbf), e.g. 10mbit"
+    )
     p.add_argument("--log-level", default="WARNING", help="default WARNING")
     return p
 
@@ -725,6 +778,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_name=args.tls_server_name,
         )
         security.check(agent_ids)
+        if args.netns_rate and not args.netns:
+            raise ValueError("--netns-rate needs --netns")
+        if args.netns and (why := netns_unavailable()) is not None:
+            raise RuntimeFailure(f"--netns: {why}")
         cfg = EvalConfig(
             artifacts=Path(args.artifacts).resolve(),
             env=args.env,
@@ -738,6 +795,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             episode_limit=args.episode_limit,
             timeout_s=args.timeout_s,
             security=security,
+            netns=args.netns,
+            netns_rate=args.netns_rate,
         )
     except Exception as e:
         log.error("%s: %s", type(e).__name__, e)

@@ -334,3 +334,16 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     p.write_text(json.dumps(TOKENS))
     assert load_tokens(p) == TOKENS
+
+
+def test_agent_modules_do_not_load_cryptography_without_a_public_key() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import qmix_edge.runtime.agent, qmix_edge.runtime.artifact, qmix_edge.runtime.policy\n"
+        "import qmix_edge.runtime.security\n"
+        "sys.exit(any(m.split('.')[0] == 'cryptography' for m in sys.modules))\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
