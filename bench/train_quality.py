@@ -22,27 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from qmix_edge.envs import make_env
+from qmix_edge.envs.baselines import random_team_return
 from qmix_edge.train.trainer import Trainer
 
 EPYMARL_SECONDS_TO_TARGET = 1123.0
-
-
-def random_policy_return(seeds: list[int]) -> float:
-    env = make_env("simple_spread")
-    rng = np.random.default_rng(0)
-    returns = []
-    for seed in seeds:
-        view, total, done = env.reset(seed=seed), 0.0, False
-        while not done:
-            res = env.step(np.where(view.avail, rng.random(view.avail.shape), -1.0).argmax(-1))
-            total += res.reward
-            view, done = res.next, res.done
-        returns.append(total)
-    return float(np.mean(returns))
 
 
 def main() -> None:
@@ -80,7 +66,7 @@ def main() -> None:
         for rec in map(json.loads, (trainer.run_dir / "metrics.jsonl").read_text().splitlines())
         if rec.get("eval/return_mean") is not None
     ]
-    random_return = random_policy_return(trainer.eval_seeds)
+    random_return = random_team_return(make_env("simple_spread"), trainer.eval_seeds)
     print(f"config: {json.dumps(trainer.config.to_dict())}")
     print(f"random policy greedy-eval return (same 32 seeds, 25 steps): {random_return:.1f}")
     print(" env steps   wall s   greedy return")
