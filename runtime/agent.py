@@ -180,6 +180,8 @@ class AgentRunner:
         self._holding = True  # nothing heard yet: the fallback is what the device does
         self._mode = pb.MODE_SIMULATION
         self._call: Any = None
+        self._joined: tuple[Any, str] | None = None  # (stub, session id) while a stream is open
+        self._leaving: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_async: asyncio.Event | None = None
 
@@ -196,7 +198,18 @@ class AgentRunner:
         if self._stop_async is not None:
             self._stop_async.set()
         if self._call is not None:
-            self._call.cancel()
+            if self._joined is not None:  # say goodbye first, so the seat is freed as "left"
+                stub, session_id = self._joined
+                self._leaving = asyncio.ensure_future(
+                    self._leave_then_cancel(self._call, stub, session_id)
+                )
+            else:
+                self._call.cancel()
+
+    async def _leave_then_cancel(self, call: Any, stub: Any, session_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._leave(stub, session_id, "agent stopping"), 1.0)
+        call.cancel()
 
     def run(self) -> int:
         """Join, serve, rejoin. Returns 0 when the coordinator finished the run, 1 when it gave up
@@ -296,6 +309,7 @@ class AgentRunner:
         )
         call = stub.Steps(metadata=self._metadata)
         self._call = call
+        self._joined = (stub, reply.session_id)
         served = False
         try:
             await call.write(pb.AgentMessage(attach=pb.Attach(session_id=reply.session_id)))
@@ -334,6 +348,7 @@ class AgentRunner:
             log.warning("stream broke: %s", e.code().name)  # type: ignore[attr-defined]
         finally:
             self._call = None
+            self._joined = None
             call.cancel()
         return "served" if served else "stream ended before any message"
 

@@ -207,3 +207,53 @@ def test_agent_kill_9_loses_no_team_step(two_step_artifacts: Path, tmp_path: Pat
     assert hit and hit[0]["team_step"] >= 9  # the step in flight got the fallback, not lost
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["agents"]["agent_1"]["rejoins_after_agent_faults"] >= 1
+
+
+@pytest.mark.slow
+def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
+    two_step_artifacts: Path, tmp_path: Path
+) -> None:
+    """SIGTERM to an agent: it says Leave (recorded as left, not as a broken link), exits 1
+    promptly, and the coordinator gives its seat the fallback without waiting for deadlines."""
+    record = tmp_path / "run.jsonl"
+    port_file = tmp_path / "port"
+    logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("c", "agent_0", "agent_1")}  # noqa: SIM115
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        cmd = coordinator_cmd(two_step_artifacts, tmp_path, 0)
+        cmd[cmd.index("--episodes") + 1] = "0"
+        cmd[cmd.index("--team-wait-s") + 1] = "0.2"  # episodes go on without the leaver
+        cmd += ["--team-policy", "continue_degraded"]
+        coord = subprocess.Popen(cmd, stderr=logs["c"])
+        procs.append(coord)
+        wait_for(port_file.exists, "the coordinator's port")
+        port = int(port_file.read_text())
+        agents = {
+            a: subprocess.Popen(agent_cmd(two_step_artifacts, a, port), stderr=logs[a])
+            for a in ("agent_0", "agent_1")
+        }
+        procs += agents.values()
+        wait_for(lambda: sum(r["type"] == "step" for r in read_records(record)) >= 10, "10 steps")
+        agents["agent_0"].send_signal(signal.SIGTERM)
+        assert agents["agent_0"].wait(15) == 1  # stopped on request
+        leave = next(
+            r for r in read_records(record) if r["type"] == "leave" and r["agent_id"] == "agent_0"
+        )
+        assert leave["reason"] == "left: agent stopping"
+        n_then = sum(r["type"] == "step" for r in read_records(record))
+        wait_for(
+            lambda: sum(r["type"] == "step" for r in read_records(record)) >= n_then + 10,
+            "10 more steps without agent_0",
+        )
+        later = [r for r in read_records(record) if r["type"] == "step"][n_then + 1 :]
+        assert all(r["fallback"] == ["agent_0"] for r in later)
+        assert all(r["exchange_us"] < 5_000_000 for r in later)  # never waited for the deadline
+        coord.send_signal(signal.SIGTERM)
+        assert coord.wait(30) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        for f in logs.values():
+            f.close()
