@@ -98,7 +98,10 @@ class MetricsLogger:
         self._file = self.path.open("a", encoding="utf-8")
 
     def plot(self, title: str) -> Path | None:
-        """Rewrite the learning curve (greedy return vs env steps and vs wall seconds)."""
+        """Rewrite the learning curve (greedy return vs env steps and vs wall seconds).
+
+        The band is +- one standard deviation over the evaluation episodes.
+        """
         if not self.eval_points:
             return None
         try:
@@ -106,6 +109,7 @@ class MetricsLogger:
 
             matplotlib.use("Agg")
             from matplotlib import pyplot as plt
+            from matplotlib.ticker import EngFormatter
         except ImportError as e:
             logger.warning("no learning-curve picture (%s); install qmix-edge[train]", e)
             return None
@@ -121,6 +125,7 @@ class MetricsLogger:
             ax.fill_between(x, lo, hi, alpha=0.2)
             ax.set_xlabel(label)
             ax.grid(alpha=0.3)
+        axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 800k, not 800000 (labels overlap)
         axes[0].set_ylabel("greedy team return")
         fig.suptitle(title)
         fig.tight_layout()
