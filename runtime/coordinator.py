@@ -56,6 +56,7 @@ from .security import (
     SecurityConfigError,
     ServerTls,
     TokenInterceptor,
+    is_loopback,
     load_tokens,
     require_secure_or_loopback,
 )
@@ -1119,6 +1120,12 @@ def server_security(
         tls.credentials()  # read and check the files now: a config error, not a runtime one
     require_secure_or_loopback(args.host, tls is not None, args.allow_insecure, "--tls-cert")
     tokens = load_tokens(args.tokens) if args.tokens else None
+    if not is_loopback(args.host) and not (tls is not None and tls.mutual) and tokens is None:
+        log.warning(
+            "serving %s without agent identity (no --tls-client-ca, no --tokens): any client "
+            "that reaches this port can join as any agent",
+            args.host,
+        )
     return tls, tokens
 
 

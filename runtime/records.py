@@ -17,7 +17,9 @@ line has a ``type``:
 - ``run_end``: finished (bool), team_steps, stats (per agent counters)
 
 Each line is flushed when written, so a crash loses at most the line being written; `read_records`
-skips a torn last line. No torch here.
+skips a torn last line, and a `RecordWriter` opening a file with a torn last line (a kill -9 in the
+middle of a write) cuts it off before appending, so the resumed record stays valid JSONL. No torch
+here.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class RecordWriter:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _cut_torn_tail(self.path)
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._lock = threading.Lock()
 
@@ -57,6 +60,41 @@ class RecordWriter:
                 os.fsync(self._file.fileno())
                 self._file.close()
                 self._file = None
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Truncate a last line that has no newline (a write cut by a crash), so appends stay valid."""
+    try:
+        f = open(path, "r+b")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        # Scan back for the last complete line (records are short: read in 64 KiB blocks).
+        end = size
+        keep = 0
+        while end > 0:
+            start = max(0, end - 65536)
+            f.seek(start)
+            block = f.read(end - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            end = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning(
+        "%s ended with a torn line (%d bytes, a crash while writing); cut off before appending",
+        path,
+        size - keep,
+    )
 
 
 def read_records(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -20,33 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
+from trust_certs import TOKENS, make_certs
 
 from qmix_edge.runtime.evaluate import main as eval_main
 from qmix_edge.runtime.records import read_records
-
-TOKENS = {"agent_0": "e2e-token-agent-0-xxxxxxxx", "agent_1": "e2e-token-agent-1-yyyyyyyy"}
-
-
-def make_certs(out: Path, cn_of: dict[str, str]) -> dict[str, Path]:
-    """A team CA, the coordinator's cert for 127.0.0.1, and ``<agent>.pem/.key`` whose CN is
-    ``cn_of[agent]`` (normally the agent id itself)."""
-    out.mkdir(parents=True)
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(out / "ca.pem"))
-    server = ca.issue_cert("127.0.0.1", common_name="coordinator")
-    server.cert_chain_pems[0].write_to_path(str(out / "coordinator.pem"))
-    server.private_key_pem.write_to_path(str(out / "coordinator.key"))
-    agents = out / "agents"
-    agents.mkdir()
-    for agent, cn in cn_of.items():
-        c = ca.issue_cert(f"{cn.replace('_', '-')}.agents.invalid", common_name=cn)
-        c.cert_chain_pems[0].write_to_path(str(agents / f"{agent}.pem"))
-        c.private_key_pem.write_to_path(str(agents / f"{agent}.key"))
-    tokens = out / "tokens.json"
-    tokens.write_text(json.dumps(TOKENS))
-    tokens.chmod(0o600)
-    return {"dir": out, "agents": agents, "tokens": tokens}
 
 
 def eval_argv(artifacts: Path, tmp_path: Path, certs: dict[str, Path], episodes: int) -> list[str]:
@@ -148,15 +125,18 @@ def test_coordinator_kill_9_loses_at_most_the_line_in_flight_and_resume_complete
             lambda: "holding the fallback action" in (tmp_path / "agent_0.log").read_text(),
             "agent_0 to hold its fallback",
         )
-        if tail:  # a torn line would corrupt the next append: the operator truncates it
-            record.write_text(record.read_text()[: -len(tail)])
+        if not tail:  # make the crash-in-a-write case certain: a torn last line
+            with open(record, "a") as f:
+                f.write('{"type":"step","episode_id":')
         port_file.unlink()
         c2 = subprocess.Popen(
             coordinator_cmd(two_step_artifacts, tmp_path, port, "--resume"), stderr=logs["c2"]
         )
         procs.append(c2)
         assert c2.wait(180) == 0, (tmp_path / "c2.log").read_text()[-2000:]
-        recs = list(read_records(record))
+        assert "torn line" in (tmp_path / "c2.log").read_text()  # cut off before appending
+        recs, tail = raw_lines(record)  # the resumed record is valid JSONL throughout
+        assert tail == "" and recs[: len(before)] == before
         assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is True
         done = {
             r["episode_index"]

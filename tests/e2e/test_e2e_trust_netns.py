@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from trust_certs import SERVER_NAME, make_certs
 
 from qmix_edge.runtime import netns
 from qmix_edge.runtime.evaluate import main as eval_main
@@ -147,3 +148,26 @@ def test_eval_refuses_netns_where_not_permitted(
     argv = ["--artifacts", str(two_step_artifacts), "--report", str(tmp_path / "r.json")]
     assert eval_main([*argv, "--netns"]) == 2
     assert "--netns: network namespaces need root" in caplog.text
+
+
+@pytest.mark.slow
+def test_eval_in_namespaces_over_mutual_tls_with_tokens(
+    netns_ok: None, two_step_artifacts: Path, tmp_path: Path
+) -> None:
+    certs = make_certs(tmp_path / "pki", {"agent_0": "agent_0", "agent_1": "agent_1"})
+    d = certs["dir"]
+    code = eval_main(
+        [
+            "--artifacts", str(two_step_artifacts), "--episodes", "2", "--seed", "1",
+            "--report", str(tmp_path / "r.json"), "--workdir", str(tmp_path / "work"),
+            "--step-deadline-ms", "10000", "--netns",
+            "--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / "coordinator.pem"),
+            "--tls-key", str(d / "coordinator.key"), "--tls-agent-certs", str(certs["agents"]),
+            "--tls-server-name", SERVER_NAME, "--tokens", str(certs["tokens"]),
+        ]
+    )  # fmt: skip
+    assert code == 0, (tmp_path / "work" / "coordinator.log").read_text()[-3000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["parity"]["all_equal"] and report["process"]["netns"] is not None
+    cmd_log = (tmp_path / "work" / "agent_0.log").read_text()
+    assert "joined team" in cmd_log

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -242,3 +243,16 @@ def test_slow_link_beyond_the_deadline_is_never_applied(
     assert all("agent_1" in r["fallback"] and r["actions"][1] == 1 for r in steps)
     c = summary.counters["agent_1"]
     assert c.fallbacks == 6 and c.late_replies >= 1
+
+
+@pytest.mark.parametrize("torn", ['{"type":"step","epi', "x" * 70_000])
+def test_record_writer_cuts_a_torn_last_line_before_appending(tmp_path: Any, torn: str) -> None:
+    from qmix_edge.runtime.records import RecordWriter
+
+    path = tmp_path / "run.jsonl"
+    path.write_text('{"type":"run_start"}\n{"type":"step","step":0}\n' + torn)
+    w = RecordWriter(path)
+    w.write("run_start", resumed_from=0)
+    w.close()
+    lines = path.read_text().splitlines()
+    assert [json.loads(x)["type"] for x in lines] == ["run_start", "step", "run_start"]
