@@ -3,6 +3,7 @@
 - 12 agents joining concurrently (released by one barrier) are each admitted exactly once and the
   team runs without a fallback; 8 clients racing for one seat: exactly one wins, the rest are
   ALREADY_EXISTS.
+- Dropped replies: each costs exactly one fallback at the deadline, nothing else.
 - A slow link (a delaying TCP proxy between one agent and the coordinator): with a deadline
   above the round trip the team is exact; with a deadline below it, every decision of that agent
   arrives late, is discarded and counted, and the fallback is applied instead, never its action.
@@ -256,3 +257,29 @@ def test_record_writer_cuts_a_torn_last_line_before_appending(tmp_path: Any, tor
     w.close()
     lines = path.read_text().splitlines()
     assert [json.loads(x)["type"] for x in lines] == ["run_start", "step", "run_start"]
+
+
+def test_dropped_replies_each_cost_exactly_one_fallback(make_harness: Any) -> None:
+    from qmix_edge.runtime.agent import AgentFaults
+
+    h = make_harness(episodes=8, step_deadline_ms=500, lease_steps=1000, team_wait_s=10)
+    h.run_in_thread()
+    honest = AgentRunner(FakePolicy("agent_0"), h.target, watchdog_s=10.0)
+    lossy = AgentRunner(
+        FakePolicy("agent_1"),
+        h.target,
+        watchdog_s=10.0,
+        faults=AgentFaults(drop_fraction=0.5, seed=3),
+    )
+    for r in (honest, lossy):
+        threading.Thread(target=r.run, daemon=True).start()
+    summary = h.wait(60)
+    assert summary.finished
+    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    assert len(steps) == 16
+    dropped = lossy.stats.dropped
+    assert 0 < dropped < 16  # seeded: some, not all
+    c = summary.counters["agent_1"]
+    assert c.fallbacks == dropped and c.late_replies == 0
+    assert sum("agent_1" in r["fallback"] for r in steps) == dropped
+    assert summary.counters["agent_0"].fallbacks == 0
