@@ -24,8 +24,10 @@ artifact rules (no external data, no custom domains, IR version the pinned onnxr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
+from collections.abc import Iterator
 from typing import Final
 
 import onnx
@@ -163,6 +165,22 @@ class AgentGraph(nn.Module):
         return inputs
 
 
+@contextlib.contextmanager
+def _quiet_exporter_registry() -> Iterator[None]:
+    """Silence the exporter's registry warnings ("torchvision is not installed. Skipping ...").
+
+    They are printed for every export, say nothing about our graphs (which use no torchvision op)
+    and would bury the exporter's own output.
+    """
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        registry.setLevel(level)
+
+
 def export_graph(graph: AgentGraph) -> onnx.ModelProto:
     """Export ``graph`` to an in-memory ONNX model at `OPSET` with a dynamic batch dimension.
 
@@ -172,7 +190,7 @@ def export_graph(graph: AgentGraph) -> onnx.ModelProto:
     inputs = graph.example_inputs()
     dynamic_shapes = {name: {0: batch} for name in inputs}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_exporter_registry():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 graph,
