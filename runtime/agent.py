@@ -387,9 +387,9 @@ class AgentRunner:
     def _decide(self, req: pb.StepRequest) -> pb.StepReply:
         p = self.policy
         reply = pb.StepReply(episode_id=req.episode_id, step=req.step)
-        ctx = FieldStep(p.agent_id, p.obs_dim, p.n_actions, req.episode_id, req.step)
         try:
             if self.sensor is not None:
+                ctx = FieldStep(p.agent_id, p.obs_dim, p.n_actions, req.episode_id, req.step)
                 reading = as_reading(self.sensor(ctx), p.obs_dim, p.n_actions)
                 obs, mask = reading.obs, reading.mask
                 for k, v in reading.report.items():

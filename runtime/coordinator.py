@@ -68,6 +68,7 @@ TeamPolicy = Literal["abort_episode", "continue_degraded"]
 MODES: tuple[str, ...] = ("simulation", "field")
 TEAM_POLICIES: tuple[str, ...] = ("abort_episode", "continue_degraded")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
 
 
 # ------------------------------------------------------------------------------------ the team
@@ -239,6 +240,9 @@ class _Session:
         self.ended = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._write_lock = asyncio.Lock()
+        # This seat's StepRequest, reused every step (only the changing fields are set; the
+        # previous step's write has completed before the next step touches it).
+        self.step_message: pb.CoordinatorMessage | None = None
 
     @property
     def attached(self) -> bool:
@@ -695,6 +699,7 @@ class Coordinator:
         await self._broadcast(
             pb.CoordinatorMessage(episode_start=pb.EpisodeStart(episode_id=episode_id, seed=seed))
         )
+        ids = self.team.agent_ids
         misses = [0] * n
         dead: set[int] = set()
         prev_actions: np.ndarray | None = None
@@ -710,48 +715,53 @@ class Coordinator:
                 episode_id, step, ts, alive, prev_actions
             )
             prev_actions = actions if ts is not None else None
-            fallback = [self.team.agents[i].agent_id for i in range(n) if alive[i] and i not in got]
+            alive_now = np.asarray(alive, dtype=bool).tolist()
+            fallback = [ids[i] for i in range(n) if alive_now[i] and i not in got]
             for i in range(n):
-                if not alive[i]:
+                if not alive_now[i]:
                     continue
                 if i in got:
                     misses[i] = 0
                     continue
                 misses[i] += 1
-                self.counters[self.team.agents[i].agent_id].fallbacks += 1
+                self.counters[ids[i]].fallbacks += 1
                 if misses[i] >= cfg.lease_steps and i not in dead:
                     dead.add(i)
                     await self._declare_dead(i, misses[i])
             step_rec: dict[str, Any] = {
+                "type": "step",
                 "episode_id": episode_id,
                 "episode_index": index,
                 "step": step,
                 "team_step": self._team_step,
                 "actions": actions.tolist(),
                 "fallback": fallback,
-                "late": {self.team.agents[i].agent_id: k for i, k in late.items()},
+                "late": {ids[i]: k for i, k in late.items()},
                 "exchange_us": exchange_us,
                 "t_ms": round((time.perf_counter() - self._t0) * 1000.0, 3),
-                "decision_us": {self.team.agents[i].agent_id: got[i].decision_us for i in got},
+                "decision_us": {ids[i]: got[i].decision_us for i in got},
             }
             self._team_step += 1
             steps = step + 1
             if dead and cfg.team_policy == "abort_episode":
-                names = [self.team.agents[i].agent_id for i in sorted(dead)]
+                names = [ids[i] for i in sorted(dead)]
                 reason = f"aborted: {', '.join(names)} silent for {cfg.lease_steps} steps"
-                self._record("step", **step_rec, reward=None, applied=False)
+                step_rec["reward"], step_rec["applied"] = None, False
+                self._record_step(step_rec)
                 break
             if ts is not None:
                 result = self.env.step(actions)
                 total += float(result.reward)
-                self._record("step", **step_rec, reward=float(result.reward), applied=True)
+                step_rec["reward"], step_rec["applied"] = float(result.reward), True
+                self._record_step(step_rec)
                 ts = result.next
                 if result.done:
                     reason = "terminated" if result.terminated else "truncated"
                     break
             else:
-                reports = {self.team.agents[i].agent_id: dict(got[i].report) for i in got}
-                self._record("step", **step_rec, reports=reports, applied=True)
+                reports = {ids[i]: dict(got[i].report) for i in got}
+                step_rec["reports"], step_rec["applied"] = reports, True
+                self._record_step(step_rec)
             if cfg.stop_after_steps is not None and self._team_step >= cfg.stop_after_steps:
                 log.info("stop_after_steps=%d reached", cfg.stop_after_steps)
                 self.request_stop()
@@ -797,23 +807,46 @@ class Coordinator:
         live = {i: s for i, s in self._live.items() if s.attached and alive[i]}
         requests: list[tuple[_Session, pb.CoordinatorMessage]] = []
         masks: dict[int, np.ndarray] = {}
+        if ts is not None:
+            # Once per step for the whole team: the observations (n_agents, max obs_dim) and a
+            # private copy of the masks (n_agents, max n_actions) the replies are checked against
+            # (the env may reuse its arrays).
+            obs_all = np.ascontiguousarray(ts.obs)
+            avail_all = np.array(ts.avail)
+            # Anything but the env contract's float32 and bool goes through the codec, which
+            # converts or refuses it.
+            exact = obs_all.dtype == _WIRE_F32 and avail_all.dtype == np.bool_
+        deadline_ms = self.config.step_deadline_ms
+        team_step = self._team_step
         for i, s in live.items():
-            slot = self.team.agents[i]
-            req = pb.StepRequest(
-                episode_id=episode_id,
-                step=step,
-                deadline_ms=self.config.step_deadline_ms,
-                team_step=self._team_step,
-            )
+            msg = s.step_message
+            if msg is None:
+                msg = s.step_message = self._new_step_message(i, with_tensors=ts is not None)
+            req = msg.step_request
+            req.episode_id = episode_id
+            req.step = step
+            req.deadline_ms = deadline_ms
+            req.team_step = team_step
             if prev_actions is not None:
                 req.previous_action = int(prev_actions[i])
+            else:
+                req.ClearField("previous_action")
             if ts is not None:
-                obs = ts.obs[i, : slot.obs_dim]  # (obs_dim,) float32, the agent's true size
-                mask = ts.avail[i, : slot.n_actions]  # (n_actions,) bool
-                req.observation.CopyFrom(wire.encode(obs))
-                req.action_mask.CopyFrom(wire.encode(mask))
-                masks[i] = np.array(mask, dtype=bool)
-            requests.append((s, pb.CoordinatorMessage(step_request=req)))
+                slot = self.team.agents[i]
+                # The agent's own observation (obs_dim,) float32 at its true size, bit for bit,
+                # and its mask (n_actions,) bool, as raw little-endian bytes.
+                obs = obs_all[i, : slot.obs_dim]
+                mask = avail_all[i, : slot.n_actions]
+                if exact:
+                    req.observation.data = obs.tobytes()
+                    req.action_mask.data = mask.tobytes()
+                else:
+                    req.observation.CopyFrom(wire.encode(obs))
+                    req.action_mask.CopyFrom(wire.encode(mask))
+                    mask = np.array(mask, dtype=bool)
+                    s.step_message = None  # its tensor headers may differ: rebuild next step
+                masks[i] = mask
+            requests.append((s, msg))
         w = _StepWindow(episode_id, step, set(live), masks, loop.create_future())
         self._window = w
         t0 = time.perf_counter()
@@ -831,13 +864,25 @@ class Coordinator:
         self._window = None
         exchange_us = int((time.perf_counter() - t0) * 1e6)
         got = w.replies
-        actions = np.zeros(n, dtype=np.int64)  # (n_agents,)
-        for i in range(n):
-            actions[i] = got[i].action if i in got else self.team.agents[i].fallback_action
+        agents = self.team.agents
+        actions = np.array(  # (n_agents,)
+            [got[i].action if i in got else agents[i].fallback_action for i in range(n)],
+            dtype=np.int64,
+        )
         if ts is not None:
             # An absent agent's action is a placeholder the environment ignores.
             actions[~np.asarray(alive, dtype=bool)] = 0
         return actions, got, exchange_us, w.late
+
+    def _new_step_message(self, i: int, *, with_tensors: bool) -> pb.CoordinatorMessage:
+        """Agent ``i``'s reusable StepRequest with its constant tensor headers pre-set."""
+        msg = pb.CoordinatorMessage()
+        req = msg.step_request
+        if with_tensors:
+            slot = self.team.agents[i]
+            req.observation.CopyFrom(wire.encode(np.zeros(slot.obs_dim, dtype=np.float32)))
+            req.action_mask.CopyFrom(wire.encode(np.zeros(slot.n_actions, dtype=bool)))
+        return msg
 
     async def _declare_dead(self, i: int, missed: int) -> None:
         """The lease of agent ``i`` expired. A live session is closed (counted as a death); an agent
@@ -860,6 +905,11 @@ class Coordinator:
     def _record(self, record_type: str, **fields: Any) -> None:
         if self._records is not None:
             self._records.write(record_type, **fields)
+
+    def _record_step(self, record: dict[str, Any]) -> None:
+        """The hot path's `_record`: ``record`` already holds its ``type``."""
+        if self._records is not None:
+            self._records.write_record(record)
 
 
 def make_team_env(

@@ -8,6 +8,8 @@ exactly the array the coordinator's environment produced. No torch here.
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Final
 
 import numpy as np
@@ -28,6 +30,7 @@ _DTYPES: Final[dict[int, np.dtype]] = {
     pb.DTYPE_INT64: np.dtype("<i8"),
 }
 _CODES: Final[dict[np.dtype, int]] = {v: k for k, v in _DTYPES.items()}
+_LITTLE_ENDIAN_HOST: Final = sys.byteorder == "little"
 
 
 def encode(array: np.ndarray) -> pb.Tensor:
@@ -66,19 +69,20 @@ def decode(
     if found != shape:
         raise WireError(f"{name}: expected shape {list(shape)}, found {list(found)}")
     np_dtype = _DTYPES[dtype]
-    expected_bytes = int(np.prod(shape, dtype=np.int64)) * np_dtype.itemsize
-    if len(tensor.data) != expected_bytes:
+    data = tensor.data
+    expected_bytes = math.prod(shape) * np_dtype.itemsize
+    if len(data) != expected_bytes:
         raise WireError(
             f"{name}: shape {list(shape)} of {np_dtype.name} needs {expected_bytes} bytes, "
-            f"found {len(tensor.data)}"
+            f"found {len(data)}"
         )
     if dtype == pb.DTYPE_BOOL:
-        raw = np.frombuffer(tensor.data, dtype=np.uint8)
+        raw = np.frombuffer(data, dtype=np.uint8)
         if raw.size and raw.max() > 1:
             raise WireError(f"{name}: bool bytes must be 0 or 1, found {int(raw.max())}")
-        return raw.astype(bool).reshape(shape)
-    arr = np.frombuffer(tensor.data, dtype=np_dtype).reshape(shape)
+        return raw.view(bool).reshape(shape)  # bytes 0/1 are exactly numpy's bools: no copy
+    arr = np.frombuffer(data, dtype=np_dtype).reshape(shape)
     if dtype == pb.DTYPE_FLOAT32 and not np.isfinite(arr).all():
         bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
         raise WireError(f"{name}: values must be finite, found NaN or inf at flat index {bad}")
-    return arr.astype(np_dtype.newbyteorder("="), copy=False)
+    return arr if _LITTLE_ENDIAN_HOST else arr.astype(np_dtype.newbyteorder("="))
