@@ -679,6 +679,7 @@ def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
     manifest = Manifest.load(cfg.artifacts)
     agent_ids = list(manifest.agent_ids)
     own_tmp = None
+    cfg.report.parent.mkdir(parents=True, exist_ok=True)
     if workdir is None:
         own_tmp = tempfile.mkdtemp(prefix="qmix-eval-", dir=cfg.report.parent)
         workdir = Path(own_tmp)

@@ -54,8 +54,12 @@ def no_torch_path(tmp_path: Path) -> str:
     return str(d)
 
 
-def run_eval(artifacts: Path, tmp_path: Path, *extra: str) -> dict[str, Any]:
-    report = tmp_path / "eval" / "report.json"
+def run_eval(
+    artifacts: Path, tmp_path: Path, *extra: str, own_workdir: bool = False
+) -> dict[str, Any]:
+    """Run qmix-eval; with ``own_workdir`` it makes its work directory beside the report itself."""
+    report = tmp_path / "eval" / "nested" / "report.json"  # parents do not exist yet
+    workdir = [] if own_workdir else ["--workdir", str(tmp_path / "work")]
     code = eval_main(
         [
             "--artifacts",
@@ -66,15 +70,16 @@ def run_eval(artifacts: Path, tmp_path: Path, *extra: str) -> dict[str, Any]:
             "7",
             "--report",
             str(report),
-            "--workdir",
-            str(tmp_path / "work"),
+            *workdir,
             "--timeout-s",
             "600",
             *(["--step-deadline-ms", "10000"] if "--step-deadline-ms" not in extra else []),
             *strip(extra, "--episodes"),
         ]
     )
-    assert code == 0, (tmp_path / "work" / "coordinator.log").read_text()[-3000:]
+    logs = sorted((tmp_path / "eval" / "nested").glob("qmix-eval-*")) if own_workdir else []
+    coordinator_log = (logs[0] if logs else tmp_path / "work") / "coordinator.log"
+    assert code == 0, coordinator_log.read_text()[-3000:] if coordinator_log.exists() else code
     return dict(json.loads(report.read_text()))
 
 
@@ -103,7 +108,7 @@ def assert_untouched_episodes_exact(report: dict[str, Any]) -> None:
 def test_distributed_returns_equal_reference_exactly(
     spread_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    report = run_eval(spread_artifacts, tmp_path)
+    report = run_eval(spread_artifacts, tmp_path, own_workdir=True)
     assert report["parity"]["all_equal"], report["episodes"]
     assert [e["seed"] for e in report["episodes"]] == [7, 8, 9, 10]
     assert all(e["return"] == e["reference_return"] for e in report["episodes"])
@@ -111,7 +116,7 @@ def test_distributed_returns_equal_reference_exactly(
     for a in ("agent_0", "agent_1", "agent_2"):
         assert report["agents"][a]["decision_us"]["n"] == 40
     assert {"p50", "p90", "p99"} <= set(report["step_latency_us"])
-    assert (tmp_path / "eval" / "report.png").stat().st_size > 0
+    assert (tmp_path / "eval" / "nested" / "report.png").stat().st_size > 0
     out = capsys.readouterr().out
     assert "parity: every episode equal to the reference" in out
     assert out.strip().splitlines()[-1].startswith("report written to")
