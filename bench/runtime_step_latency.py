@@ -145,6 +145,14 @@ def run_team(n_agents: int, steps: int, workdir: Path) -> dict[str, float]:
         cpu0 = me.cpu_times()
         runner = threading.Thread(target=lambda: summary_box.append(coord.run()))
         runner.start()
+        # Each agent's CPU once the whole team is attached: what its start-up (imports, ONNX
+        # session) cost, so the steady per-step figure can leave it out.
+        while runner.is_alive() and sum(s.attached for s in list(coord._live.values())) < n_agents:
+            runner.join(0.005)
+        agent_cpu0 = {}
+        for p in procs:
+            t = psutil.Process(p.pid).cpu_times()
+            agent_cpu0[p.pid] = t.user + t.system
         agent_cpu = {}
         while runner.is_alive():
             for p in procs:
@@ -166,6 +174,11 @@ def run_team(n_agents: int, steps: int, workdir: Path) -> dict[str, float]:
     coord_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     result["coordinator_cpu_us_per_step"] = coord_cpu / max(1, len(recs)) * 1e6
     result["agent_cpu_us_per_step"] = statistics.mean(agent_cpu.values()) / max(1, len(recs)) * 1e6
+    result["agent_steady_cpu_us_per_step"] = (
+        statistics.mean(agent_cpu[pid] - agent_cpu0[pid] for pid in agent_cpu)
+        / max(1, len(recs))
+        * 1e6
+    )
     fallbacks = sum(len(r["fallback"]) for r in recs)
     # Steady state: drop each episode's first 5 steps (agents warming up after EpisodeStart).
     steady = [r for r in recs if r["step"] >= 5]
@@ -202,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(
                 f"   CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
-                f"each agent {r['agent_cpu_us_per_step']:.0f} us (incl. start-up)"
+                f"each agent {r['agent_cpu_us_per_step']:.0f} us incl. start-up, "
+                f"{r['agent_steady_cpu_us_per_step']:.0f} us after the team joined"
             )
             if n == 3:
                 print(
