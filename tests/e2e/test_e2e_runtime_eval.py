@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import agent_cmd
 
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
 from qmix_edge.runtime.evaluate import main as eval_main
@@ -214,23 +215,17 @@ def test_qmix_agent_field_mode_runs_without_torch(
     }
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qmix_edge.runtime.agent",
-                "--artifacts",
-                str(two_step_artifacts),
-                "--agent",
+            agent_cmd(
+                two_step_artifacts,
                 a,
-                "--coordinator",
-                f"127.0.0.1:{port}",
+                port,
                 "--sensor",
                 "examples.field_plugin:read_sensors",
                 "--actuator",
                 "examples.field_plugin:actuate",
                 "--give-up-s",
                 "60",
-            ],
+            ),
             env=env,
             stderr=subprocess.PIPE,
             text=True,
@@ -293,21 +288,9 @@ def test_coordinator_sigterm_is_graceful(two_step_artifacts: Path, tmp_path: Pat
         port = int(port_file.read_text())
         agents = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "qmix_edge.runtime.agent",
-                    "--artifacts",
-                    str(two_step_artifacts),
-                    "--agent",
-                    a,
-                    "--coordinator",
-                    f"127.0.0.1:{port}",
-                    "--give-up-s",
-                    "1.5",
-                    "--backoff-max-s",
-                    "0.2",
-                ],
+                agent_cmd(
+                    two_step_artifacts, a, port, "--give-up-s", "1.5", "--backoff-max-s", "0.2"
+                ),
                 stderr=subprocess.PIPE,
                 text=True,
             )

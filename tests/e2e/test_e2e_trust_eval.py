@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_helpers import agent_cmd
 from trust_certs import TOKENS, make_certs
 
 from qmix_edge.runtime.evaluate import main as eval_main
@@ -75,12 +76,7 @@ def coordinator_cmd(artifacts: Path, tmp_path: Path, port: int, *extra: str) -> 
     ]  # fmt: skip
 
 
-def agent_cmd(artifacts: Path, agent: str, port: int) -> list[str]:
-    return [
-        sys.executable, "-m", "qmix_edge.runtime.agent", "--artifacts", str(artifacts),
-        "--agent", agent, "--coordinator", f"127.0.0.1:{port}", "--backoff-max-s", "0.3",
-        "--give-up-s", "60", "--watchdog-s", "0.5",
-    ]  # fmt: skip
+AGENT_FLAGS = ("--backoff-max-s", "0.3", "--give-up-s", "60", "--watchdog-s", "0.5")
 
 
 def wait_for(pred: Any, what: str, timeout: float = 120.0) -> None:
@@ -111,7 +107,11 @@ def test_coordinator_kill_9_loses_at_most_the_line_in_flight_and_resume_complete
         wait_for(port_file.exists, "the coordinator's port")
         port = int(port_file.read_text())
         for a in ("agent_0", "agent_1"):
-            procs.append(subprocess.Popen(agent_cmd(two_step_artifacts, a, port), stderr=logs[a]))
+            procs.append(
+                subprocess.Popen(
+                    agent_cmd(two_step_artifacts, a, port, *AGENT_FLAGS), stderr=logs[a]
+                )
+            )
         wait_for(lambda: sum(r["type"] == "step" for r in read_records(record)) >= 15, "15 steps")
         os.kill(c1.pid, signal.SIGKILL)
         c1.wait(10)
@@ -209,7 +209,9 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
         wait_for(port_file.exists, "the coordinator's port")
         port = int(port_file.read_text())
         agents = {
-            a: subprocess.Popen(agent_cmd(two_step_artifacts, a, port), stderr=logs[a])
+            a: subprocess.Popen(
+                agent_cmd(two_step_artifacts, a, port, *AGENT_FLAGS), stderr=logs[a]
+            )
             for a in ("agent_0", "agent_1")
         }
         procs += agents.values()
