@@ -6,6 +6,10 @@ own inputs, reset the recurrent state at episode start and on every (re)join, re
 exponential backoff and jitter when the coordinator goes away, and hold the fallback action while
 the coordinator is quiet (watchdog; in field mode the fallback is actuated through the plug-in).
 
+Steps travel on the coordinator's step lane (`qmix_edge.runtime.lane`: plain TCP frames, TLS
+when the coordinator has TLS, read on a thread of its own with a blocking socket) when it offers
+one, else on the gRPC Steps stream; Join and Leave are always gRPC.
+
 Simulation: the observation and mask come in the StepRequest. Field: they come from a sensor
 plug-in and the action goes to an actuator plug-in (see `qmix_edge.runtime.field`).
 
@@ -43,6 +47,7 @@ import numpy as np
 from . import wire
 from .errors import JoinRefused, RuntimeFailure, WireError
 from .field import Actuator, FieldStep, Sensor, as_reading, load_callable
+from .lane import LaneClient, parse_address
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
 from .security import (
@@ -154,10 +159,17 @@ class AgentRunner:
         seed: int | None = None,
         tls: ClientTls | None = None,
         token: str | None = None,
+        step_lane: bool = True,
+        step_lane_address: str | None = None,
     ) -> None:
         """``tls``: dial over TLS (with a client certificate: mutual TLS). ``token``: the bearer
-        token of this agent, sent with every call."""
+        token of this agent, sent with every gRPC call. ``step_lane``: step on the coordinator's
+        step lane when it offers one (False: always the gRPC Steps stream).
+        ``step_lane_address``: ``HOST:PORT`` to dial for the step lane instead of the
+        coordinator's host and the port its Join names (a port forward or proxy in between)."""
         self.policy = policy
+        self.step_lane = step_lane
+        self.step_lane_address = parse_address(step_lane_address) if step_lane_address else None
         self.tls = tls
         self._credentials = tls.credentials() if tls is not None else None
         self._metadata = token_metadata(policy.agent_id, token) if token else None
@@ -180,6 +192,7 @@ class AgentRunner:
         self._holding = True  # nothing heard yet: the fallback is what the device does
         self._mode = pb.MODE_SIMULATION
         self._call: Any = None
+        self._lane: LaneClient | None = None
         self._joined: tuple[Any, str] | None = None  # (stub, session id) while a stream is open
         self._leaving: asyncio.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,19 +210,23 @@ class AgentRunner:
     def _cancel_call(self) -> None:
         if self._stop_async is not None:
             self._stop_async.set()
-        if self._call is not None:
-            if self._joined is not None:  # say goodbye first, so the seat is freed as "left"
-                stub, session_id = self._joined
-                self._leaving = asyncio.ensure_future(
-                    self._leave_then_cancel(self._call, stub, session_id)
-                )
-            else:
-                self._call.cancel()
+        if self._joined is not None:  # say goodbye first, so the seat is freed as "left"
+            stub, session_id = self._joined
+            self._leaving = asyncio.ensure_future(self._leave_then_break(stub, session_id))
+        else:
+            self._break_session()
 
-    async def _leave_then_cancel(self, call: Any, stub: Any, session_id: str) -> None:
+    async def _leave_then_break(self, stub: Any, session_id: str) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._leave(stub, session_id, "agent stopping"), 1.0)
-        call.cancel()
+        self._break_session()
+
+    def _break_session(self) -> None:
+        """End the open Steps stream or step lane (the session's loop then returns)."""
+        if self._call is not None:
+            self._call.cancel()
+        if self._lane is not None:
+            self._lane.interrupt()
 
     def run(self) -> int:
         """Join, serve, rejoin. Returns 0 when the coordinator finished the run, 1 when it gave up
@@ -281,6 +298,7 @@ class AgentRunner:
                     agent_id=self.policy.agent_id,
                     artifact_sha256=self.policy.artifact_sha256,
                     client_name=self.client_name,
+                    step_lane=self.step_lane,
                 ),
                 timeout=self.join_timeout_s,
                 metadata=self._metadata,
@@ -307,6 +325,12 @@ class AgentRunner:
             reply.n_agents,
             reply.coordinator_instance,
         )
+        if reply.step_lane_port:
+            return await self._lane_session(stub, reply)
+        return await self._stream_session(stub, reply)
+
+    async def _stream_session(self, stub: Any, reply: pb.JoinReply) -> str:
+        """The step exchange on the gRPC Steps stream; returns like `_session`."""
         call = stub.Steps(metadata=self._metadata)
         self._call = call
         self._joined = (stub, reply.session_id)
@@ -317,27 +341,14 @@ class AgentRunner:
                 msg = await call.read()
                 if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
                     break
-                self._heard()
                 served = True
-                kind = msg.WhichOneof("kind")
-                if kind == "step_request":
-                    answer = self._answer(msg.step_request)
-                    if answer is not None:
-                        await call.write(pb.AgentMessage(step_reply=answer))
-                elif kind == "episode_start":
-                    self.policy.reset()
-                    self.stats.episodes += 1
-                elif kind == "goodbye":
-                    reason = msg.goodbye.reason
-                    log.info(
-                        "coordinator says goodbye: %s (%s)",
-                        pb.GoodbyeReason.Name(reason),
-                        msg.goodbye.detail,
-                    )
-                    if reason == pb.GOODBYE_REASON_RUN_FINISHED:
-                        await self._leave(stub, reply.session_id, "run finished")
-                        return "finished"
-                    return "served"
+                out = self._on_message(msg)
+                if out == "finished":
+                    await self._leave(stub, reply.session_id, "run finished")
+                if isinstance(out, str):
+                    return out
+                if out is not None:
+                    await call.write(out)
         except asyncio.CancelledError:
             if self._stop.is_set():
                 return "stopped"
@@ -351,6 +362,73 @@ class AgentRunner:
             self._joined = None
             call.cancel()
         return "served" if served else "stream ended before any message"
+
+    async def _lane_session(self, stub: Any, reply: pb.JoinReply) -> str:
+        """The step exchange on the coordinator's step lane, on a thread of its own (a blocking
+        socket: no event loop between a step's arrival and its answer); returns like `_session`."""
+        host, port = self.step_lane_address or (host_of(self.target), reply.step_lane_port)
+        try:
+            client = await asyncio.to_thread(
+                LaneClient,
+                host,
+                port,
+                tls=self.tls,
+                max_message_bytes=self.max_message_bytes,
+                connect_timeout_s=self.join_timeout_s,
+            )
+        except OSError as e:
+            return f"step lane {host}:{port} unreachable ({e})"
+        self._lane = client
+        self._joined = (stub, reply.session_id)
+        try:
+            if self._stop.is_set():
+                return "stopped"
+            outcome = await asyncio.to_thread(self._serve_lane, client, reply.session_id)
+            if outcome == "finished":
+                await self._leave(stub, reply.session_id, "run finished")
+            return outcome
+        finally:
+            self._lane = None
+            self._joined = None
+            client.close()
+
+    def _serve_lane(self, client: LaneClient, session_id: str) -> str:
+        served = False
+        try:
+            client.send(pb.AgentMessage(attach=pb.Attach(session_id=session_id)))
+            while (msg := client.recv()) is not None:
+                served = True
+                out = self._on_message(msg)
+                if isinstance(out, str):
+                    return out
+                if out is not None:
+                    client.send(out)
+        except (OSError, WireError) as e:
+            if not self._stop.is_set():
+                log.warning("step lane broke: %s", e)
+        if self._stop.is_set():
+            return "stopped"
+        return "served" if served else "step lane ended before any message"
+
+    def _on_message(self, msg: pb.CoordinatorMessage) -> pb.AgentMessage | str | None:
+        """Handle one coordinator message (either carrier): the message to answer with, or the
+        session's outcome when it ends ("finished", "served", "refused: ..."), or None."""
+        self._heard()
+        kind = msg.WhichOneof("kind")
+        if kind == "step_request":
+            answer = self._answer(msg.step_request)
+            return pb.AgentMessage(step_reply=answer) if answer is not None else None
+        if kind == "episode_start":
+            self.policy.reset()
+            self.stats.episodes += 1
+        elif kind == "goodbye":
+            g = msg.goodbye
+            if g.reason == pb.GOODBYE_REASON_REFUSED:
+                log.warning("step lane refused (status %d): %s", g.status_code, g.detail)
+                return f"refused: {g.detail}"
+            log.info("coordinator says goodbye: %s (%s)", pb.GoodbyeReason.Name(g.reason), g.detail)
+            return "finished" if g.reason == pb.GOODBYE_REASON_RUN_FINISHED else "served"
+        return None
 
     async def _leave(self, stub: Any, session_id: str, reason: str) -> None:
         with contextlib.suppress(grpc.RpcError):
@@ -516,6 +594,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="allow plain text to a non-loopback coordinator (a trusted network only)",
     )
+    p.add_argument(
+        "--no-step-lane",
+        action="store_true",
+        help="always step on the gRPC Steps stream, even when the coordinator offers its step lane",
+    )
+    p.add_argument(
+        "--step-lane-address",
+        default=None,
+        help="HOST:PORT to dial for the step lane instead of the coordinator's host and the port "
+        "it names (a port forward or proxy in between)",
+    )
     p.add_argument("--log-level", default="INFO", help="default INFO")
     return p
 
@@ -563,6 +652,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("field mode needs both --sensor and --actuator (found only one)")
         return 2
     try:
+        if args.step_lane_address:
+            parse_address(args.step_lane_address)  # a usage error before the artifact is loaded
         tls, token = client_security(args)
         policy = load_policy(args.artifacts, args.agent, args.public_key)
         sensor = load_callable(args.sensor) if args.sensor else None
@@ -587,6 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         tls=tls,
         token=token,
+        step_lane=not args.no_step_lane,
+        step_lane_address=args.step_lane_address,
     )
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -16,6 +16,9 @@ Owns the team's side of the wire contract (protos/qmix_edge/runtime/proto/v1/tea
   checked in an interceptor (UNAUTHENTICATED), and an agent may only Join, attach and Leave as the
   agent id its certificate or token proves (PERMISSION_DENIED otherwise). Malformed request bytes
   are answered INVALID_ARGUMENT (the servicer parses them itself), never crash the server.
+- The step lane (`qmix_edge.runtime.lane`, on by default): the same step conversation over plain
+  TCP frames (TLS with the same certificates), offered to agents that ask for it in their Join;
+  the Steps stream stays for agents that do not. The step clock cannot tell the two apart.
 - grpc.health.v1; graceful stop (SIGTERM: health NOT_SERVING, the step in flight finishes, the
   episode is recorded as stopped, agents get Goodbye SHUTDOWN); no silent port sharing.
 
@@ -31,6 +34,7 @@ import logging
 import math
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -45,7 +49,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import wire
+from . import lane, wire
 from .errors import RuntimeFailure, TeamMismatchError
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
@@ -56,6 +60,7 @@ from .security import (
     SecurityConfigError,
     ServerTls,
     TokenInterceptor,
+    host_of,
     is_loopback,
     load_tokens,
     require_secure_or_loopback,
@@ -166,7 +171,12 @@ class CoordinatorConfig:
     attach_timeout_s: float = 10.0
     """A joined session that has not opened its Steps stream after this long may be replaced."""
     max_message_bytes: int = wire.MAX_MESSAGE_BYTES
-    """gRPC receive limit."""
+    """Receive limit of one message, on gRPC and on the step lane, in bytes."""
+    step_lane: bool = True
+    """Also serve the step lane (plain TCP frames; TLS when the gRPC port has TLS) and offer it to
+    agents that ask for it; False = every agent steps on the gRPC Steps stream."""
+    step_lane_port: int = 0
+    """TCP port of the step lane on the gRPC host; 0 = any free port (told to agents in Join)."""
     stop_after_steps: int | None = None
     """Stop gracefully (as on SIGTERM) once this many team steps were run in this run."""
     resume: bool = False
@@ -196,6 +206,10 @@ class CoordinatorConfig:
             )
         if self.episode_limit is not None and self.episode_limit < 1:
             raise ValueError(f"episode_limit must be >= 1; found {self.episode_limit}")
+        if not 0 <= self.step_lane_port <= 65535:
+            raise ValueError(
+                f"step_lane_port must be in [0, 65535] (0 = any free port); found {self.step_lane_port}"
+            )
 
 
 @dataclass
@@ -236,7 +250,8 @@ class _Session:
         self.agent_id = agent_id
         self.client_name = client_name
         self.created = time.monotonic()
-        self.context: Any = None  # the Steps stream's grpc.aio context once attached
+        # Once attached: the Steps stream's grpc.aio context, or the step lane connection.
+        self.context: Any = None
         self.ended = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._write_lock = asyncio.Lock()
@@ -247,6 +262,12 @@ class _Session:
     @property
     def attached(self) -> bool:
         return self.context is not None
+
+    @property
+    def lane(self) -> _LaneConnection | None:
+        """The step lane connection this session steps on, if it does."""
+        c = self.context
+        return c if isinstance(c, _LaneConnection) else None
 
     async def write(self, msg: pb.CoordinatorMessage) -> bool:
         """Send one message on the Steps stream; False when the stream is gone."""
@@ -324,6 +345,10 @@ class Coordinator:
         self.episode_limit = int(config.episode_limit or (env.spec.episode_limit if env else 0))
         self.counters = {a.agent_id: AgentCounters() for a in team.agents}
         self.port: int | None = None
+        self.lane_port = 0
+        """The step lane's bound port once started (0: no lane)."""
+        self._lane_server: asyncio.Server | None = None
+        self._lanes: set[_LaneConnection] = set()
         self._live: dict[int, _Session] = {}
         self._sessions: dict[str, _Session] = {}
         self._ever_joined: set[int] = set()
@@ -410,11 +435,46 @@ class Coordinator:
                 f"cannot bind {address} (bound port {port}); the port is in use. "
                 "Stop the other server or choose another --port."
             )
+        if self.config.step_lane:
+            try:
+                self._lane_server = await self._start_lane(host_of(address))
+            except BaseException:
+                await server.stop(0)
+                raise
         await server.start()
         for name in ("", wire.HEALTH_SERVICE):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._server = server
         return port
+
+    async def _start_lane(self, host: str) -> asyncio.Server:
+        """Listen for step lane connections on ``host`` (the gRPC host), on one address only so a
+        port-0 lane has one port to tell; a port in use fails loudly, as gRPC's does."""
+        port = self.config.step_lane_port
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # never SO_REUSEPORT
+                sock.bind(sockaddr)
+                sock.listen(128)
+            except BaseException:
+                sock.close()
+                raise
+        except OSError as e:
+            raise RuntimeFailure(
+                f"cannot bind the step lane on {host}:{port}: the port is in use or not permitted "
+                f"({e}). Choose another --step-lane-port (0 = any free port) or --no-step-lane."
+            ) from e
+        ssl_ctx = lane.server_ssl_context(self.tls) if self.tls is not None else None
+        srv = await asyncio.get_running_loop().create_server(
+            lambda: _LaneConnection(self), sock=sock, ssl=ssl_ctx
+        )
+        self.lane_port = int(sock.getsockname()[1])
+        log.info("step lane on %s:%d (%s)", host, self.lane_port, "TLS" if ssl_ctx else "plain")
+        return srv
 
     def request_stop(self) -> None:
         """Begin a graceful stop: health NOT_SERVING, the step in flight finishes, `run` returns.
@@ -455,6 +515,11 @@ class Coordinator:
             await self._end_session(
                 s, goodbye=pb.GOODBYE_REASON_SHUTDOWN, detail="coordinator closed"
             )
+        if self._lane_server is not None:
+            self._lane_server.close()
+            self._lane_server = None
+        for conn in list(self._lanes):
+            conn.close()
         if self._server is not None:
             await self._server.stop(grace_s)
             self._server = None
@@ -538,6 +603,7 @@ class Coordinator:
             obs_dim=slot.obs_dim,
             n_actions=slot.n_actions,
             current_episode_id=self._current_episode,
+            step_lane_port=self.lane_port if req.step_lane else 0,
         )
 
     def attach(self, session_id: str, context: Any) -> _Session:
@@ -554,6 +620,12 @@ class Coordinator:
         s.context = context
         assert self._team_changed is not None
         self._team_changed.set()
+        self._record(
+            "attach",
+            agent_id=s.agent_id,
+            session_id=s.id,
+            carrier="stream" if s.lane is None else "lane",
+        )
         return s
 
     async def leave(self, session_id: str, reason: str) -> None:
@@ -854,10 +926,20 @@ class Coordinator:
             self.config.step_deadline_ms / 1000.0,
             lambda: None if w.done.done() else w.done.set_result(None),
         )
-        sent = await asyncio.gather(*(s.write(msg) for s, msg in requests))
-        for (s, _), ok in zip(requests, sent, strict=True):
-            if not ok:  # the stream is gone: do not wait for this agent
+        # Step lane sessions are sent at once (a buffered socket write); Steps streams await
+        # their writes together.
+        streams = []
+        for s, msg in requests:
+            link = s.lane
+            if link is None:
+                streams.append((s, msg))
+            elif s.ended or not link.send(msg):  # the lane is gone: do not wait for this agent
                 w.expected.discard(s.agent_index)
+        if streams:
+            sent = await asyncio.gather(*(s.write(msg) for s, msg in streams))
+            for (s, _), ok in zip(streams, sent, strict=True):
+                if not ok:  # the stream is gone: do not wait for this agent
+                    w.expected.discard(s.agent_index)
         w.check_complete()
         await w.done
         timer.cancel()
@@ -1092,6 +1174,147 @@ class _TeamServicer(pb_grpc.TeamServicer):
         self.c._forget(session, "disconnected")
 
 
+class _LaneConnection(asyncio.Protocol):
+    """Maps one step lane connection onto a `Coordinator` session (the lane's twin of
+    `_TeamServicer.Steps`): the first frame must attach a joined session (with mutual TLS the
+    client certificate must name that session's agent); then each frame is a StepReply. Every
+    refusal is one Goodbye REFUSED carrying the status code the Steps stream would end with."""
+
+    # An agent that does not read (stalled, or hostile) is cut off once this much is queued for it.
+    WRITE_BUFFER_LIMIT = 1 << 20
+
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.c = coordinator
+        self.decoder = lane.FrameDecoder(coordinator.config.max_message_bytes)
+        self.session: _Session | None = None
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self._attach_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.peer = str(transport.get_extra_info("peername"))
+        self.c._lanes.add(self)
+        self._attach_timer = asyncio.get_running_loop().call_later(
+            lane.ATTACH_TIMEOUT_S, self._attach_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except lane.FrameError as e:
+            self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+            return
+        for body in frames:
+            if self.transport is None or self.transport.is_closing():
+                return
+            msg = _PARSE_AGENT_MESSAGE(body)
+            if self.session is None:
+                self._attach(msg)
+            elif isinstance(msg, _Malformed):
+                s = self.session
+                log.warning("agent %s sent a malformed lane frame; session ended", s.agent_id)
+                self.c.counters[s.agent_id].malformed += 1
+                self._refuse(grpc.StatusCode.INVALID_ARGUMENT, msg.detail)
+            elif msg.WhichOneof("kind") == "step_reply":
+                self.c.on_reply(self.session, msg.step_reply)
+            else:
+                log.warning("agent %s sent a second attach; ignored", self.session.agent_id)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._attach_timer is not None:
+            self._attach_timer.cancel()
+        self.c._lanes.discard(self)
+        if self.session is not None:
+            self.c._forget(self.session, "disconnected")
+        self.transport = None
+
+    # ------------------------------------------------------------------ the session link
+    def send(self, msg: pb.CoordinatorMessage) -> bool:
+        """Queue one message for the agent; False when the lane is gone or the agent is not
+        reading (then the lane is closed)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.write(lane.encode_frame(msg))
+        if t.get_write_buffer_size() > self.WRITE_BUFFER_LIMIT:
+            log.warning("the step lane of %s is not read; closing it", self.peer)
+            self.close()
+            return False
+        return True
+
+    async def write(self, msg: pb.CoordinatorMessage) -> None:
+        """`_Session.write`'s interface (the Steps stream's context has the same)."""
+        if not self.send(msg):
+            raise ConnectionError("the step lane is closed")
+
+    def close(self) -> None:
+        """Close after what is queued was sent (a Goodbye reaches the agent)."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # ------------------------------------------------------------------ attach and refusals
+    def _attach(self, msg: Any) -> None:
+        if isinstance(msg, _Malformed):
+            self._refuse(grpc.StatusCode.INVALID_ARGUMENT, msg.detail)
+            return
+        if msg.WhichOneof("kind") != "attach":
+            self._refuse(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "the first frame of a step lane must be attach(session_id)",
+            )
+            return
+        session_id = msg.attach.session_id
+        known = self.c._sessions.get(session_id)
+        if known is not None and self.c.auth.mutual_tls:
+            named = lane.peercert_agent_id(self.transport.get_extra_info("peercert"))  # type: ignore[union-attr]
+            if named != known.agent_id:
+                log.warning(
+                    "refused a step lane of %s from %s (%r)", known.agent_id, self.peer, named
+                )
+                self._refuse(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"a step lane as agent {known.agent_id!r} refused: the client certificate "
+                    f"names {str(named)[:80]!r}, and an agent may only speak as itself",
+                )
+                return
+        try:
+            session = self.c.attach(session_id, self)
+        except _Refusal as r:
+            self._refuse(r.code, r.detail)
+            return
+        self.session = session
+        if self._attach_timer is not None:
+            self._attach_timer.cancel()
+            self._attach_timer = None
+        session.closed.add_done_callback(lambda _: self.close())
+
+    def _attach_timed_out(self) -> None:
+        if self.session is None:
+            self._refuse(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"no attach within {lane.ATTACH_TIMEOUT_S:.0f} s of connecting",
+            )
+
+    def _refuse(self, code: grpc.StatusCode, detail: str) -> None:
+        """Answer one Goodbye REFUSED with ``code`` and close; the session (if any) ends."""
+        goodbye = pb.Goodbye(
+            reason=pb.GOODBYE_REASON_REFUSED, detail=detail, status_code=code.value[0]
+        )
+        self.send(pb.CoordinatorMessage(goodbye=goodbye))
+        self.close()
+        if self.session is not None:
+            self.c._forget(self.session, "disconnected")
+
+
+_PARSE_AGENT_MESSAGE = _tolerant(pb.AgentMessage)
+
+
 # ------------------------------------------------------------------------------------- the CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -1115,6 +1338,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=50051, help="port, 0 = any free (default 50051)")
     p.add_argument("--port-file", default=None, help="write the bound port to this file")
+    p.add_argument(
+        "--step-lane-port",
+        type=int,
+        default=0,
+        help="TCP port of the step lane (steps as plain TCP frames, TLS like --port; agents are "
+        "told it in Join); 0 = any free port (default 0)",
+    )
+    p.add_argument(
+        "--no-step-lane",
+        action="store_true",
+        help="serve no step lane: every agent steps on the gRPC Steps stream",
+    )
     p.add_argument("--record", default=None, help="append the run record (JSONL) to this file")
     p.add_argument("--resume", action="store_true", help="continue the run in --record")
     p.add_argument("--step-deadline-ms", type=int, default=200, help="default 200")
@@ -1199,6 +1434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             team_wait_s=args.team_wait_s,
             stop_after_steps=args.stop_after_steps,
             resume=args.resume,
+            step_lane=not args.no_step_lane,
+            step_lane_port=args.step_lane_port,
         )
         env = (
             make_team_env(team, args.env, args.episode_limit)

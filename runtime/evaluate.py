@@ -222,6 +222,8 @@ class EvalConfig:
     """Run the coordinator and each agent in its own network namespace (needs root)."""
     netns_rate: str | None = None
     """With ``netns``: shape every link to this rate with tc tbf (e.g. ``10mbit``)."""
+    step_lane: bool = True
+    """Agents step on the coordinator's step lane (False: on the gRPC Steps stream)."""
 
 
 # --------------------------------------------------------------------------- the processes
@@ -296,6 +298,8 @@ class _Procs:
             cmd += ["--stop-after-steps", str(stop_after)]
         if resume:
             cmd.append("--resume")
+        if not cfg.step_lane:
+            cmd.append("--no-step-lane")
         self.port_file.unlink(missing_ok=True)
         log.info("starting the coordinator%s", " (resume)" if resume else "")
         self.coordinator = subprocess.Popen(
@@ -515,7 +519,8 @@ def build_report(
     steps = [r for r in records if r["type"] == "step"]
     latency = [float(r["exchange_us"]) for r in steps]
     per_agent: dict[str, dict[str, Any]] = {
-        a: {"fallbacks": 0, "late_replies": 0, "joins": 0, "decision_us": []} for a in agent_ids
+        a: {"fallbacks": 0, "late_replies": 0, "joins": 0, "decision_us": [], "carriers": set()}
+        for a in agent_ids
     }
     per_episode_fallbacks: dict[int, int] = defaultdict(int)
     per_episode_late: dict[int, int] = defaultdict(int)
@@ -531,6 +536,8 @@ def build_report(
     for r in records:
         if r["type"] == "join":
             per_agent[r["agent_id"]]["joins"] += 1
+        elif r["type"] == "attach":
+            per_agent[r["agent_id"]]["carriers"].add(r["carrier"])
     starts = int(facts.get("coordinator_starts", 1))
     agents_out = {}
     for a, d in per_agent.items():
@@ -542,6 +549,7 @@ def build_report(
             "rejoins": max(0, d["joins"] - 1),
             "rejoins_after_agent_faults": max(0, d["joins"] - starts),
             "decision_us": _percentiles(d["decision_us"]),
+            "carriers": sorted(d["carriers"]),  # "lane" / "stream": what its steps travelled on
         }
     episodes = []
     for i in range(cfg.episodes):
@@ -751,6 +759,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--netns-rate", default=None, help="with --netns: shape each link (tc tbf), e.g. 10mbit"
     )
+    p.add_argument(
+        "--no-step-lane",
+        action="store_true",
+        help="agents step on the gRPC Steps stream instead of the coordinator's step lane",
+    )
     p.add_argument("--log-level", default="WARNING", help="default WARNING")
     return p
 
@@ -798,6 +811,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             security=security,
             netns=args.netns,
             netns_rate=args.netns_rate,
+            step_lane=not args.no_step_lane,
         )
     except Exception as e:
         log.error("%s: %s", type(e).__name__, e)

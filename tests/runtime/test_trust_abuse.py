@@ -13,6 +13,7 @@ A table of every case and its outcome is printed at the end of the module run.
 from __future__ import annotations
 
 import queue
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,9 +31,10 @@ from runtime_doubles import SHA, FakePolicy, Harness, two_step_team
 from trust_pki import Pki, make_pki
 
 from qmix_edge.envs import TwoStepGame
-from qmix_edge.runtime import wire
+from qmix_edge.runtime import lane, wire
 from qmix_edge.runtime.agent import AgentRunner
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
+from qmix_edge.runtime.lane import LaneClient
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
 from qmix_edge.runtime.records import read_records
@@ -605,6 +607,224 @@ def test_out_of_range_action_gets_the_fallback(mtls: Arena) -> None:
             s.close()
 
     observe(mtls, "out-of-range action in a reply", "fallback applied, invalid_actions +1", case)
+
+
+# ------------------------------------------------------------------------- the step lane
+def lane_client(arena: Arena, cert: str | None = "agent_0") -> LaneClient:
+    """A raw step lane connection (TLS; ``cert``'s client certificate in the mTLS arena)."""
+    c = arena.pki.agents[cert] if cert and not arena.tokens else None
+    tls = ClientTls(arena.pki.ca, c.cert if c else None, c.key if c else None)
+    return LaneClient(
+        "127.0.0.1", arena.c.lane_port, tls=tls, max_message_bytes=wire.MAX_MESSAGE_BYTES
+    )
+
+
+def lane_answer(client: LaneClient, timeout: float = 10.0) -> Any:
+    """How the coordinator ended a lane: the status code of its Goodbye REFUSED, or a text."""
+    client._sock.settimeout(timeout)
+    try:
+        while (m := client.recv()) is not None:
+            if m.WhichOneof("kind") == "goodbye" and m.goodbye.reason == pb.GOODBYE_REASON_REFUSED:
+                return next(c for c in Code if c.value[0] == m.goodbye.status_code)
+        return "closed, nothing received"
+    except ssl.SSLError as e:
+        return f"TLS refused ({e.reason})"
+    finally:
+        client.close()
+
+
+def lane_raw(arena: Arena, payload: bytes, cert: str | None = "agent_0") -> Any:
+    """Send raw bytes as the first thing on a fresh lane; the coordinator's answer."""
+    client = lane_client(arena, cert)
+    client._sock.sendall(payload)
+    return lane_answer(client)
+
+
+def frame(payload: bytes) -> bytes:
+    return lane.FRAME_HEADER.pack(len(payload)) + payload
+
+
+class LaneSession:
+    """An abuser holding agent_0's seat over the step lane, driven by hand."""
+
+    def __init__(self, arena: Arena, cert: str = "agent_0") -> None:
+        self.arena = arena
+        self.channel = arena.channel(cert)
+        self.stub = pb_grpc.TeamStub(self.channel)
+        self.join = self.stub.Join(
+            join_request(step_lane=True), timeout=5, metadata=arena.metadata()
+        )
+        assert self.join.step_lane_port == arena.c.lane_port != 0
+        self.client = lane_client(arena, cert)
+        self.client.send(pb.AgentMessage(attach=pb.Attach(session_id=self.join.session_id)))
+
+    def next_request(self) -> pb.StepRequest:
+        self.client._sock.settimeout(10)
+        while True:
+            m = self.client.recv()
+            assert m is not None, "the lane closed"
+            if m.WhichOneof("kind") == "step_request":
+                return m.step_request
+
+    def reply(self, episode_id: int, step: int, action: int) -> None:
+        r = pb.StepReply(episode_id=episode_id, step=step, action=action)
+        self.client.send(pb.AgentMessage(step_reply=r))
+
+    def close(self) -> None:
+        if self.join.session_id in self.arena.c._sessions:
+            self.stub.Leave(
+                pb.LeaveRequest(session_id=self.join.session_id, reason="abuse case over"),
+                timeout=5,
+                metadata=self.arena.metadata(),
+            )
+        self.client.close()
+        self.channel.close()
+
+
+@pytest.mark.parametrize(
+    ("case", "payload", "code"),
+    [
+        ("step lane: garbage first frame", frame(GARBAGE), Code.INVALID_ARGUMENT),
+        (
+            "step lane: first frame a step_reply",
+            frame(pb.AgentMessage(step_reply=pb.StepReply(step=1)).SerializeToString()),
+            Code.INVALID_ARGUMENT,
+        ),
+        (
+            "step lane: attach to an unknown session",
+            frame(pb.AgentMessage(attach=pb.Attach(session_id="f" * 32)).SerializeToString()),
+            Code.NOT_FOUND,
+        ),
+        (
+            "step lane: frame header announcing 1 MiB (> 64 KiB)",
+            lane.FRAME_HEADER.pack(1 << 20) + b"x" * 100,
+            Code.RESOURCE_EXHAUSTED,
+        ),
+    ],
+)
+def test_step_lane_refusals(mtls: Arena, case: str, payload: bytes, code: Code) -> None:
+    observe(mtls, case, code, lambda: lane_raw(mtls, payload))
+
+
+def test_step_lane_fuzzed_first_frames(mtls: Arena) -> None:
+    allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND}
+    seen: set[str] = set()
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+        database=None,
+    )
+    @given(st.binary(min_size=0, max_size=512))
+    def fuzz(payload: bytes) -> None:
+        got = lane_raw(mtls, frame(payload))
+        seen.add(str(got))
+        assert got in allowed, f"the lane answered {got} to {payload!r}"
+
+    fuzz()
+    want = "/".join(sorted(c.name for c in allowed))
+    observe(
+        mtls,
+        "step lane: 25 fuzzed first frames",
+        want,
+        lambda: want if seen <= {str(c) for c in allowed} else "/".join(sorted(seen)),
+    )
+
+
+def test_step_lane_without_attach_is_closed(mtls: Arena, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lane, "ATTACH_TIMEOUT_S", 0.3)
+    observe(
+        mtls,
+        "step lane: connected but never attaches",
+        Code.DEADLINE_EXCEEDED,
+        lambda: lane_answer(lane_client(mtls)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("case", "cert"),
+    [
+        ("step lane: client without a certificate", None),
+        ("step lane: certificate from another CA", "rogue_agent_0"),
+    ],
+)
+def test_step_lane_tls_handshake_refused(mtls: Arena, case: str, cert: str | None) -> None:
+    def run() -> str:
+        try:
+            got = lane_raw(mtls, frame(b""), cert)
+        except ssl.SSLError as e:
+            got = f"TLS refused ({e.reason})"
+        # TLS 1.3 checks the client certificate after the client's handshake is done: the
+        # client sees an alert or the connection closing, never a message of the protocol.
+        refused = str(got).startswith("TLS refused") or got == "closed, nothing received"
+        return "TLS refused" if refused else str(got)
+
+    observe(mtls, case, "TLS refused", run)
+
+
+def test_step_lane_of_another_agents_session(mtls: Arena) -> None:
+    def case() -> Any:
+        s = LaneSession(mtls)
+        try:
+            s.next_request()
+            attach = pb.AgentMessage(attach=pb.Attach(session_id=s.join.session_id))
+            stolen = lane_raw(mtls, frame(attach.SerializeToString()), cert="agent_1")
+            twice = lane_raw(mtls, frame(attach.SerializeToString()))
+            s.next_request()  # the rightful lane still steps
+            return stolen if twice == Code.ALREADY_EXISTS else f"{stolen}/{twice}"
+        finally:
+            s.close()
+
+    observe(
+        mtls,
+        "step lane: another agent's cert attaches to a live session (then a second lane)",
+        Code.PERMISSION_DENIED,
+        case,
+    )
+
+
+def test_step_lane_garbage_after_attach(mtls: Arena) -> None:
+    def case() -> Any:
+        s = LaneSession(mtls)
+        s.next_request()
+        before = mtls.c.counters["agent_0"].malformed
+        s.client._sock.sendall(frame(GARBAGE))
+        got = lane_answer(s.client)
+        s.close()
+        assert mtls.c.counters["agent_0"].malformed == before + 1
+        assert s.join.session_id not in mtls.c._sessions
+        return got
+
+    observe(mtls, "step lane: garbage frame after attach", Code.INVALID_ARGUMENT, case)
+
+
+def test_step_lane_stale_and_replayed_replies(mtls: Arena) -> None:
+    def case() -> str:
+        s = LaneSession(mtls)
+        try:
+            c = mtls.c.counters["agent_0"]
+            req = s.next_request()
+            s.reply(req.episode_id, req.step, 0)
+            late0 = c.late_replies
+            s.reply(req.episode_id, req.step, 1)  # replay
+            s.reply(req.episode_id, req.step + 1000, 1)  # future step
+            s.reply(req.episode_id - 1, req.step, 1)  # old episode
+            s.reply(req.episode_id + 5, 0, 1)  # episode not begun
+            s.next_request()
+            deadline = time.monotonic() + 10
+            while c.late_replies < late0 + 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return f"discarded, {c.late_replies - late0} counted late"
+        finally:
+            s.close()
+
+    observe(
+        mtls,
+        "step lane: replayed / future / stale-episode replies (4)",
+        "discarded, 4 counted late",
+        case,
+    )
 
 
 # ------------------------------------------------ bad observations reaching an agent (client)

@@ -211,18 +211,41 @@ def proxy_factory() -> Iterator[Any]:
         p.close()
 
 
-def run_with_slow_agent_1(h: Harness, proxy: DelayProxy) -> Any:
+def run_with_slow_agent_1(h: Harness, proxy_factory: Any, delay_s: float, carrier: str) -> Any:
+    """agent_0 dials directly; agent_1 through delaying proxies, on the step lane (its gRPC and
+    lane connections both proxied) or on the gRPC Steps stream."""
     h.run_in_thread()
-    for a, target in (("agent_0", h.target), ("agent_1", f"127.0.0.1:{proxy.port}")):
-        r = AgentRunner(FakePolicy(a), target, watchdog_s=10.0, join_timeout_s=10.0)
+    grpc_proxy = proxy_factory(h.port, delay_s)
+    lane_proxy = proxy_factory(h.coordinator.lane_port, delay_s)
+    runners = [
+        AgentRunner(FakePolicy("agent_0"), h.target, watchdog_s=10.0, join_timeout_s=10.0),
+        AgentRunner(
+            FakePolicy("agent_1"),
+            f"127.0.0.1:{grpc_proxy.port}",
+            watchdog_s=10.0,
+            join_timeout_s=10.0,
+            step_lane=carrier == "lane",
+            step_lane_address=f"127.0.0.1:{lane_proxy.port}" if carrier == "lane" else None,
+        ),
+    ]
+    for r in runners:
         threading.Thread(target=r.run, daemon=True).start()
-    return h.wait(60)
+    summary = h.wait(60)
+    carriers = {
+        r["agent_id"]: r["carrier"]
+        for r in read_records(h.coordinator._record_path)
+        if r["type"] == "attach"
+    }
+    assert carriers["agent_1"] == carrier
+    return summary
 
 
-def test_slow_link_within_the_deadline_is_exact(make_harness: Any, proxy_factory: Any) -> None:
+@pytest.mark.parametrize("carrier", ["lane", "stream"])
+def test_slow_link_within_the_deadline_is_exact(
+    make_harness: Any, proxy_factory: Any, carrier: str
+) -> None:
     h = make_harness(episodes=3, step_deadline_ms=5000)
-    proxy = proxy_factory(h.port, 0.03)  # 30 ms each way
-    summary = run_with_slow_agent_1(h, proxy)
+    summary = run_with_slow_agent_1(h, proxy_factory, 0.03, carrier)  # 30 ms each way
     assert summary.finished
     assert summary.counters["agent_1"].fallbacks == 0
     assert summary.counters["agent_1"].late_replies == 0
@@ -231,13 +254,13 @@ def test_slow_link_within_the_deadline_is_exact(make_harness: Any, proxy_factory
     assert len(steps) == 6 and all(r["exchange_us"] >= 60_000 for r in steps)
 
 
+@pytest.mark.parametrize("carrier", ["lane", "stream"])
 def test_slow_link_beyond_the_deadline_is_never_applied(
-    make_harness: Any, proxy_factory: Any
+    make_harness: Any, proxy_factory: Any, carrier: str
 ) -> None:
     # 2 x 60 ms round trip against a 30 ms deadline: every agent_1 decision arrives late
     h = make_harness(episodes=3, step_deadline_ms=30, lease_steps=1000, team_wait_s=10)
-    proxy = proxy_factory(h.port, 0.06)
-    summary = run_with_slow_agent_1(h, proxy)
+    summary = run_with_slow_agent_1(h, proxy_factory, 0.06, carrier)
     assert summary.finished
     steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
     assert len(steps) == 6

@@ -31,6 +31,7 @@ class GoodbyeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GOODBYE_REASON_RUN_FINISHED: _ClassVar[GoodbyeReason]
     GOODBYE_REASON_SHUTDOWN: _ClassVar[GoodbyeReason]
     GOODBYE_REASON_LEASE_EXPIRED: _ClassVar[GoodbyeReason]
+    GOODBYE_REASON_REFUSED: _ClassVar[GoodbyeReason]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
 DTYPE_UNSPECIFIED: DType
@@ -44,6 +45,7 @@ GOODBYE_REASON_UNSPECIFIED: GoodbyeReason
 GOODBYE_REASON_RUN_FINISHED: GoodbyeReason
 GOODBYE_REASON_SHUTDOWN: GoodbyeReason
 GOODBYE_REASON_LEASE_EXPIRED: GoodbyeReason
+GOODBYE_REASON_REFUSED: GoodbyeReason
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -56,19 +58,21 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("protocol_version", "agent_id", "artifact_sha256", "client_name")
+    __slots__ = ("protocol_version", "agent_id", "artifact_sha256", "client_name", "step_lane")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    STEP_LANE_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     agent_id: str
     artifact_sha256: str
     client_name: str
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., agent_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., client_name: _Optional[str] = ...) -> None: ...
+    step_lane: bool
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., agent_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., client_name: _Optional[str] = ..., step_lane: _Optional[bool] = ...) -> None: ...
 
 class JoinReply(_message.Message):
-    __slots__ = ("session_id", "team_id", "coordinator_instance", "mode", "agent_index", "n_agents", "fallback_action", "step_deadline_ms", "lease_steps", "step_period_ms", "episode_limit", "obs_dim", "n_actions", "current_episode_id")
+    __slots__ = ("session_id", "team_id", "coordinator_instance", "mode", "agent_index", "n_agents", "fallback_action", "step_deadline_ms", "lease_steps", "step_period_ms", "episode_limit", "obs_dim", "n_actions", "current_episode_id", "step_lane_port")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_INSTANCE_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +87,7 @@ class JoinReply(_message.Message):
     OBS_DIM_FIELD_NUMBER: _ClassVar[int]
     N_ACTIONS_FIELD_NUMBER: _ClassVar[int]
     CURRENT_EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_LANE_PORT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     team_id: str
     coordinator_instance: str
@@ -97,7 +102,8 @@ class JoinReply(_message.Message):
     obs_dim: int
     n_actions: int
     current_episode_id: int
-    def __init__(self, session_id: _Optional[str] = ..., team_id: _Optional[str] = ..., coordinator_instance: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_index: _Optional[int] = ..., n_agents: _Optional[int] = ..., fallback_action: _Optional[int] = ..., step_deadline_ms: _Optional[int] = ..., lease_steps: _Optional[int] = ..., step_period_ms: _Optional[int] = ..., episode_limit: _Optional[int] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., current_episode_id: _Optional[int] = ...) -> None: ...
+    step_lane_port: int
+    def __init__(self, session_id: _Optional[str] = ..., team_id: _Optional[str] = ..., coordinator_instance: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_index: _Optional[int] = ..., n_agents: _Optional[int] = ..., fallback_action: _Optional[int] = ..., step_deadline_ms: _Optional[int] = ..., lease_steps: _Optional[int] = ..., step_period_ms: _Optional[int] = ..., episode_limit: _Optional[int] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., current_episode_id: _Optional[int] = ..., step_lane_port: _Optional[int] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
     __slots__ = ("attach", "step_reply")
@@ -187,12 +193,14 @@ class EpisodeEnd(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., steps: _Optional[int] = ..., team_return: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Goodbye(_message.Message):
-    __slots__ = ("reason", "detail")
+    __slots__ = ("reason", "detail", "status_code")
     REASON_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     reason: GoodbyeReason
     detail: str
-    def __init__(self, reason: _Optional[_Union[GoodbyeReason, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+    status_code: int
+    def __init__(self, reason: _Optional[_Union[GoodbyeReason, str]] = ..., detail: _Optional[str] = ..., status_code: _Optional[int] = ...) -> None: ...
 
 class LeaveRequest(_message.Message):
     __slots__ = ("session_id", "reason")

@@ -1,0 +1,232 @@
+"""The step lane: the step exchange of protocol qmix_edge.v1 without HTTP/2.
+
+The Steps stream's own conversation (Attach, then StepRequest / StepReply, EpisodeStart,
+EpisodeEnd, Goodbye) carried over one TCP connection, TLS-wrapped with the coordinator's
+certificates when it serves TLS, as length-prefixed protobuf frames (the framing is specified in
+protos/qmix_edge/runtime/proto/v1/team.proto). Join, Leave and health stay on gRPC, with its
+interceptors and status codes; the lane only moves the per-step messages, because Python's gRPC
+spends most of a team step's CPU on them (bench/runtime_transport.py measures both carriers).
+
+Owns the framing (`encode_frame`, `FrameDecoder`), the TLS contexts of both ends, reading an agent
+id off a Python-verified client certificate, and the agent's end (`LaneClient`: a blocking socket,
+so receiving a step, deciding and replying happen on one thread with no event loop in between).
+The coordinator's end lives in `qmix_edge.runtime.coordinator` beside its gRPC servicer.
+
+Must not import torch (nor qmix_edge.train / qmix_edge.export).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+from typing import Any, Final
+
+from .errors import WireError
+from .proto.v1 import team_pb2 as pb
+from .security import SAN_URI_PREFIX, ClientTls, ServerTls
+
+FRAME_HEADER: Final = struct.Struct("<I")
+"""A frame is this 4-byte little-endian length, then that many bytes of one message."""
+ATTACH_TIMEOUT_S: Final = 5.0
+"""A lane connection that has not attached after this long is closed by the coordinator."""
+# TCP keepalive on the agent's end: a coordinator host that vanished without closing the
+# connection (power loss, a cut link) is noticed after about IDLE + INTERVAL * COUNT seconds.
+KEEPALIVE_IDLE_S: Final = 10
+KEEPALIVE_INTERVAL_S: Final = 3
+KEEPALIVE_COUNT: Final = 3
+
+
+class FrameError(WireError):
+    """A lane frame is longer than the receive limit, or the connection ended inside a frame."""
+
+
+def encode_frame(msg: Any) -> bytes:
+    """One message as a lane frame (length header + serialized bytes)."""
+    body = msg.SerializeToString()
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Cuts a byte stream into frame bodies; refuses a frame over ``max_bytes`` before buffering it."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes; return the complete frame bodies now available, in order.
+
+        Raises `FrameError` when a frame announces more than ``max_bytes``."""
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        pos, end = 0, len(buf)
+        header = FRAME_HEADER.size
+        while end - pos >= header:
+            (n,) = FRAME_HEADER.unpack_from(buf, pos)
+            if n > self.max_bytes:
+                raise FrameError(
+                    f"a step lane frame of {n} bytes exceeds the limit of {self.max_bytes} bytes"
+                )
+            if end - pos - header < n:
+                break
+            out.append(bytes(buf[pos + header : pos + header + n]))
+            pos += header + n
+        if pos:
+            del buf[:pos]
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not complete a frame yet."""
+        return len(self._buf)
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port); ValueError naming the expected form."""
+    host, sep, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"expected a step lane address HOST:PORT (port 1-65535, IPv6 as [ADDR]:PORT); "
+            f"found {address!r}"
+        )
+    return host, int(port)
+
+
+# ---------------------------------------------------------------------------------------- TLS
+def server_ssl_context(tls: ServerTls) -> ssl.SSLContext:
+    """The coordinator's lane TLS: its certificate; with a client CA, client certificates are
+    required and verified (mutual TLS), as on its gRPC port."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    if tls.client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cafile=str(tls.client_ca))
+    return ctx
+
+
+def client_ssl_context(tls: ClientTls) -> ssl.SSLContext:
+    """The agent's lane TLS: the coordinator's certificate is verified against ``tls.ca`` and its
+    host name; the agent's own certificate is presented when configured (mutual TLS)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if tls.cert is not None and tls.key is not None:
+        ctx.load_cert_chain(str(tls.cert), str(tls.key))
+    return ctx
+
+
+def peercert_agent_id(cert: dict[str, Any] | None) -> str | None:
+    """The agent id a verified client certificate names, as Python's ssl reports it
+    (`SSLSocket.getpeercert()`): the SAN URI ``qmix-agent:<id>``, else the common name; the same
+    rule as `qmix_edge.runtime.security.cert_agent_id` applies to gRPC's auth context."""
+    if not cert:
+        return None
+    for kind, value in cert.get("subjectAltName", ()):
+        if kind == "URI" and value.startswith(SAN_URI_PREFIX):
+            return str(value[len(SAN_URI_PREFIX) :])
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+# ------------------------------------------------------------------------------ the agent's end
+class LaneClient:
+    """The agent's end of a step lane: one blocking socket, one frame at a time.
+
+    `recv` blocks until a whole message arrived (None when the coordinator closed the lane);
+    `interrupt` may be called from any thread to make a blocked `recv` return None."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ClientTls | None = None,
+        max_message_bytes: int,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        raw = socket.create_connection((host, port), timeout=connect_timeout_s)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for name, value in (
+                ("TCP_KEEPIDLE", KEEPALIVE_IDLE_S),
+                ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+            ):
+                if hasattr(socket, name):  # Linux; elsewhere the system defaults apply
+                    raw.setsockopt(socket.IPPROTO_TCP, getattr(socket, name), value)
+            sock: socket.socket = raw
+            if tls is not None:
+                sock = client_ssl_context(tls).wrap_socket(
+                    raw, server_hostname=tls.server_name or host
+                )
+            sock.settimeout(None)  # connected: block until the coordinator speaks
+        except BaseException:
+            raw.close()
+            raise
+        self._sock = sock
+        self._file = sock.makefile("rb", buffering=max(8192, max_message_bytes + 8))
+        self.max_message_bytes = max_message_bytes
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def send(self, msg: pb.AgentMessage) -> None:
+        """Send one message (raises OSError when the lane is broken)."""
+        self._sock.sendall(encode_frame(msg))
+
+    def recv(self) -> pb.CoordinatorMessage | None:
+        """The next message, or None when the lane was closed (by either end).
+
+        Raises `FrameError` for an oversized or truncated frame and `WireError` for bytes that are
+        not a CoordinatorMessage."""
+        try:
+            header = self._file.read(FRAME_HEADER.size)
+            if not header:
+                return None
+            if len(header) < FRAME_HEADER.size:
+                raise FrameError("the step lane closed inside a frame header")
+            (n,) = FRAME_HEADER.unpack(header)
+            if n > self.max_message_bytes:
+                raise FrameError(
+                    f"the coordinator sent a {n}-byte frame; the limit is "
+                    f"{self.max_message_bytes} bytes"
+                )
+            body = self._file.read(n)
+        except (OSError, ValueError):
+            if self._closed:  # interrupted on purpose
+                return None
+            raise
+        if len(body) < n:
+            if self._closed:
+                return None
+            raise FrameError(f"the step lane closed inside a {n}-byte frame")
+        try:
+            return pb.CoordinatorMessage.FromString(body)
+        except Exception as e:
+            raise WireError(f"the coordinator sent a frame that is not a message ({e})") from e
+
+    def interrupt(self) -> None:
+        """Unblock a `recv` in another thread (it returns None) and end the lane."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would drop its SSL
+        # object under the reading thread's feet; this only makes that thread's read fail.
+        with contextlib.suppress(OSError):  # already gone
+            socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.interrupt()
+        try:
+            self._file.close()
+        finally:
+            self._sock.close()
