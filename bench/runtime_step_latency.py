@@ -1,17 +1,19 @@
 """Team step latency and throughput of the runtime on loopback, against the raw gRPC round trip.
 
-Measured in one run, on this machine:
-1. the raw round trip of the chosen transport (one grpc.aio bidirectional stream, one
-   StepRequest-sized message each way, server in another process): the baseline;
+Measured in one run, on this machine, for each step carrier (the step lane, the default, and the
+gRPC Steps stream, `--no-step-lane`):
+1. the raw round trip of that carrier (one StepRequest-sized message each way, the other end in
+   another process; bench/runtime_transport.py): the baseline;
 2. a coordinator (in this process, simulation mode with a null environment so only the runtime is
    timed) and N real `qmix-agent` processes running exported ONNX agents (random weights), for
    N = 3 and N = 16: team step exchange latency (send all requests -> last reply), team steps/s,
-   and each agent process's peak resident memory (VmHWM, sampled with psutil).
+   CPU per team step, and each agent process's peak resident memory (VmHWM, sampled with psutil).
 
-Goals (issue 4): 3-agent step latency within 2x the raw round trip; >= 1,500 team steps/s with 3
-agents; >= 200 with 16; < 80 MiB per agent process. Every figure and ratio is printed.
+Goals (issue 4): 3-agent step latency within 2x the raw round trip of the same transport;
+>= 1,500 team steps/s with 3 agents; >= 200 with 16; < 80 MiB per agent process. Every figure and
+ratio is printed, and the lane's figures beside the gRPC stream's.
 
-    .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000]
+    .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000] [--carriers lane,stream]
 
 Needs the [train] extra (torch) to export the bench artifact; the agents themselves do not use it.
 """
@@ -95,16 +97,21 @@ def peak_rss_mib(pid: int) -> float:
     return psutil.Process(pid).memory_info().rss / 2**20
 
 
-def run_team(n_agents: int, steps: int, workdir: Path) -> dict[str, float]:
+def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") -> dict[str, float]:
     episode_limit = 250
     episodes = max(2, steps // episode_limit)
     env = NullEnv(n_agents, episode_limit)
     art = export_bench_artifact(env.spec, workdir / f"art{n_agents}")
     team = TeamSpec.from_artifacts(art)
-    record = workdir / f"records{n_agents}.jsonl"
+    record = workdir / f"records{n_agents}-{carrier}.jsonl"
     coord = Coordinator(
         team,
-        CoordinatorConfig(episodes=episodes, step_deadline_ms=1000, team_wait_s=300),
+        CoordinatorConfig(
+            episodes=episodes,
+            step_deadline_ms=1000,
+            team_wait_s=300,
+            step_lane=carrier == "lane",
+        ),
         env=env,
         record_path=record,
     )
@@ -196,33 +203,61 @@ def run_team(n_agents: int, steps: int, workdir: Path) -> dict[str, float]:
     return result
 
 
+RAW_MODE = {"lane": "lane", "stream": "stream-aio"}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--steps", type=int, default=3000, help="team steps with 3 agents")
     ap.add_argument("--steps16", type=int, default=1000, help="team steps with 16 agents")
     ap.add_argument("--rounds", type=int, default=3000, help="raw round trips")
+    ap.add_argument(
+        "--carriers", default="lane,stream", help="step carriers to measure (default lane,stream)"
+    )
     args = ap.parse_args(argv)
-    raw_p50, raw_p99 = raw_round_trip("stream-aio", args.rounds)
-    print(f"raw gRPC round trip (grpc.aio bidi stream): p50 {raw_p50:.0f} us, p99 {raw_p99:.0f} us")
+    carriers = [c for c in args.carriers.split(",") if c]
+    unknown = sorted(set(carriers) - set(RAW_MODE))
+    if unknown:
+        ap.error(f"--carriers takes lane and/or stream; found {unknown}")
+    raw = {}
+    for c in carriers:
+        raw[c] = raw_round_trip(RAW_MODE[c], args.rounds)
+        print(
+            f"raw round trip, {c:<6} ({RAW_MODE[c]}): p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us"
+        )
+    results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qmix-bench-") as d:
-        for n, steps in ((3, args.steps), (16, args.steps16)):
-            r = run_team(n, steps, Path(d))
-            print(
-                f"{n:>2} agents: {int(r['steps'])} team steps, exchange p50 {r['exchange_p50_us']:.0f} us "
-                f"(p99 {r['exchange_p99_us']:.0f}), {r['steps_per_s']:.0f} team steps/s, "
-                f"fallbacks {int(r['fallbacks'])}, agent peak RSS max {r['peak_rss_mib_max']:.1f} MiB "
-                f"(mean {r['peak_rss_mib_mean']:.1f})"
-            )
-            print(
-                f"   CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
-                f"each agent {r['agent_cpu_us_per_step']:.0f} us incl. start-up, "
-                f"{r['agent_steady_cpu_us_per_step']:.0f} us after the team joined"
-            )
-            if n == 3:
+        for c in carriers:
+            for n, steps in ((3, args.steps), (16, args.steps16)):
+                r = results[c, n] = run_team(n, steps, Path(d), c)
                 print(
-                    f"   ratio team step p50 / raw round trip p50 = "
-                    f"{r['exchange_p50_us'] / raw_p50:.2f} (goal <= 2)"
+                    f"{c:<6} {n:>2} agents: {int(r['steps'])} team steps, exchange p50 "
+                    f"{r['exchange_p50_us']:.0f} us (p99 {r['exchange_p99_us']:.0f}), "
+                    f"{r['steps_per_s']:.0f} team steps/s (goal >= {1500 if n == 3 else 200}), "
+                    f"fallbacks {int(r['fallbacks'])}, agent peak RSS max "
+                    f"{r['peak_rss_mib_max']:.1f} MiB (mean {r['peak_rss_mib_mean']:.1f}; goal < 80)"
                 )
+                print(
+                    f"          CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
+                    f"each agent {r['agent_cpu_us_per_step']:.0f} us incl. start-up, "
+                    f"{r['agent_steady_cpu_us_per_step']:.0f} us after the team joined"
+                )
+                if n == 3:
+                    print(
+                        f"          ratio team step p50 / raw {c} round trip p50 = "
+                        f"{r['exchange_p50_us'] / raw[c][0]:.2f} (goal <= 2)"
+                    )
+    if "lane" in carriers and "stream" in carriers:
+        for n in (3, 16):
+            lane_r, stream_r = results["lane", n], results["stream", n]
+            print(
+                f"lane vs stream, {n:>2} agents: {lane_r['steps_per_s'] / stream_r['steps_per_s']:.2f}x "
+                f"team steps/s, exchange p50 {stream_r['exchange_p50_us'] / lane_r['exchange_p50_us']:.2f}x lower"
+            )
+        print(
+            f"lane 3-agent team step p50 / raw gRPC stream round trip p50 = "
+            f"{results['lane', 3]['exchange_p50_us'] / raw['stream'][0]:.2f}"
+        )
     return 0
 
 

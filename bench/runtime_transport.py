@@ -1,12 +1,16 @@
-"""Unary vs bidirectional-streaming gRPC round trips for the step exchange (loopback, Python).
+"""Round trips of the step exchange's carriers on loopback (Python): gRPC unary, gRPC streams, and
+the step lane.
 
-Decides the step transport of the qmix_edge.v1 protocol. A server process answers one message
-with one message, using the protocol's real StepRequest / StepReply payloads (a 16-float observation
-and a 5-action mask), and the client measures round trips:
+Decides the step transport of the qmix_edge.v1 protocol. One side sends the protocol's real
+StepRequest (a 16-float observation and a 5-action mask), the other answers one StepReply, and the
+round trip is measured:
 
-- unary:        one unary call per round trip (sync server)
-- stream:       one long-lived bidirectional stream, one message each way (sync server)
-- stream-aio:   the same with grpc.aio on both sides (what qmix-coordinator and qmix-agent use)
+- unary:        one gRPC unary call per round trip (sync server)
+- stream:       one long-lived gRPC bidirectional stream, one message each way (sync server)
+- stream-aio:   the same with grpc.aio on both sides (qmix-coordinator's and qmix-agent's Steps
+                stream)
+- lane:         the step lane: length-prefixed frames over TCP, an asyncio server in this process
+                (the coordinator's end) and a blocking `LaneClient` in another (the agent's end)
 
 Prints the median and p99 round trip per mode and each mode's ratio to the unary baseline.
 
@@ -27,6 +31,7 @@ from concurrent import futures
 import grpc
 import numpy as np
 
+from qmix_edge.runtime import lane
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 
 UNARY = "/bench.Echo/Unary"
@@ -168,12 +173,68 @@ def measure_stream_aio(port: int, rounds: int) -> list[float]:
     return asyncio.run(go())
 
 
+def _lane_agent(port: int) -> None:
+    """The agent's end of a lane: answer every StepRequest (subprocess)."""
+    client = lane.LaneClient("127.0.0.1", port, max_message_bytes=64 * 1024)
+    client.send(pb.AgentMessage(attach=pb.Attach(session_id="bench")))
+    while (m := client.recv()) is not None:
+        if m.WhichOneof("kind") == "step_request":
+            reply = _reply_for(m.step_request)
+            client.send(pb.AgentMessage(step_reply=reply))
+    client.close()
+
+
+def measure_lane(rounds: int) -> list[float]:
+    """The coordinator's end in this process: an asyncio server, frames decoded as they arrive."""
+
+    async def go() -> list[float]:
+        loop = asyncio.get_running_loop()
+        state: dict[str, asyncio.Future[None]] = {"attached": loop.create_future()}
+        conns: list[asyncio.Transport] = []
+
+        class End(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                conns.append(transport)  # type: ignore[arg-type]
+                self.decoder = lane.FrameDecoder(64 * 1024)
+
+            def data_received(self, data: bytes) -> None:
+                for body in self.decoder.feed(data):
+                    msg = pb.AgentMessage.FromString(body)
+                    key = "attached" if msg.WhichOneof("kind") == "attach" else "reply"
+                    state[key].set_result(None)
+
+        server = await loop.create_server(End, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        proc = mp.get_context("spawn").Process(target=_lane_agent, args=(port,), daemon=True)
+        proc.start()
+        try:
+            await asyncio.wait_for(state["attached"], 60)
+            (conn,) = conns
+            out = []
+            for i in range(rounds + 100):
+                state["reply"] = loop.create_future()
+                t0 = time.perf_counter()
+                conn.write(lane.encode_frame(pb.CoordinatorMessage(step_request=step_request(i))))
+                await state["reply"]
+                if i >= 100:
+                    out.append(time.perf_counter() - t0)
+            conn.close()
+            return out
+        finally:
+            server.close()
+            await asyncio.to_thread(proc.join, 10)
+
+    return asyncio.run(go())
+
+
 def summary(xs: list[float]) -> tuple[float, float]:
     us = sorted(x * 1e6 for x in xs)
     return statistics.median(us), us[int(0.99 * (len(us) - 1))]
 
 
 def run(mode: str, rounds: int) -> tuple[float, float]:
+    if mode == "lane":
+        return summary(measure_lane(rounds))
     ctx = mp.get_context("spawn")
     port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     stop = ctx.Event()
@@ -198,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3000, help="round trips per mode (default 3000)")
     args = ap.parse_args(argv)
-    results = {m: run(m, args.rounds) for m in ("unary", "stream", "stream-aio")}
+    results = {m: run(m, args.rounds) for m in ("unary", "stream", "stream-aio", "lane")}
     base = results["unary"][0]
     print(f"{'mode':<12} {'p50 us':>9} {'p99 us':>9} {'p50 / unary':>12}")
     for m, (p50, p99) in results.items():

@@ -215,7 +215,18 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
             for a in ("agent_0", "agent_1")
         }
         procs += agents.values()
-        wait_for(lambda: sum(r["type"] == "step" for r in read_records(record)) >= 10, "10 steps")
+        # 10 steps agent_0 decided itself: it is running (and has its signal handler), not still
+        # starting while the coordinator steps without it.
+        wait_for(
+            lambda: (
+                sum(
+                    r["type"] == "step" and "agent_0" not in r["fallback"]
+                    for r in read_records(record)
+                )
+                >= 10
+            ),
+            "10 steps decided by agent_0",
+        )
         agents["agent_0"].send_signal(signal.SIGTERM)
         assert agents["agent_0"].wait(15) == 1  # stopped on request
         leave = next(
