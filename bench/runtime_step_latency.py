@@ -101,7 +101,9 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
     episode_limit = 250
     episodes = max(2, steps // episode_limit)
     env = NullEnv(n_agents, episode_limit)
-    art = export_bench_artifact(env.spec, workdir / f"art{n_agents}")
+    art = workdir / f"art{n_agents}"
+    if not (art / "manifest.json").exists():  # one artifact per team size, for every carrier
+        export_bench_artifact(env.spec, art)
     team = TeamSpec.from_artifacts(art)
     record = workdir / f"records{n_agents}-{carrier}.jsonl"
     coord = Coordinator(

@@ -74,6 +74,10 @@ MODES: tuple[str, ...] = ("simulation", "field")
 TEAM_POLICIES: tuple[str, ...] = ("abort_episode", "continue_degraded")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
+# A protobuf (upb) message keeps every bytes value ever set on it in its arena until the message
+# itself is freed: a seat's reused StepRequest grows by its observation and mask bytes each step
+# (80 B for simple_spread). It is rebuilt after this many team steps, which bounds that arena.
+_STEP_MESSAGE_REUSE = 1024
 
 
 # ------------------------------------------------------------------------------------ the team
@@ -255,8 +259,9 @@ class _Session:
         self.ended = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._write_lock = asyncio.Lock()
-        # This seat's StepRequest, reused every step (only the changing fields are set; the
-        # previous step's write has completed before the next step touches it).
+        # This seat's StepRequest, reused from step to step (only the changing fields are set; the
+        # previous step's write has completed before the next step touches it) and rebuilt every
+        # _STEP_MESSAGE_REUSE team steps (see there).
         self.step_message: pb.CoordinatorMessage | None = None
 
     @property
@@ -890,9 +895,10 @@ class Coordinator:
             exact = obs_all.dtype == _WIRE_F32 and avail_all.dtype == np.bool_
         deadline_ms = self.config.step_deadline_ms
         team_step = self._team_step
+        rebuild = team_step % _STEP_MESSAGE_REUSE == 0
         for i, s in live.items():
             msg = s.step_message
-            if msg is None:
+            if msg is None or rebuild:
                 msg = s.step_message = self._new_step_message(i, with_tensors=ts is not None)
             req = msg.step_request
             req.episode_id = episode_id
