@@ -192,13 +192,16 @@ def measure_lane(rounds: int) -> list[float]:
         state: dict[str, asyncio.Future[None]] = {"attached": loop.create_future()}
         conns: list[asyncio.Transport] = []
 
-        class End(asyncio.Protocol):
+        class End(asyncio.BufferedProtocol):  # as the coordinator's lane end reads
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 conns.append(transport)  # type: ignore[arg-type]
                 self.decoder = lane.FrameDecoder(64 * 1024)
 
-            def data_received(self, data: bytes) -> None:
-                for body in self.decoder.feed(data):
+            def get_buffer(self, sizehint: int) -> memoryview:
+                return self.decoder.buffer()
+
+            def buffer_updated(self, nbytes: int) -> None:
+                for body in self.decoder.consumed(nbytes):
                     msg = pb.AgentMessage.FromString(body)
                     key = "attached" if msg.WhichOneof("kind") == "attach" else "reply"
                     state[key].set_result(None)

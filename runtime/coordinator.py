@@ -1180,7 +1180,7 @@ class _TeamServicer(pb_grpc.TeamServicer):
         self.c._forget(session, "disconnected")
 
 
-class _LaneConnection(asyncio.Protocol):
+class _LaneConnection(asyncio.BufferedProtocol):
     """Maps one step lane connection onto a `Coordinator` session (the lane's twin of
     `_TeamServicer.Steps`): the first frame must attach a joined session (with mutual TLS the
     client certificate must name that session's agent); then each frame is a StepReply. Every
@@ -1197,7 +1197,7 @@ class _LaneConnection(asyncio.Protocol):
         self.peer = "?"
         self._attach_timer: asyncio.TimerHandle | None = None
 
-    # ------------------------------------------------------------------ asyncio.Protocol
+    # ---------------------------------------------------------- asyncio.BufferedProtocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
@@ -1210,9 +1210,12 @@ class _LaneConnection(asyncio.Protocol):
             lane.ATTACH_TIMEOUT_S, self._attach_timed_out
         )
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self.decoder.feed(data)
+            frames = self.decoder.consumed(nbytes)
         except lane.FrameError as e:
             self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             return

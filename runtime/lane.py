@@ -50,39 +50,69 @@ def encode_frame(msg: Any) -> bytes:
 
 
 class FrameDecoder:
-    """Cuts a byte stream into frame bodies; refuses a frame over ``max_bytes`` before buffering it."""
+    """Cuts a byte stream into frame bodies; refuses a frame over ``max_bytes`` before buffering it.
+
+    Bytes land in one preallocated buffer (`buffer` / `consumed`, what asyncio's BufferedProtocol
+    wants): a plain Protocol would receive each read as a fresh 256 KiB bytes object, an mmap and
+    munmap per read that cost the coordinator a third of its step time. `feed` copies bytes in.
+    """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._buf = bytearray()
+        # Room for one whole largest frame however the unread rest lies (see `buffer`).
+        self._buf = bytearray(2 * (max_bytes + FRAME_HEADER.size))
+        self._view = memoryview(self._buf)
+        self._start = 0  # first byte not yet cut into a frame
+        self._end = 0  # end of the received bytes
 
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add received bytes; return the complete frame bodies now available, in order.
+    def buffer(self) -> memoryview:
+        """Free space for the next received bytes (never empty)."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end <= self.max_bytes + FRAME_HEADER.size:
+            # Move the unread rest (less than one frame) to the front.
+            n = self._end - self._start
+            self._buf[:n] = self._view[self._start : self._end]
+            self._start, self._end = 0, n
+        return self._view[self._end :]
+
+    def consumed(self, n: int) -> list[bytes]:
+        """``n`` bytes were written into `buffer`; return the complete frame bodies now available.
 
         Raises `FrameError` when a frame announces more than ``max_bytes``."""
-        buf = self._buf
-        buf += data
+        self._end += n
         out: list[bytes] = []
-        pos, end = 0, len(buf)
+        pos, end, view = self._start, self._end, self._view
         header = FRAME_HEADER.size
         while end - pos >= header:
-            (n,) = FRAME_HEADER.unpack_from(buf, pos)
-            if n > self.max_bytes:
+            (size,) = FRAME_HEADER.unpack_from(view, pos)
+            if size > self.max_bytes:
                 raise FrameError(
-                    f"a step lane frame of {n} bytes exceeds the limit of {self.max_bytes} bytes"
+                    f"a step lane frame of {size} bytes exceeds the limit of {self.max_bytes} bytes"
                 )
-            if end - pos - header < n:
+            if end - pos - header < size:
                 break
-            out.append(bytes(buf[pos + header : pos + header + n]))
-            pos += header + n
-        if pos:
-            del buf[:pos]
+            out.append(bytes(view[pos + header : pos + header + size]))
+            pos += header + size
+        self._start = pos
+        return out
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add received bytes (copied in); return the complete frame bodies now available."""
+        out: list[bytes] = []
+        data_view = memoryview(data)
+        while data_view:
+            room = self.buffer()
+            k = min(len(room), len(data_view))
+            room[:k] = data_view[:k]
+            out += self.consumed(k)
+            data_view = data_view[k:]
         return out
 
     @property
     def pending(self) -> int:
         """Bytes received that do not complete a frame yet."""
-        return len(self._buf)
+        return self._end - self._start
 
 
 def parse_address(address: str) -> tuple[str, int]:
