@@ -173,6 +173,7 @@ class AgentRunner:
         self.tls = tls
         self._credentials = tls.credentials() if tls is not None else None
         self._metadata = token_metadata(policy.agent_id, token) if token else None
+        self._token = token or ""
         self.target = target
         self.client_name = client_name or f"{socket.gethostname()}:{os.getpid()}"
         self.sensor = sensor
@@ -395,7 +396,8 @@ class AgentRunner:
     def _serve_lane(self, client: LaneClient, session_id: str) -> str:
         served = False
         try:
-            client.send(pb.AgentMessage(attach=pb.Attach(session_id=session_id)))
+            attach = pb.Attach(session_id=session_id, token=self._token)
+            client.send(pb.AgentMessage(attach=attach))
             while (msg := client.recv()) is not None:
                 served = True
                 out = self._on_message(msg)

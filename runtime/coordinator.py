@@ -64,6 +64,7 @@ from .security import (
     is_loopback,
     load_tokens,
     require_secure_or_loopback,
+    token_matches,
 )
 
 log = logging.getLogger(__name__)
@@ -1184,7 +1185,9 @@ class _LaneConnection(asyncio.BufferedProtocol):
     """Maps one step lane connection onto a `Coordinator` session (the lane's twin of
     `_TeamServicer.Steps`): the first frame must attach a joined session (with mutual TLS the
     client certificate must name that session's agent); then each frame is a StepReply. Every
-    refusal is one Goodbye REFUSED carrying the status code the Steps stream would end with."""
+    refusal is one Goodbye REFUSED carrying the status code the Steps stream would end with.
+    With tokens, Attach.token must be the session's agent's token (gRPC calls carry it as
+    metadata, checked by the interceptor; the lane has no metadata)."""
 
     # An agent that does not read (stalled, or hostile) is cut off once this much is queued for it.
     WRITE_BUFFER_LIMIT = 1 << 20
@@ -1292,6 +1295,19 @@ class _LaneConnection(asyncio.BufferedProtocol):
                     f"names {str(named)[:80]!r}, and an agent may only speak as itself",
                 )
                 return
+        tokens = self.c.tokens
+        if (
+            known is not None
+            and tokens is not None
+            and not token_matches(tokens, known.agent_id, msg.attach.token)
+        ):
+            log.warning("refused a step lane of %s from %s: bad token", known.agent_id, self.peer)
+            self._refuse(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"this coordinator requires agent {known.agent_id!r}'s bearer token in "
+                "Attach.token on the step lane (qmix-agent --token-file)",
+            )
+            return
         try:
             session = self.c.attach(session_id, self)
         except _Refusal as r:

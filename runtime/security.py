@@ -190,13 +190,19 @@ def _token_ok(tokens: Mapping[str, str], md: Mapping[str, str]) -> tuple[bool, s
             "a bearer token is required: send metadata 'authorization: Bearer <token>' and "
             f"'{AGENT_ID_HEADER}: <agent id>' (qmix-agent --token-file)"
         )
-    presented = auth[len("Bearer ") :].encode("utf-8", "replace")
-    expected = tokens.get(agent_id)
-    # Compare against a dummy for an unknown id, so the answer time does not tell ids apart.
-    ok = hmac.compare_digest(presented, (expected or "\0" * 32).encode("utf-8"))
-    if expected is None or not ok:
+    if not token_matches(tokens, agent_id, auth[len("Bearer ") :]):
         return False, f"the token is not valid for agent {agent_id[:80]!r}"
     return True, ""
+
+
+def token_matches(tokens: Mapping[str, str], agent_id: str, presented: str) -> bool:
+    """Whether ``presented`` is ``agent_id``'s token (constant time; an unknown id compares
+    against a dummy, so the answer time does not tell ids apart)."""
+    expected = tokens.get(agent_id)
+    ok = hmac.compare_digest(
+        presented.encode("utf-8", "replace"), (expected or "\0" * 32).encode("utf-8")
+    )
+    return expected is not None and ok
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):

@@ -784,6 +784,30 @@ def test_step_lane_of_another_agents_session(mtls: Arena) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("case", "token"),
+    [
+        ("step lane (tokens): attach without a token", ""),
+        ("step lane (tokens): attach with another agent's token", TOKENS["agent_1"]),
+    ],
+)
+def test_step_lane_token_abuse(tokens: Arena, case: str, token: str) -> None:
+    def run() -> Any:
+        ch = tokens.channel(None)
+        stub = pb_grpc.TeamStub(ch)
+        join = stub.Join(join_request(step_lane=True), timeout=5, metadata=tokens.metadata())
+        try:
+            attach = pb.AgentMessage(attach=pb.Attach(session_id=join.session_id, token=token))
+            got = lane_raw(tokens, frame(attach.SerializeToString()), cert=None)
+            assert join.session_id in tokens.c._sessions  # the seat is still the joiner's
+            return got
+        finally:
+            stub.Leave(pb.LeaveRequest(session_id=join.session_id), metadata=tokens.metadata())
+            ch.close()
+
+    observe(tokens, case, Code.UNAUTHENTICATED, run)
+
+
 def test_step_lane_garbage_after_attach(mtls: Arena) -> None:
     def case() -> Any:
         s = LaneSession(mtls)

@@ -114,10 +114,12 @@ class AgentMessage(_message.Message):
     def __init__(self, attach: _Optional[_Union[Attach, _Mapping]] = ..., step_reply: _Optional[_Union[StepReply, _Mapping]] = ...) -> None: ...
 
 class Attach(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "token")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    token: str
+    def __init__(self, session_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class StepReply(_message.Message):
     __slots__ = ("episode_id", "step", "action", "decision_us", "is_fallback", "report")
