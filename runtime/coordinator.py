@@ -392,6 +392,7 @@ class Coordinator:
             port: int = self._call(self._start(address), timeout=30)
         except RuntimeFailure:
             self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)  # so a later close() finds no loop to call into
             raise
         self.port = port
         if self._record_path is not None:
