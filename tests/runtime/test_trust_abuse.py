@@ -323,8 +323,9 @@ FUZZ_ALLOWED = {
 }
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_fuzzed_bytes_on_every_rpc(mtls: Arena, method: str) -> None:
+def fuzzed(send: Callable[[bytes], Any], allowed: set[Code], what: str) -> str:
+    """Send 25 hypothesis-chosen payloads (0-512 bytes) with ``send``; each answer must be in
+    ``allowed``. Returns the allowed codes' names when every answer was one of them."""
     seen: set[str] = set()
 
     @settings(
@@ -335,19 +336,23 @@ def test_fuzzed_bytes_on_every_rpc(mtls: Arena, method: str) -> None:
     )
     @given(st.binary(min_size=0, max_size=512))
     def fuzz(payload: bytes) -> None:
-        code = raw_call(mtls, method, payload)
-        seen.add(code.name)
-        assert code in FUZZ_ALLOWED[method], f"{method} answered {code} to {payload!r}"
+        got = send(payload)
+        seen.add(got.name if isinstance(got, Code) else str(got))
+        assert got in allowed, f"{what} answered {got} to {payload!r}"
 
     fuzz()
-    allowed = "/".join(sorted(c.name for c in FUZZ_ALLOWED[method]))
+    names = {c.name for c in allowed}
+    return "/".join(sorted(names if seen <= names else seen))
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_fuzzed_bytes_on_every_rpc(mtls: Arena, method: str) -> None:
+    allowed = FUZZ_ALLOWED[method]
     observe(
         mtls,
         f"25 fuzzed payloads on {method}",
-        allowed,
-        lambda: (
-            allowed if seen <= {c.name for c in FUZZ_ALLOWED[method]} else "/".join(sorted(seen))
-        ),
+        "/".join(sorted(c.name for c in allowed)),
+        lambda: fuzzed(lambda p: raw_call(mtls, method, p), allowed, method),
     )
 
 
@@ -708,27 +713,11 @@ def test_step_lane_refusals(mtls: Arena, case: str, payload: bytes, code: Code) 
 
 def test_step_lane_fuzzed_first_frames(mtls: Arena) -> None:
     allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND}
-    seen: set[str] = set()
-
-    @settings(
-        max_examples=25,
-        deadline=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture],
-        database=None,
-    )
-    @given(st.binary(min_size=0, max_size=512))
-    def fuzz(payload: bytes) -> None:
-        got = lane_raw(mtls, frame(payload))
-        seen.add(str(got))
-        assert got in allowed, f"the lane answered {got} to {payload!r}"
-
-    fuzz()
-    want = "/".join(sorted(c.name for c in allowed))
     observe(
         mtls,
         "step lane: 25 fuzzed first frames",
-        want,
-        lambda: want if seen <= {str(c) for c in allowed} else "/".join(sorted(seen)),
+        "/".join(sorted(c.name for c in allowed)),
+        lambda: fuzzed(lambda p: lane_raw(mtls, frame(p)), allowed, "the lane"),
     )
 
 
