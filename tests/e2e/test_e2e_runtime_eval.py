@@ -106,11 +106,16 @@ def assert_untouched_episodes_exact(report: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("carrier", ["lane", "stream"])
 def test_distributed_returns_equal_reference_exactly(
-    spread_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    spread_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], carrier: str
 ) -> None:
-    report = run_eval(spread_artifacts, tmp_path, own_workdir=True)
+    extra = () if carrier == "lane" else ("--no-step-lane",)
+    report = run_eval(spread_artifacts, tmp_path, *extra, own_workdir=True)
     assert report["parity"]["all_equal"], report["episodes"]
+    assert {a: d["carriers"] for a, d in report["agents"].items()} == {
+        a: [carrier] for a in ("agent_0", "agent_1", "agent_2")
+    }
     assert [e["seed"] for e in report["episodes"]] == [7, 8, 9, 10]
     assert all(e["return"] == e["reference_return"] for e in report["episodes"])
     assert report["team_steps"] == 40 and report["totals"]["fallbacks"] == 0
