@@ -1,7 +1,7 @@
 """The runtime's own per-step Python work, without the transport: what is left to cut in our code.
 
-Measured in one process, on this machine (gRPC is not involved; compare with the CPU per team step
-that bench/runtime_step_latency.py prints, which is mostly grpc.aio):
+Measured in one process, on this machine (no transport is involved; compare with the CPU per team
+step that bench/runtime_step_latency.py prints, on each carrier):
 1. the coordinator building one team step's StepRequests (N agents, reused messages), as
    `Coordinator._exchange` does;
 2. appending one step record to the JSONL run record (one unbuffered write);
