@@ -4,8 +4,9 @@ For a 64-wide MLP and GRU agent (obs 18, 5 actions, last-action input, batch 1, 
 prints, all measured in this run:
 - per-call latency of `AgentPolicy.act` (validation, state carrying included), of a bare
   ``InferenceSession.run`` with a prebuilt feed (same session options; the baseline of the ratio),
-  of the session's inner ``run`` that `act` calls (shows act's own overhead), and of the same agent
-  network in torch eager mode (``torch.inference_mode``), with the ratios;
+  of the session's unvalidated inner ``run`` (`act` itself runs through onnxruntime I/O binding on
+  fixed buffers, so it can beat the baseline), and of the same agent network in torch eager mode
+  (``torch.inference_mode``), with the ratios;
 - the artifact size per agent (fp32 graph; int8 and fp16 variants);
 - process start to first action (a fresh interpreter that imports the runtime, loads and verifies
   the artifact, warms up and acts once) and its peak RSS, against a baseline process that only

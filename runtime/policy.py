@@ -101,26 +101,33 @@ class AgentPolicy:
         self.artifact_sha256 = artifact_sha256
         """sha256 of the graph file this policy runs (what the agent reports when it joins)."""
         self._session = session
-        self._run: Any = session.run  # (output names, feed, run options) -> outputs
+        # The graph's inputs live in these fixed buffers, written in place on every call (never
+        # rebound: the I/O binding below points at their memory).
         self._obs = np.zeros((1, entry.obs_dim), dtype=np.float32)  # (1, obs_dim)
         self._zeros = np.zeros(entry.obs_dim, dtype=np.float32)  # the finiteness screen
-        self._mask = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions): caller's mask
-        self._mask_all = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions): never written
+        self._mask = np.ones((1, entry.n_actions), dtype=bool)  # (1, n_actions)
         self._prev = np.full((1,), _NO_ACTION, dtype=np.int64)  # (1,)
-        self._h0 = np.zeros((1, entry.hidden_dim), dtype=np.float32)  # (1, hidden): never written
+        self._h = np.zeros((1, entry.hidden_dim), dtype=np.float32)  # (1, hidden): h_in
         self._recurrent = entry.recurrent
-        # Reused on every call; the hidden-state entry is replaced by each call's h_out.
         self._feed: dict[str, np.ndarray] = {
             TensorNames.OBS: self._obs,
-            TensorNames.ACTION_MASK: self._mask_all,
+            TensorNames.ACTION_MASK: self._mask,
         }
         if entry.uses_prev_action:
             self._feed[TensorNames.PREV_ACTION] = self._prev
         if entry.recurrent:
-            self._feed[TensorNames.H_IN] = self._h0
+            self._feed[TensorNames.H_IN] = self._h
         self._outputs = [TensorNames.Q_VALUES, TensorNames.ACTION]
         if entry.recurrent:
             self._outputs.append(TensorNames.H_OUT)
+        # Output buffers for the I/O-bound call path (see `_warm_up`), in `_outputs` order.
+        self._out_buffers: list[np.ndarray] = [
+            np.zeros((1, entry.n_actions), dtype=np.float32),  # q_values
+            np.zeros((1,), dtype=np.int64),  # action
+        ]
+        if entry.recurrent:
+            self._out_buffers.append(np.zeros((1, entry.hidden_dim), dtype=np.float32))  # h_out
+        self._infer: Any = self._infer_run  # () -> [q_values, action, (h_out)]
         self._obs_shape = (entry.obs_dim,)
         self._mask_shape = (entry.n_actions,)
 
@@ -174,24 +181,46 @@ class AgentPolicy:
     def _warm_up(self, n: int = 3) -> None:
         """Run the graph a few times, and pick the call path `act` uses.
 
-        ``InferenceSession.run`` re-validates the feed's names on every call (about 1 us in
-        Python); the feed here is fixed and was checked against the graph at load, so `act` calls
-        the session's underlying ``run`` directly when it exists and gives identical results, and
-        the public ``run`` otherwise.
+        The fastest path binds the fixed input and output buffers to the session once (onnxruntime
+        I/O binding: no feed dict to validate, no output arrays to allocate; 13-15 us against
+        21-23 us per GRU call measured here). It is used only when it exists in this onnxruntime
+        build and gives results identical to the public ``run`` on the warm-up inputs; otherwise
+        `act` calls the public ``run``.
         """
         expected = self._session.run(self._outputs, self._feed)
         for _ in range(n):
             self._session.run(self._outputs, self._feed)
-        inner = getattr(self._session, "_sess", None)
         try:
-            got = inner.run(self._outputs, self._feed, None) if inner is not None else None
+            bound = self._bind()
+            got = [b.copy() for b in bound()]
         except Exception:  # a different onnxruntime build: keep the public path
             got = None
         if got is not None and all(
             np.array_equal(a, b) for a, b in zip(got, expected, strict=True)
         ):
-            self._run = inner.run  # type: ignore[union-attr]
+            self._infer = bound
         self.reset()
+
+    def _infer_run(self) -> list[np.ndarray]:
+        return self._session.run(self._outputs, self._feed)  # type: ignore[no-any-return]
+
+    def _bind(self) -> Any:
+        """The I/O-bound call: runs the graph on the input buffers into `_out_buffers`."""
+        binding = self._session.io_binding()
+        for name, arr in self._feed.items():
+            binding.bind_input(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        for name, arr in zip(self._outputs, self._out_buffers, strict=True):
+            binding.bind_output(name, "cpu", 0, arr.dtype, list(arr.shape), arr.ctypes.data)
+        run = self._session._sess.run_with_iobinding  # type: ignore[attr-defined]
+        inner = binding._iobinding
+        outs = self._out_buffers
+
+        def infer() -> list[np.ndarray]:
+            run(inner, None)
+            return outs
+
+        self._binding = binding  # keeps the binding (and so its pointers' users) alive
+        return infer
 
     # ------------------------------------------------------------------------ properties
     @property
@@ -223,8 +252,7 @@ class AgentPolicy:
     # ----------------------------------------------------------------------------- act
     def reset(self) -> None:
         """Start of an episode (or a rejoin): zero the hidden state, forget the previous action."""
-        if self._recurrent:
-            self._feed[TensorNames.H_IN] = self._h0
+        self._h.fill(0.0)
         self._prev[0] = _NO_ACTION
 
     def act(self, obs: np.ndarray, mask: np.ndarray | None = None) -> ActResult:
@@ -257,9 +285,8 @@ class AgentPolicy:
                 f"agent {self.agent_id!r}'s observation has NaN or inf at indices {bad[:10]}; "
                 "the sensor or the sender is faulty. The policy state is unchanged."
             )
-        feed = self._feed
         if mask is None:
-            feed[TensorNames.ACTION_MASK] = self._mask_all
+            self._mask.fill(True)
         else:
             if not isinstance(mask, np.ndarray) or mask.shape != self._mask_shape:
                 found = mask.shape if isinstance(mask, np.ndarray) else type(mask).__name__
@@ -273,8 +300,7 @@ class AgentPolicy:
                     "Convert with mask.astype(bool)."
                 )
             self._mask[0] = mask
-            feed[TensorNames.ACTION_MASK] = self._mask
-        outs = self._run(self._outputs, feed, None)
+        outs = self._infer()
         action = int(outs[1][0])
         if mask is not None and not mask[action]:
             # The graph's argmax lands on a masked-out action only when every action is masked
@@ -291,9 +317,9 @@ class AgentPolicy:
                 "anything seen in training. The policy state is unchanged."
             )
         if self._recurrent:
-            feed[TensorNames.H_IN] = outs[2]  # (1, hidden): the next call's state, no copy
+            np.copyto(self._h, outs[2])  # (1, hidden): the next call's state
         self._prev[0] = action
-        return ActResult(action, outs[0][0])
+        return ActResult(action, outs[0][0].copy())
 
     def record_action(self, action: int) -> None:
         """Tell the policy which action was actually applied when it differs from `act`'s choice.

@@ -27,7 +27,7 @@ from qmix_edge.runtime.artifact import (
     UnknownAgentError,
 )
 from qmix_edge.runtime.policy import AgentPolicy, PolicyInputError
-from qmix_edge.runtime.tensors import MANIFEST_FILE
+from qmix_edge.runtime.tensors import MANIFEST_FILE, TensorNames
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +104,42 @@ def test_act_carries_state_and_reset_restores_it(policy: AgentPolicy) -> None:
     q2 = policy.act(episode[0]).q_values
     assert not np.array_equal(q1, q2)
     assert q1.shape == (4,) and q1.dtype == np.float32
+
+
+def test_act_equals_a_plain_session_run_step_for_step(
+    policy: AgentPolicy, signed_artifact: tuple[Path, Path, Path]
+) -> None:
+    """`act` runs through onnxruntime I/O binding on fixed buffers (the fast path, which must be
+    the one in use with this onnxruntime); it must give exactly what a plain session's ``run``
+    gives with the hidden state and previous action carried by hand, resets and masks included."""
+    import onnxruntime as ort
+
+    assert policy._infer != policy._infer_run
+    entry = policy.manifest.agent("agent_0")
+    plain = ort.InferenceSession(str(signed_artifact[0] / entry.file))
+    rng = np.random.default_rng(3)
+    policy.reset()
+    h = np.zeros((1, 16), np.float32)
+    prev = -1
+    for t in range(24):
+        if t == 11:  # an episode boundary
+            policy.reset()
+            h, prev = np.zeros((1, 16), np.float32), -1
+        obs = rng.normal(size=6).astype(np.float32)
+        mask = rng.random(4) < 0.6
+        mask[rng.integers(4)] = True
+        q, a, h = plain.run(
+            None,
+            {
+                TensorNames.OBS: obs[None],
+                TensorNames.ACTION_MASK: mask[None],
+                TensorNames.PREV_ACTION: np.array([prev], np.int64),
+                TensorNames.H_IN: h,
+            },
+        )
+        got = policy.act(obs, mask)
+        assert got.action == int(a[0]) and np.array_equal(got.q_values, q[0]), t
+        prev = got.action
 
 
 def test_record_action_overrides_prev_action(policy: AgentPolicy) -> None:
