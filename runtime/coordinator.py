@@ -477,7 +477,11 @@ class Coordinator:
             ) from e
         ssl_ctx = lane.server_ssl_context(self.tls) if self.tls is not None else None
         srv = await asyncio.get_running_loop().create_server(
-            lambda: _LaneConnection(self), sock=sock, ssl=ssl_ctx
+            lambda: _LaneConnection(self),
+            sock=sock,
+            ssl=ssl_ctx,
+            # A connection that never finishes its handshake is dropped as one that never attaches.
+            ssl_handshake_timeout=lane.ATTACH_TIMEOUT_S if ssl_ctx is not None else None,
         )
         self.lane_port = int(sock.getsockname()[1])
         log.info("step lane on %s:%d (%s)", host, self.lane_port, "TLS" if ssl_ctx else "plain")

@@ -237,6 +237,16 @@ def join_request(agent_id: str = "agent_0", **kw: Any) -> pb.JoinRequest:
     return pb.JoinRequest(**fields)
 
 
+def give_back_seat(arena: Arena, stub: Any, session_id: str) -> None:
+    """Leave agent_0's seat when an abuse case's session still holds it."""
+    if session_id in arena.c._sessions:
+        stub.Leave(
+            pb.LeaveRequest(session_id=session_id, reason="abuse case over"),
+            timeout=5,
+            metadata=arena.metadata(),
+        )
+
+
 class Session:
     """An abuser holding agent_0's seat with a Steps stream it drives by hand."""
 
@@ -292,12 +302,7 @@ class Session:
         return self.code
 
     def close(self) -> None:
-        if self.join.session_id in self.arena.c._sessions:
-            self.stub.Leave(
-                pb.LeaveRequest(session_id=self.join.session_id, reason="abuse case over"),
-                timeout=5,
-                metadata=self.arena.metadata(),
-            )
+        give_back_seat(self.arena, self.stub, self.join.session_id)
         self.out.put(None)
         self.call.cancel()
         self.channel.close()
@@ -676,12 +681,7 @@ class LaneSession:
         self.client.send(pb.AgentMessage(step_reply=r))
 
     def close(self) -> None:
-        if self.join.session_id in self.arena.c._sessions:
-            self.stub.Leave(
-                pb.LeaveRequest(session_id=self.join.session_id, reason="abuse case over"),
-                timeout=5,
-                metadata=self.arena.metadata(),
-            )
+        give_back_seat(self.arena, self.stub, self.join.session_id)
         self.client.close()
         self.channel.close()
 
