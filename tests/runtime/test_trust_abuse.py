@@ -908,8 +908,15 @@ def test_honest_agent_0_takes_its_seat_after_all_abuse(mtls: Arena, tokens: Aren
             while r.stats.steps < before + 3:
                 assert time.monotonic() < deadline, "agent_0 stopped being served"
                 time.sleep(0.01)
+            # Count once the steps it answered are closed (one more team step), and before it
+            # leaves: the step in flight when it says Leave rightly gets its fallback.
+            closed = arena.c._team_step + 1
+            while arena.c._team_step < closed:
+                assert time.monotonic() < deadline, "the team stopped stepping"
+                time.sleep(0.01)
+            f1 = arena.c.counters["agent_0"].fallbacks
             r.stop()
             t.join(10)
-            return "served" if arena.c.counters["agent_0"].fallbacks == f0 else "fallbacks"
+            return "served" if f1 == f0 else "fallbacks"
 
         observe(arena, "honest agent_0 joins after the abuse", "served", case)
