@@ -63,6 +63,7 @@ from .security import (
     host_of,
     is_loopback,
     load_tokens,
+    peercert_agent_id,
     require_secure_or_loopback,
     token_matches,
 )
@@ -1289,7 +1290,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
         session_id = msg.attach.session_id
         known = self.c._sessions.get(session_id)
         if known is not None and self.c.auth.mutual_tls:
-            named = lane.peercert_agent_id(self.transport.get_extra_info("peercert"))  # type: ignore[union-attr]
+            named = peercert_agent_id(self.transport.get_extra_info("peercert"))  # type: ignore[union-attr]
             if named != known.agent_id:
                 log.warning(
                     "refused a step lane of %s from %s (%r)", known.agent_id, self.peer, named

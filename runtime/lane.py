@@ -7,10 +7,11 @@ protos/qmix_edge/runtime/proto/v1/team.proto). Join, Leave and health stay on gR
 interceptors and status codes; the lane only moves the per-step messages, because Python's gRPC
 spends most of a team step's CPU on them (bench/runtime_transport.py measures both carriers).
 
-Owns the framing (`encode_frame`, `FrameDecoder`), the TLS contexts of both ends, reading an agent
-id off a Python-verified client certificate, and the agent's end (`LaneClient`: a blocking socket,
-so receiving a step, deciding and replying happen on one thread with no event loop in between).
-The coordinator's end lives in `qmix_edge.runtime.coordinator` beside its gRPC servicer.
+Owns the framing (`encode_frame`, `FrameDecoder`), the TLS contexts of both ends, and the
+agent's end (`LaneClient`: a blocking socket, so receiving a step, deciding and replying happen on
+one thread with no event loop in between). The coordinator's end lives in
+`qmix_edge.runtime.coordinator` beside its gRPC servicer; who a lane's certificate names is
+`qmix_edge.runtime.security.peercert_agent_id`, the same rule as on gRPC.
 
 Must not import torch (nor qmix_edge.train / qmix_edge.export).
 """
@@ -26,7 +27,7 @@ from typing import Any, Final
 
 from .errors import WireError
 from .proto.v1 import team_pb2 as pb
-from .security import SAN_URI_PREFIX, ClientTls, ServerTls
+from .security import ClientTls, ServerTls
 
 FRAME_HEADER: Final = struct.Struct("<I")
 """A frame is this 4-byte little-endian length, then that many bytes of one message."""
@@ -148,22 +149,6 @@ def client_ssl_context(tls: ClientTls) -> ssl.SSLContext:
     if tls.cert is not None and tls.key is not None:
         ctx.load_cert_chain(str(tls.cert), str(tls.key))
     return ctx
-
-
-def peercert_agent_id(cert: dict[str, Any] | None) -> str | None:
-    """The agent id a verified client certificate names, as Python's ssl reports it
-    (`SSLSocket.getpeercert()`): the SAN URI ``qmix-agent:<id>``, else the common name; the same
-    rule as `qmix_edge.runtime.security.cert_agent_id` applies to gRPC's auth context."""
-    if not cert:
-        return None
-    for kind, value in cert.get("subjectAltName", ()):
-        if kind == "URI" and value.startswith(SAN_URI_PREFIX):
-            return str(value[len(SAN_URI_PREFIX) :])
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return None
 
 
 # ------------------------------------------------------------------------------ the agent's end

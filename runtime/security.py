@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -249,18 +249,37 @@ def _deny_handler(handler: Any, code: grpc.StatusCode, detail: str) -> grpc.RpcM
 
 
 # ---------------------------------------------------------------------------------- identity
+def agent_id_named(uris: Iterable[str], common_names: Iterable[str]) -> str | None:
+    """The binding rule of a certificate to an agent: the first SAN URI
+    ``qmix-agent:<id>``, else the first common name, else None."""
+    for uri in uris:
+        if uri.startswith(SAN_URI_PREFIX):
+            return uri[len(SAN_URI_PREFIX) :]
+    return next(iter(common_names), None)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
 def cert_agent_id(auth_context: Mapping[str, Any]) -> str | None:
-    """The agent id a verified client certificate names (SAN URI ``qmix-agent:<id>``, else the
-    CN), or None when the peer presented no certificate."""
-    for raw in auth_context.get("x509_subject_alternative_name", ()) or ():
-        s = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-        if s.startswith(SAN_URI_PREFIX):
-            return s[len(SAN_URI_PREFIX) :]
-    cn = auth_context.get("x509_common_name") or ()
-    if cn:
-        first = cn[0]
-        return first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
-    return None
+    """The agent id a verified client certificate names in a gRPC call's auth context, or None
+    when the peer presented no certificate."""
+    return agent_id_named(
+        (_text(r) for r in auth_context.get("x509_subject_alternative_name", ()) or ()),
+        (_text(r) for r in auth_context.get("x509_common_name", ()) or ()),
+    )
+
+
+def peercert_agent_id(cert: Mapping[str, Any] | None) -> str | None:
+    """The agent id a verified client certificate names as Python's ssl reports it
+    (`SSLSocket.getpeercert()`, the step lane), or None without a certificate."""
+    if not cert:
+        return None
+    return agent_id_named(
+        (str(v) for kind, v in cert.get("subjectAltName", ()) if kind == "URI"),
+        (str(v) for rdn in cert.get("subject", ()) for key, v in rdn if key == "commonName"),
+    )
 
 
 class IdentityError(Exception):

@@ -20,6 +20,7 @@ from qmix_edge.runtime.errors import RuntimeFailure
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
 from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.security import peercert_agent_id
 
 
 # ------------------------------------------------------------------------------- framing
@@ -85,7 +86,7 @@ def test_parse_address_refuses_what_is_not_host_port(bad: str) -> None:
     ],
 )
 def test_peercert_agent_id_prefers_the_san_uri(cert: Any, agent_id: str | None) -> None:
-    assert lane.peercert_agent_id(cert) == agent_id
+    assert peercert_agent_id(cert) == agent_id
 
 
 # ------------------------------------------------------------------------ the team on it
