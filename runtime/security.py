@@ -6,14 +6,15 @@ Owns who may speak for which agent:
 - An agent certificate is bound to its agent id: a SAN URI ``qmix-agent:<agent_id>`` if present,
   else the certificate's common name. `agent_identity` reads it from the call's auth context.
 - Per-agent bearer tokens (`load_tokens`): the agent sends ``authorization: Bearer <token>`` and
-  ``x-qmix-agent-id: <agent_id>``; `TokenInterceptor` answers UNAUTHENTICATED for a missing or
-  wrong token before any handler runs (compared with `hmac.compare_digest`).
+  ``x-qmix-agent-id: <agent_id>``; `qmix_edge.runtime.interceptor.TokenInterceptor` answers
+  UNAUTHENTICATED for a missing or wrong token before any handler runs (compared with
+  `hmac.compare_digest`). On the step lane the token travels in the Attach / JoinRequest frame.
 - `Authenticator.identity(context)`: the agent id this call has proven (cert and/or token; they
   must agree). The coordinator refuses a Join, attach or Leave for another id (PERMISSION_DENIED).
 - `is_loopback` / `require_secure_or_loopback`: plain text only on loopback unless allowed.
 
 grpc.health.v1 stays open without a token (monitoring), but over the same TLS transport.
-Must not import torch (nor qmix_edge.train / qmix_edge.export).
+Must not import torch (nor qmix_edge.train / qmix_edge.export), nor grpc at import time.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-import grpc
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import RuntimeFailure
+
+if TYPE_CHECKING:  # grpc is loaded only where credentials are made: a lane agent never loads it
+    import grpc
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,8 @@ class ServerTls:
         return self.client_ca is not None
 
     def credentials(self) -> grpc.ServerCredentials:
+        import grpc
+
         chain = _read(self.cert, "--tls-cert server certificate")
         key = _read(self.key, "--tls-key server private key")
         ca = _read(self.client_ca, "--tls-client-ca CA certificate") if self.client_ca else None
@@ -108,6 +112,8 @@ class ClientTls:
             )
 
     def credentials(self) -> grpc.ChannelCredentials:
+        import grpc
+
         ca = _read(self.ca, "--tls-ca CA certificate")
         chain = _read(self.cert, "--tls-cert agent certificate") if self.cert else None
         key = _read(self.key, "--tls-key agent private key") if self.key else None
@@ -172,7 +178,8 @@ def token_metadata(agent_id: str, token: str) -> tuple[tuple[str, str], ...]:
     return ((AUTHORIZATION_HEADER, f"Bearer {token}"), (AGENT_ID_HEADER, agent_id))
 
 
-def _metadata(pairs: Any) -> dict[str, str]:
+def call_metadata(pairs: Any) -> dict[str, str]:
+    """gRPC call metadata as a dict: text values only, the first value of a repeated key."""
     out: dict[str, str] = {}
     for k, v in pairs or ():
         if isinstance(v, bytes):
@@ -181,7 +188,7 @@ def _metadata(pairs: Any) -> dict[str, str]:
     return out
 
 
-def _token_ok(tokens: Mapping[str, str], md: Mapping[str, str]) -> tuple[bool, str]:
+def token_ok(tokens: Mapping[str, str], md: Mapping[str, str]) -> tuple[bool, str]:
     """(valid, why not) for the token metadata of one call."""
     auth = md.get(AUTHORIZATION_HEADER, "")
     agent_id = md.get(AGENT_ID_HEADER, "")
@@ -203,49 +210,6 @@ def token_matches(tokens: Mapping[str, str], agent_id: str, presented: str) -> b
         presented.encode("utf-8", "replace"), (expected or "\0" * 32).encode("utf-8")
     )
     return expected is not None and ok
-
-
-class TokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses every call (but health checks) without a valid per-agent bearer token."""
-
-    def __init__(self, tokens: Mapping[str, str]) -> None:
-        self._tokens = dict(tokens)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        method = handler_call_details.method  # type: ignore[attr-defined]
-        handler = await continuation(handler_call_details)
-        if method.startswith(OPEN_METHOD_PREFIXES) or handler is None:
-            return handler
-        ok, why = _token_ok(self._tokens, _metadata(handler_call_details.invocation_metadata))  # type: ignore[attr-defined]
-        if ok:
-            return handler
-        log.info("refused %s: %s", method, why)
-        return _deny_handler(handler, grpc.StatusCode.UNAUTHENTICATED, why)
-
-
-def _deny_handler(handler: Any, code: grpc.StatusCode, detail: str) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that aborts with ``code`` (the request is
-    never deserialized by the real handler)."""
-
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, detail)
-
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(code, detail)
-        yield  # pragma: no cover - an async generator that never yields
-
-    rs, ss = handler.request_streaming, handler.response_streaming
-    if rs and ss:
-        return grpc.stream_stream_rpc_method_handler(deny_stream)
-    if rs:
-        return grpc.stream_unary_rpc_method_handler(deny)
-    if ss:
-        return grpc.unary_stream_rpc_method_handler(deny_stream)
-    return grpc.unary_unary_rpc_method_handler(deny)
 
 
 # ---------------------------------------------------------------------------------- identity
@@ -313,7 +277,7 @@ class Authenticator:
                 raise IdentityError("the client certificate names no agent (CN or SAN URI)")
         token_id = None
         if self.tokens:
-            token_id = _metadata(context.invocation_metadata()).get(AGENT_ID_HEADER)
+            token_id = call_metadata(context.invocation_metadata()).get(AGENT_ID_HEADER)
             if not token_id:  # the interceptor lets no such call through; defend anyway
                 raise IdentityError("no token identity on this call")
         if cert_id and token_id and cert_id != token_id:
