@@ -18,7 +18,8 @@ Owns the team's side of the wire contract (protos/qmix_edge/runtime/proto/v1/tea
   are answered INVALID_ARGUMENT (the servicer parses them itself), never crash the server.
 - The step lane (`qmix_edge.runtime.lane`, on by default): the same step conversation over plain
   TCP frames (TLS with the same certificates), offered to agents that ask for it in their Join;
-  the Steps stream stays for agents that do not. The step clock cannot tell the two apart.
+  an agent without gRPC joins and leaves on the lane itself, with the same checks. The Steps
+  stream stays for agents that want neither. The step clock cannot tell the carriers apart.
 - grpc.health.v1; graceful stop (SIGTERM: health NOT_SERVING, the step in flight finishes, the
   episode is recorded as stopped, agents get Goodbye SHUTDOWN); no silent port sharing.
 
@@ -51,6 +52,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import lane, wire
 from .errors import RuntimeFailure, TeamMismatchError
+from .interceptor import TokenInterceptor
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
 from .records import RecordWriter, resume_point
@@ -59,7 +61,6 @@ from .security import (
     IdentityError,
     SecurityConfigError,
     ServerTls,
-    TokenInterceptor,
     host_of,
     is_loopback,
     load_tokens,
@@ -537,8 +538,9 @@ class Coordinator:
             self._server = None
 
     # ------------------------------------------------------------------------------- joins
-    async def join(self, req: pb.JoinRequest, peer: str) -> pb.JoinReply:
-        """Admit one agent or raise `_Refusal` with the status code to answer."""
+    async def join(self, req: pb.JoinRequest, peer: str, *, via: str = "grpc") -> pb.JoinReply:
+        """Admit one agent or raise `_Refusal` with the status code to answer. ``via``: what the
+        Join came on ("grpc", or "lane": the step lane's join frame), for the record."""
         if self._stopping.is_set():
             raise _Refusal(grpc.StatusCode.UNAVAILABLE, "the coordinator is shutting down")
         if req.protocol_version != wire.PROTOCOL_VERSION:
@@ -597,6 +599,7 @@ class Coordinator:
             session_id=session.id,
             client_name=session.client_name,
             peer=peer,
+            via=via,
             rejoin=rejoin,
         )
         log.info("agent %s joined (%s, %s)", slot.agent_id, session.client_name, peer)
@@ -1189,11 +1192,15 @@ class _TeamServicer(pb_grpc.TeamServicer):
 
 class _LaneConnection(asyncio.BufferedProtocol):
     """Maps one step lane connection onto a `Coordinator` session (the lane's twin of
-    `_TeamServicer.Steps`): the first frame must attach a joined session (with mutual TLS the
-    client certificate must name that session's agent); then each frame is a StepReply. Every
-    refusal is one Goodbye REFUSED carrying the status code the Steps stream would end with.
-    With tokens, Attach.token must be the session's agent's token (gRPC calls carry it as
-    metadata, checked by the interceptor; the lane has no metadata)."""
+    `_TeamServicer.Steps`, and of Join and Leave for agents without gRPC).
+
+    The first frame either attaches a session joined over gRPC, or joins on the lane itself
+    (`Coordinator.join`'s checks; the answer is one join_reply, then the lane is attached). With
+    mutual TLS the client certificate must name the session's agent; with tokens, Attach.token or
+    JoinRequest.token must be that agent's token (gRPC calls carry it as metadata, checked by the
+    interceptor; the lane has no metadata). Then each frame is a StepReply, or a leave. Every
+    refusal is one Goodbye REFUSED carrying the status code the Steps stream or the Join rpc
+    would end with."""
 
     # An agent that does not read (stalled, or hostile) is cut off once this much is queued for it.
     WRITE_BUFFER_LIMIT = 1 << 20
@@ -1205,6 +1212,9 @@ class _LaneConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self._attach_timer: asyncio.TimerHandle | None = None
+        self._joining: asyncio.Task[None] | None = None
+        self._held: list[bytes] = []  # frames that arrived while a join was being decided
+        self._tasks: set[asyncio.Task[None]] = set()  # leaves under way (kept referenced)
 
     # ---------------------------------------------------------- asyncio.BufferedProtocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -1213,7 +1223,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.peer = str(transport.get_extra_info("peername"))
+        self.peer = _grpc_style_peer(transport.get_extra_info("peername"))
         self.c._lanes.add(self)
         self._attach_timer = asyncio.get_running_loop().call_later(
             lane.ATTACH_TIMEOUT_S, self._attach_timed_out
@@ -1228,21 +1238,33 @@ class _LaneConnection(asyncio.BufferedProtocol):
         except lane.FrameError as e:
             self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
             return
-        for body in frames:
+        self._handle(frames)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        for k, body in enumerate(frames):
             if self.transport is None or self.transport.is_closing():
+                return
+            if self._joining is not None:  # what follows a join waits for its answer
+                self._held += frames[k:]
                 return
             msg = _PARSE_AGENT_MESSAGE(body)
             if self.session is None:
-                self._attach(msg)
+                self._first(msg)
+                continue
+            kind = None if isinstance(msg, _Malformed) else msg.WhichOneof("kind")
+            if kind == "step_reply":
+                self.c.on_reply(self.session, msg.step_reply)
             elif isinstance(msg, _Malformed):
                 s = self.session
                 log.warning("agent %s sent a malformed lane frame; session ended", s.agent_id)
                 self.c.counters[s.agent_id].malformed += 1
                 self._refuse(grpc.StatusCode.INVALID_ARGUMENT, msg.detail)
-            elif msg.WhichOneof("kind") == "step_reply":
-                self.c.on_reply(self.session, msg.step_reply)
+            elif kind == "leave":  # this lane's own session, whatever session_id says
+                task = asyncio.ensure_future(self.c.leave(self.session.id, msg.leave.reason))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             else:
-                log.warning("agent %s sent a second attach; ignored", self.session.agent_id)
+                log.warning("agent %s sent a second %s; ignored", self.session.agent_id, kind)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._attach_timer is not None:
@@ -1251,6 +1273,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
         if self.session is not None:
             self.c._forget(self.session, "disconnected")
         self.transport = None
+        self._held = []
 
     # ------------------------------------------------------------------ the session link
     def send(self, msg: pb.CoordinatorMessage) -> bool:
@@ -1277,48 +1300,91 @@ class _LaneConnection(asyncio.BufferedProtocol):
             self.transport.close()
 
     # ------------------------------------------------------------------ attach and refusals
-    def _attach(self, msg: Any) -> None:
+    def _first(self, msg: Any) -> None:
+        """The lane's first frame: attach a session joined over gRPC, or join on the lane."""
         if isinstance(msg, _Malformed):
             self._refuse(grpc.StatusCode.INVALID_ARGUMENT, msg.detail)
             return
-        if msg.WhichOneof("kind") != "attach":
+        kind = msg.WhichOneof("kind")
+        if kind == "join":
+            req = msg.join
+            if self._identity_ok(req.agent_id, req.token, "a Join"):
+                assert self.transport is not None
+                self.transport.pause_reading()
+                self._joining = asyncio.ensure_future(self._join(req))
+            return
+        if kind != "attach":
             self._refuse(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "the first frame of a step lane must be attach(session_id)",
+                "the first frame of a step lane must be attach(session_id) or join(JoinRequest)",
             )
             return
-        session_id = msg.attach.session_id
-        known = self.c._sessions.get(session_id)
-        if known is not None and self.c.auth.mutual_tls:
-            named = peercert_agent_id(self.transport.get_extra_info("peercert"))  # type: ignore[union-attr]
-            if named != known.agent_id:
-                log.warning(
-                    "refused a step lane of %s from %s (%r)", known.agent_id, self.peer, named
-                )
-                self._refuse(
-                    grpc.StatusCode.PERMISSION_DENIED,
-                    f"a step lane as agent {known.agent_id!r} refused: the client certificate "
-                    f"names {str(named)[:80]!r}, and an agent may only speak as itself",
-                )
-                return
-        tokens = self.c.tokens
-        if (
-            known is not None
-            and tokens is not None
-            and not token_matches(tokens, known.agent_id, msg.attach.token)
+        known = self.c._sessions.get(msg.attach.session_id)
+        if known is not None and not self._identity_ok(
+            known.agent_id, msg.attach.token, "a step lane"
         ):
-            log.warning("refused a step lane of %s from %s: bad token", known.agent_id, self.peer)
-            self._refuse(
-                grpc.StatusCode.UNAUTHENTICATED,
-                f"this coordinator requires agent {known.agent_id!r}'s bearer token in "
-                "Attach.token on the step lane (qmix-agent --token-file)",
-            )
             return
         try:
-            session = self.c.attach(session_id, self)
+            session = self.c.attach(msg.attach.session_id, self)
         except _Refusal as r:
             self._refuse(r.code, r.detail)
             return
+        self._bind(session)
+
+    def _identity_ok(self, agent_id: str, token: str, what: str) -> bool:
+        """Whether this lane may speak as ``agent_id`` (the token, as gRPC's interceptor checks
+        first; then the client certificate); else refuse it and return False."""
+        tokens = self.c.tokens
+        if tokens is not None and not token_matches(tokens, agent_id, token):
+            log.warning("refused %s of %r from %s: bad token", what, agent_id[:80], self.peer)
+            self._refuse(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"this coordinator requires agent {agent_id[:80]!r}'s bearer token on the step "
+                "lane, in Attach.token or JoinRequest.token (qmix-agent --token-file)",
+            )
+            return False
+        if self.c.auth.mutual_tls:
+            named = peercert_agent_id(self.transport.get_extra_info("peercert"))  # type: ignore[union-attr]
+            if named != agent_id:
+                log.warning("refused %s of %r from %s (%r)", what, agent_id[:80], self.peer, named)
+                self._refuse(
+                    grpc.StatusCode.PERMISSION_DENIED,
+                    f"{what} as agent {agent_id[:80]!r} refused: the client certificate names "
+                    f"{f'agent {named[:80]!r}' if named else 'no agent (CN or SAN URI)'}, and an "
+                    "agent may only speak as itself",
+                )
+                return False
+        return True
+
+    async def _join(self, req: pb.JoinRequest) -> None:
+        """Admit the agent (`Coordinator.join`), answer its join_reply, attach this lane; then
+        handle the frames that came meanwhile."""
+        try:
+            try:
+                reply = await self.c.join(req, self.peer, via="lane")
+            except _Refusal as r:
+                log.info("refused join of %r: %s %s", req.agent_id[:80], r.code.name, r.detail)
+                self._refuse(r.code, r.detail)
+                return
+            except Exception as e:  # a bug here must not leave the lane paused forever
+                log.exception("join on the step lane failed")
+                self._refuse(grpc.StatusCode.INTERNAL, f"the coordinator failed to join: {e}")
+                return
+            session = self.c._sessions[reply.session_id]
+            if self.transport is None or self.transport.is_closing():  # gone while admitted
+                self.c._forget(session, "disconnected")
+                return
+            reply.step_lane_port = self.c.lane_port
+            self.send(pb.CoordinatorMessage(join_reply=reply))  # before any step of the session
+            self._bind(self.c.attach(session.id, self))
+        finally:
+            self._joining = None
+        held, self._held = self._held, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+            self._handle(held)
+
+    def _bind(self, session: _Session) -> None:
         self.session = session
         if self._attach_timer is not None:
             self._attach_timer.cancel()
@@ -1344,6 +1410,15 @@ class _LaneConnection(asyncio.BufferedProtocol):
 
 
 _PARSE_AGENT_MESSAGE = _tolerant(pb.AgentMessage)
+
+
+def _grpc_style_peer(peername: Any) -> str:
+    """A socket peer address as gRPC names its peers ("ipv4:10.0.0.2:5000", "ipv6:[::1]:5000"),
+    so records read the same whatever the agent joined on."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"ipv6:[{host}]:{port}" if ":" in str(host) else f"ipv4:{host}:{port}"
+    return str(peername)
 
 
 # ------------------------------------------------------------------------------------- the CLI
@@ -1372,9 +1447,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--step-lane-port",
         type=int,
-        default=0,
-        help="TCP port of the step lane (steps as plain TCP frames, TLS like --port; agents are "
-        "told it in Join); 0 = any free port (default 0)",
+        default=None,
+        help="TCP port of the step lane (Join, steps and Leave as plain TCP frames, TLS like "
+        "--port; agents joining over gRPC are told it); 0 = any free port (default: --port + 1, "
+        "or any free port with --port 0)",
+    )
+    p.add_argument(
+        "--step-lane-port-file", default=None, help="write the step lane's bound port to this file"
     )
     p.add_argument(
         "--no-step-lane",
@@ -1466,7 +1545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_after_steps=args.stop_after_steps,
             resume=args.resume,
             step_lane=not args.no_step_lane,
-            step_lane_port=args.step_lane_port,
+            step_lane_port=(
+                args.step_lane_port
+                if args.step_lane_port is not None
+                else (args.port + 1 if 0 < args.port < 65535 else 0)
+            ),
         )
         env = (
             make_team_env(team, args.env, args.episode_limit)
@@ -1486,6 +1569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.port_file:
         _write_port_file(Path(args.port_file), port)
+    if args.step_lane_port_file and coordinator.lane_port:
+        _write_port_file(Path(args.step_lane_port_file), coordinator.lane_port)
     stop_handler = _install_signal_handlers(coordinator.request_stop)
     try:
         summary = coordinator.run()
@@ -1509,6 +1594,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write_port_file(path: Path, port: int) -> None:
+    """Write ``port`` and a newline atomically (a reader never sees a half-written file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{port}\n")
     tmp.replace(path)

@@ -3,13 +3,14 @@
 The Steps stream's own conversation (Attach, then StepRequest / StepReply, EpisodeStart,
 EpisodeEnd, Goodbye) carried over one TCP connection, TLS-wrapped with the coordinator's
 certificates when it serves TLS, as length-prefixed protobuf frames (the framing is specified in
-protos/qmix_edge/runtime/proto/v1/team.proto). Join, Leave and health stay on gRPC, with its
-interceptors and status codes; the lane only moves the per-step messages, because Python's gRPC
-spends most of a team step's CPU on them (bench/runtime_transport.py measures both carriers).
+protos/qmix_edge/runtime/proto/v1/team.proto), because Python's gRPC spends most of a team
+step's CPU on those messages (bench/runtime_transport.py measures both carriers). An agent may
+also Join and Leave on the lane itself (join / join_reply / leave frames, the Join rpc's checks
+and status codes) and then needs no gRPC at all; health stays on gRPC.
 
 Owns the framing (`encode_frame`, `FrameDecoder`), the TLS contexts of both ends, and the
 agent's end (`LaneClient`: a blocking socket, so receiving a step, deciding and replying happen on
-one thread with no event loop in between). The coordinator's end lives in
+one thread with no event loop in between). Loads no grpc. The coordinator's end lives in
 `qmix_edge.runtime.coordinator` beside its gRPC servicer; who a lane's certificate names is
 `qmix_edge.runtime.security.peercert_agent_id`, the same rule as on gRPC.
 
@@ -156,7 +157,8 @@ class LaneClient:
     """The agent's end of a step lane: one blocking socket, one frame at a time.
 
     `recv` blocks until a whole message arrived (None when the coordinator closed the lane);
-    `interrupt` may be called from any thread to make a blocked `recv` return None."""
+    `interrupt` may be called from any thread to make a blocked `recv` return None. `send` may
+    be called from several threads (the replying one, and one saying leave)."""
 
     def __init__(
         self,
@@ -191,11 +193,23 @@ class LaneClient:
         self._file = sock.makefile("rb", buffering=max(8192, max_message_bytes + 8))
         self.max_message_bytes = max_message_bytes
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()  # one frame at a time, whole
         self._closed = False
 
-    def send(self, msg: pb.AgentMessage) -> None:
-        """Send one message (raises OSError when the lane is broken)."""
-        self._sock.sendall(encode_frame(msg))
+    def send(self, msg: pb.AgentMessage, *, lock_timeout_s: float = -1) -> None:
+        """Send one message (raises OSError when the lane is broken). ``lock_timeout_s``: how
+        long to wait for another thread's send to finish (TimeoutError after it; -1: forever)."""
+        frame = encode_frame(msg)
+        if not self._send_lock.acquire(timeout=lock_timeout_s):
+            raise TimeoutError("the step lane is busy sending")
+        try:
+            self._sock.sendall(frame)
+        finally:
+            self._send_lock.release()
+
+    def set_timeout(self, seconds: float | None) -> None:
+        """Make `recv` raise TimeoutError (an OSError) after ``seconds`` of silence; None: block."""
+        self._sock.settimeout(seconds)
 
     def recv(self) -> pb.CoordinatorMessage | None:
         """The next message, or None when the lane was closed (by either end).

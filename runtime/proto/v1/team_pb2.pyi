@@ -58,18 +58,20 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class JoinRequest(_message.Message):
-    __slots__ = ("protocol_version", "agent_id", "artifact_sha256", "client_name", "step_lane")
+    __slots__ = ("protocol_version", "agent_id", "artifact_sha256", "client_name", "step_lane", "token")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     CLIENT_NAME_FIELD_NUMBER: _ClassVar[int]
     STEP_LANE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
     protocol_version: ProtocolVersion
     agent_id: str
     artifact_sha256: str
     client_name: str
     step_lane: bool
-    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., agent_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., client_name: _Optional[str] = ..., step_lane: _Optional[bool] = ...) -> None: ...
+    token: str
+    def __init__(self, protocol_version: _Optional[_Union[ProtocolVersion, str]] = ..., agent_id: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., client_name: _Optional[str] = ..., step_lane: _Optional[bool] = ..., token: _Optional[str] = ...) -> None: ...
 
 class JoinReply(_message.Message):
     __slots__ = ("session_id", "team_id", "coordinator_instance", "mode", "agent_index", "n_agents", "fallback_action", "step_deadline_ms", "lease_steps", "step_period_ms", "episode_limit", "obs_dim", "n_actions", "current_episode_id", "step_lane_port")
@@ -106,12 +108,16 @@ class JoinReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., team_id: _Optional[str] = ..., coordinator_instance: _Optional[str] = ..., mode: _Optional[_Union[Mode, str]] = ..., agent_index: _Optional[int] = ..., n_agents: _Optional[int] = ..., fallback_action: _Optional[int] = ..., step_deadline_ms: _Optional[int] = ..., lease_steps: _Optional[int] = ..., step_period_ms: _Optional[int] = ..., episode_limit: _Optional[int] = ..., obs_dim: _Optional[int] = ..., n_actions: _Optional[int] = ..., current_episode_id: _Optional[int] = ..., step_lane_port: _Optional[int] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("attach", "step_reply")
+    __slots__ = ("attach", "step_reply", "join", "leave")
     ATTACH_FIELD_NUMBER: _ClassVar[int]
     STEP_REPLY_FIELD_NUMBER: _ClassVar[int]
+    JOIN_FIELD_NUMBER: _ClassVar[int]
+    LEAVE_FIELD_NUMBER: _ClassVar[int]
     attach: Attach
     step_reply: StepReply
-    def __init__(self, attach: _Optional[_Union[Attach, _Mapping]] = ..., step_reply: _Optional[_Union[StepReply, _Mapping]] = ...) -> None: ...
+    join: JoinRequest
+    leave: LeaveRequest
+    def __init__(self, attach: _Optional[_Union[Attach, _Mapping]] = ..., step_reply: _Optional[_Union[StepReply, _Mapping]] = ..., join: _Optional[_Union[JoinRequest, _Mapping]] = ..., leave: _Optional[_Union[LeaveRequest, _Mapping]] = ...) -> None: ...
 
 class Attach(_message.Message):
     __slots__ = ("session_id", "token")
@@ -145,16 +151,18 @@ class StepReply(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., action: _Optional[int] = ..., decision_us: _Optional[int] = ..., is_fallback: _Optional[bool] = ..., report: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("episode_start", "step_request", "episode_end", "goodbye")
+    __slots__ = ("episode_start", "step_request", "episode_end", "goodbye", "join_reply")
     EPISODE_START_FIELD_NUMBER: _ClassVar[int]
     STEP_REQUEST_FIELD_NUMBER: _ClassVar[int]
     EPISODE_END_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
+    JOIN_REPLY_FIELD_NUMBER: _ClassVar[int]
     episode_start: EpisodeStart
     step_request: StepRequest
     episode_end: EpisodeEnd
     goodbye: Goodbye
-    def __init__(self, episode_start: _Optional[_Union[EpisodeStart, _Mapping]] = ..., step_request: _Optional[_Union[StepRequest, _Mapping]] = ..., episode_end: _Optional[_Union[EpisodeEnd, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ...) -> None: ...
+    join_reply: JoinReply
+    def __init__(self, episode_start: _Optional[_Union[EpisodeStart, _Mapping]] = ..., step_request: _Optional[_Union[StepRequest, _Mapping]] = ..., episode_end: _Optional[_Union[EpisodeEnd, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., join_reply: _Optional[_Union[JoinReply, _Mapping]] = ...) -> None: ...
 
 class EpisodeStart(_message.Message):
     __slots__ = ("episode_id", "seed")
