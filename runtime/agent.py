@@ -6,9 +6,12 @@ own inputs, reset the recurrent state at episode start and on every (re)join, re
 exponential backoff and jitter when the coordinator goes away, and hold the fallback action while
 the coordinator is quiet (watchdog; in field mode the fallback is actuated through the plug-in).
 
-Steps travel on the coordinator's step lane (`qmix_edge.runtime.lane`: plain TCP frames, TLS
-when the coordinator has TLS, read on a thread of its own with a blocking socket) when it offers
-one, else on the gRPC Steps stream; Join and Leave are always gRPC.
+Two ways to reach the coordinator:
+- its step lane alone (``--step-lane-address``; `qmix_edge.runtime.lane`: plain TCP frames, TLS
+  when the coordinator has TLS, a blocking socket): Join, steps and Leave all travel on the lane,
+  and this process never loads gRPC (about 15 MiB less resident memory on a small device);
+- its gRPC port (``--coordinator``; `qmix_edge.runtime.agent_grpc`): Join and Leave over gRPC,
+  steps on the step lane when the coordinator offers one, else on the gRPC Steps stream.
 
 Simulation: the observation and mask come in the StepRequest. Field: they come from a sensor
 plug-in and the action goes to an actuator plug-in (see `qmix_edge.runtime.field`).
@@ -25,8 +28,6 @@ command with torch made unimportable.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -41,35 +42,34 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import grpc
 import numpy as np
 
 from . import wire
-from .errors import JoinRefused, RuntimeFailure, WireError
+from .errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
 from .field import Actuator, FieldStep, Sensor, as_reading, load_callable
 from .lane import LaneClient, parse_address
 from .proto.v1 import team_pb2 as pb
-from .proto.v1 import team_pb2_grpc as pb_grpc
 from .security import (
     ClientTls,
     SecurityConfigError,
     host_of,
     read_token_file,
     require_secure_or_loopback,
-    token_metadata,
 )
 
 log = logging.getLogger(__name__)
 
-# Refusals that retrying cannot fix: the agent exits with a configuration error.
+# Refusals that retrying cannot fix (gRPC status code numbers): the agent exits with a
+# configuration error. Any other refusal (ALREADY_EXISTS, UNAVAILABLE...) is retried with backoff.
 FATAL_JOIN_CODES = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-    }
+    STATUS_CODES[name]
+    for name in (
+        "NOT_FOUND",
+        "FAILED_PRECONDITION",
+        "INVALID_ARGUMENT",
+        "PERMISSION_DENIED",
+        "UNAUTHENTICATED",
+    )
 )
 
 
@@ -92,6 +92,24 @@ class PolicyLike(Protocol):
     def record_action(self, action: int) -> None: ...
 
     def reset(self) -> None: ...
+
+
+class Carrier(Protocol):
+    """How an `AgentRunner` reaches its coordinator: one session at a time."""
+
+    def session(self) -> str:
+        """Join and run the step exchange until it ends. Returns "finished" (the run is over),
+        "served" (the exchange ran, then ended), "stopped", or a short description of why it did
+        not run; raises `JoinRefused` when the coordinator refused the Join."""
+        ...
+
+    def stop(self) -> None:
+        """Leave and end the open session soon (thread-safe, signal-safe, never blocks)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the carrier holds (after the last session)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,7 @@ class AgentRunner:
     def __init__(
         self,
         policy: PolicyLike,
-        target: str,
+        target: str | None,
         *,
         client_name: str | None = None,
         sensor: Sensor | None = None,
@@ -162,18 +180,25 @@ class AgentRunner:
         step_lane: bool = True,
         step_lane_address: str | None = None,
     ) -> None:
-        """``tls``: dial over TLS (with a client certificate: mutual TLS). ``token``: the bearer
-        token of this agent, sent with every gRPC call. ``step_lane``: step on the coordinator's
-        step lane when it offers one (False: always the gRPC Steps stream).
-        ``step_lane_address``: ``HOST:PORT`` to dial for the step lane instead of the
-        coordinator's host and the port its Join names (a port forward or proxy in between)."""
+        """``target``: the coordinator's gRPC ``HOST:PORT`` (None: join on the step lane alone,
+        at ``step_lane_address``, and never load gRPC). ``tls``: dial over TLS (with a client
+        certificate: mutual TLS). ``token``: this agent's bearer token (gRPC metadata, or the
+        lane's Attach / JoinRequest field). ``step_lane``: with a ``target``, step on the
+        coordinator's step lane when it offers one (False: always the gRPC Steps stream).
+        ``step_lane_address``: ``HOST:PORT`` of the step lane; with a ``target``, dialled instead
+        of the coordinator's host and the port its Join names (a port forward or proxy)."""
+        if target is None and step_lane_address is None:
+            raise ValueError(
+                "give the coordinator's gRPC address (target / --coordinator) or its step lane's "
+                "address (step_lane_address / --step-lane-address); found neither"
+            )
+        if step_lane_address is not None and not step_lane:
+            raise ValueError("a step lane address was given, but the step lane is turned off")
         self.policy = policy
         self.step_lane = step_lane
         self.step_lane_address = parse_address(step_lane_address) if step_lane_address else None
         self.tls = tls
-        self._credentials = tls.credentials() if tls is not None else None
-        self._metadata = token_metadata(policy.agent_id, token) if token else None
-        self._token = token or ""
+        self.token = token or ""
         self.target = target
         self.client_name = client_name or f"{socket.gethostname()}:{os.getpid()}"
         self.sensor = sensor
@@ -191,85 +216,57 @@ class AgentRunner:
         self._stop = threading.Event()
         self._last_heard = time.monotonic()
         self._holding = True  # nothing heard yet: the fallback is what the device does
-        self._mode = pb.MODE_SIMULATION
-        self._call: Any = None
-        self._lane: LaneClient | None = None
-        self._joined: tuple[Any, str] | None = None  # (stub, session id) while a stream is open
-        self._leaving: asyncio.Future[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_async: asyncio.Event | None = None
+        self._lane: LaneClient | None = None  # the open step lane, whichever carrier opened it
+        self._carrier: Carrier
+        if target is None:
+            self._carrier = _LaneCarrier(self)
+        else:
+            from .agent_grpc import GrpcCarrier  # loads grpc: only agents that dial gRPC
+
+            self._carrier = GrpcCarrier(self, target)
 
     # ---------------------------------------------------------------------------- control
+    @property
+    def stopping(self) -> bool:
+        """`stop` was called (or the run is over)."""
+        return self._stop.is_set()
+
+    @property
+    def lane(self) -> LaneClient | None:
+        """The open step lane, whichever carrier opened it."""
+        return self._lane
+
     def stop(self) -> None:
         """Leave at the next opportunity (thread-safe, signal-safe)."""
         self._stop.set()
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._cancel_call)
-
-    def _cancel_call(self) -> None:
-        if self._stop_async is not None:
-            self._stop_async.set()
-        if self._joined is not None:  # say goodbye first, so the seat is freed as "left"
-            stub, session_id = self._joined
-            self._leaving = asyncio.ensure_future(self._leave_then_break(stub, session_id))
-        else:
-            self._break_session()
-
-    async def _leave_then_break(self, stub: Any, session_id: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._leave(stub, session_id, "agent stopping"), 1.0)
-        self._break_session()
-
-    def _break_session(self) -> None:
-        """End the open Steps stream or step lane (the session's loop then returns)."""
-        if self._call is not None:
-            self._call.cancel()
-        if self._lane is not None:
-            self._lane.interrupt()
+        self._carrier.stop()
 
     def run(self) -> int:
         """Join, serve, rejoin. Returns 0 when the coordinator finished the run, 1 when it gave up
         reconnecting (``give_up_s``) or was stopped, 2 when the coordinator refused this agent.
 
-        The gRPC client is grpc.aio: receiving a step, deciding and replying happen on one thread
-        without hand-offs."""
+        Receiving a step, deciding and replying happen on one thread without hand-offs."""
         watchdog = threading.Thread(target=self._watchdog, daemon=True, name="agent-watchdog")
         watchdog.start()
         try:
-            return asyncio.run(self._run())
+            return self._reconnect_loop()
         finally:
             self._stop.set()
-            self._loop = None
+            self._carrier.close()
             if self.actuator is not None:  # leave the device in its safe state
                 self._hold_fallback("agent stopping")
 
-    async def _run(self) -> int:
-        self._loop = asyncio.get_running_loop()
-        self._stop_async = asyncio.Event()
+    def _reconnect_loop(self) -> int:
         attempt = 0
         quiet_since = time.monotonic()
         while not self._stop.is_set():
-            options: list[tuple[str, Any]] = [
-                ("grpc.max_receive_message_length", self.max_message_bytes),
-                ("grpc.max_send_message_length", self.max_message_bytes),
-            ]
-            if self._credentials is not None and self.tls is not None:
-                options += self.tls.channel_options()
-                channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
-            else:
-                channel = grpc.aio.insecure_channel(self.target, options=options)
-            async with channel:
-                try:
-                    outcome = await self._session(pb_grpc.TeamStub(channel))  # type: ignore[no-untyped-call]
-                except JoinRefused as e:
-                    if e.code in FATAL_JOIN_CODES:
-                        log.error("%s", e)
-                        return 2
-                    outcome = f"join refused ({e.code.name})"
-                except grpc.RpcError as e:
-                    outcome = f"{e.code().name}: {e.details()}"  # type: ignore[attr-defined]
+            try:
+                outcome = self._carrier.session()
+            except JoinRefused as e:
+                if e.code in FATAL_JOIN_CODES:
+                    log.error("%s", e)
+                    return 2
+                outcome = f"join refused ({e.code_name})"
             if outcome == "finished":
                 return 0
             if outcome == "stopped" or self._stop.is_set():
@@ -284,39 +281,31 @@ class AgentRunner:
             delay = self.backoff.delay(attempt, self._rng)
             attempt += 1
             log.info("reconnecting in %.2f s (%s)", delay, outcome)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_async.wait(), delay)
+            if self._stop.wait(delay):
+                break
         return 1
 
     # ---------------------------------------------------------------------------- session
-    async def _session(self, stub: Any) -> str:
-        """One Join + Steps stream. Returns "finished", "served" (the stream ran and ended),
-        "stopped", or a short description of why it did not run."""
-        try:
-            reply = await stub.Join(
-                pb.JoinRequest(
-                    protocol_version=wire.PROTOCOL_VERSION,
-                    agent_id=self.policy.agent_id,
-                    artifact_sha256=self.policy.artifact_sha256,
-                    client_name=self.client_name,
-                    step_lane=self.step_lane,
-                ),
-                timeout=self.join_timeout_s,
-                metadata=self._metadata,
-            )
-        except grpc.RpcError as e:
-            code = e.code()  # type: ignore[attr-defined]
-            if code in FATAL_JOIN_CODES or code == grpc.StatusCode.ALREADY_EXISTS:
-                raise JoinRefused(code, e.details() or "") from e  # type: ignore[attr-defined]
-            raise
+    def join_request(self) -> pb.JoinRequest:
+        """This agent's JoinRequest (the token only travels in it on the step lane)."""
+        return pb.JoinRequest(
+            protocol_version=wire.PROTOCOL_VERSION,
+            agent_id=self.policy.agent_id,
+            artifact_sha256=self.policy.artifact_sha256,
+            client_name=self.client_name,
+            step_lane=self.step_lane,
+        )
+
+    def accept_join(self, reply: pb.JoinReply) -> None:
+        """Take the coordinator's JoinReply (either carrier): check it fits this artifact
+        (`JoinRefused` FAILED_PRECONDITION otherwise) and start from a clean recurrent state."""
         if reply.obs_dim != self.policy.obs_dim or reply.n_actions != self.policy.n_actions:
             raise JoinRefused(
-                grpc.StatusCode.FAILED_PRECONDITION,
+                STATUS_CODES["FAILED_PRECONDITION"],
                 f"coordinator expects obs_dim {reply.obs_dim} and {reply.n_actions} actions, "
                 f"this artifact has {self.policy.obs_dim} and {self.policy.n_actions}",
             )
         self.stats.sessions += 1
-        self._mode = reply.mode
         self.policy.reset()  # a (re)join starts from a clean recurrent state
         log.info(
             "joined team %s as %s (index %d of %d, coordinator %s)",
@@ -326,51 +315,11 @@ class AgentRunner:
             reply.n_agents,
             reply.coordinator_instance,
         )
-        if reply.step_lane_port:
-            return await self._lane_session(stub, reply)
-        return await self._stream_session(stub, reply)
 
-    async def _stream_session(self, stub: Any, reply: pb.JoinReply) -> str:
-        """The step exchange on the gRPC Steps stream; returns like `_session`."""
-        call = stub.Steps(metadata=self._metadata)
-        self._call = call
-        self._joined = (stub, reply.session_id)
-        served = False
+    def open_lane(self, host: str, port: int) -> LaneClient | str:
+        """Dial the step lane; the client, or why it could not be reached."""
         try:
-            await call.write(pb.AgentMessage(attach=pb.Attach(session_id=reply.session_id)))
-            while True:
-                msg = await call.read()
-                if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
-                    break
-                served = True
-                out = self._on_message(msg)
-                if out == "finished":
-                    await self._leave(stub, reply.session_id, "run finished")
-                if isinstance(out, str):
-                    return out
-                if out is not None:
-                    await call.write(out)
-        except asyncio.CancelledError:
-            if self._stop.is_set():
-                return "stopped"
-            raise
-        except grpc.RpcError as e:
-            if self._stop.is_set():
-                return "stopped"
-            log.warning("stream broke: %s", e.code().name)  # type: ignore[attr-defined]
-        finally:
-            self._call = None
-            self._joined = None
-            call.cancel()
-        return "served" if served else "stream ended before any message"
-
-    async def _lane_session(self, stub: Any, reply: pb.JoinReply) -> str:
-        """The step exchange on the coordinator's step lane, on a thread of its own (a blocking
-        socket: no event loop between a step's arrival and its answer); returns like `_session`."""
-        host, port = self.step_lane_address or (host_of(self.target), reply.step_lane_port)
-        try:
-            client = await asyncio.to_thread(
-                LaneClient,
+            return LaneClient(
                 host,
                 port,
                 tls=self.tls,
@@ -379,28 +328,33 @@ class AgentRunner:
             )
         except OSError as e:
             return f"step lane {host}:{port} unreachable ({e})"
+
+    def serve_lane(self, client: LaneClient, first: pb.AgentMessage) -> str:
+        """Send ``first`` (attach to a session joined over gRPC, or join on the lane itself), then
+        answer the coordinator until the lane ends; returns like `Carrier.session`. Raises
+        `JoinRefused` when a join on the lane is refused."""
         self._lane = client
-        self._joined = (stub, reply.session_id)
+        served = False
         try:
             if self._stop.is_set():
                 return "stopped"
-            outcome = await asyncio.to_thread(self._serve_lane, client, reply.session_id)
-            if outcome == "finished":
-                await self._leave(stub, reply.session_id, "run finished")
-            return outcome
-        finally:
-            self._lane = None
-            self._joined = None
-            client.close()
-
-    def _serve_lane(self, client: LaneClient, session_id: str) -> str:
-        served = False
-        try:
-            attach = pb.Attach(session_id=session_id, token=self._token)
-            client.send(pb.AgentMessage(attach=attach))
+            client.send(first)
+            if first.WhichOneof("kind") == "join":
+                client.set_timeout(self.join_timeout_s)  # as long as a Join rpc may take
+                answer = client.recv()
+                client.set_timeout(None)
+                if answer is None:
+                    return "step lane closed before answering the join"
+                kind = answer.WhichOneof("kind")
+                g = answer.goodbye
+                if kind == "goodbye" and g.reason == pb.GOODBYE_REASON_REFUSED:
+                    raise JoinRefused(g.status_code, g.detail)
+                if kind != "join_reply":
+                    raise WireError(f"the coordinator answered a join with {kind}, not join_reply")
+                self.accept_join(answer.join_reply)
             while (msg := client.recv()) is not None:
                 served = True
-                out = self._on_message(msg)
+                out = self.on_message(msg)
                 if isinstance(out, str):
                     return out
                 if out is not None:
@@ -408,11 +362,13 @@ class AgentRunner:
         except (OSError, WireError) as e:
             if not self._stop.is_set():
                 log.warning("step lane broke: %s", e)
+        finally:
+            self._lane = None
         if self._stop.is_set():
             return "stopped"
         return "served" if served else "step lane ended before any message"
 
-    def _on_message(self, msg: pb.CoordinatorMessage) -> pb.AgentMessage | str | None:
+    def on_message(self, msg: pb.CoordinatorMessage) -> pb.AgentMessage | str | None:
         """Handle one coordinator message (either carrier): the message to answer with, or the
         session's outcome when it ends ("finished", "served", "refused: ..."), or None."""
         self._heard()
@@ -431,14 +387,6 @@ class AgentRunner:
             log.info("coordinator says goodbye: %s (%s)", pb.GoodbyeReason.Name(g.reason), g.detail)
             return "finished" if g.reason == pb.GOODBYE_REASON_RUN_FINISHED else "served"
         return None
-
-    async def _leave(self, stub: Any, session_id: str, reason: str) -> None:
-        with contextlib.suppress(grpc.RpcError):
-            await stub.Leave(
-                pb.LeaveRequest(session_id=session_id, reason=reason),
-                timeout=1.0,
-                metadata=self._metadata,
-            )
 
     # ---------------------------------------------------------------------------- a step
     def _answer(self, req: pb.StepRequest) -> pb.StepReply | None:
@@ -546,6 +494,52 @@ class AgentRunner:
                 self._last_heard = time.monotonic()  # re-actuate at most once per period
 
 
+class _LaneCarrier:
+    """Join, steps and Leave on the coordinator's step lane alone: no gRPC in this process."""
+
+    # How long a Leave may take on `stop` before the lane is cut.
+    LEAVE_GRACE_S = 1.0
+
+    def __init__(self, runner: AgentRunner) -> None:
+        assert runner.step_lane_address is not None
+        self.r = runner
+        self.host, self.port = runner.step_lane_address
+
+    def session(self) -> str:
+        r = self.r
+        client = r.open_lane(self.host, self.port)
+        if isinstance(client, str):
+            return client
+        try:
+            join = r.join_request()
+            join.token = r.token
+            return r.serve_lane(client, pb.AgentMessage(join=join))
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        client = self.r.lane
+        if client is not None:  # else serve_lane sees the stop flag before it sends anything
+            threading.Thread(
+                target=self._leave_then_cut, args=(client,), daemon=True, name="agent-leave"
+            ).start()
+
+    def _leave_then_cut(self, client: LaneClient) -> None:
+        """Say leave (the coordinator frees the seat as "left" and closes the lane, which ends
+        the session); cut the lane if that has not happened within the grace."""
+        cut = threading.Timer(self.LEAVE_GRACE_S, client.interrupt)
+        cut.daemon = True
+        cut.start()
+        leave = pb.AgentMessage(leave=pb.LeaveRequest(reason="agent stopping"))
+        try:
+            client.send(leave, lock_timeout_s=self.LEAVE_GRACE_S)
+        except (OSError, TimeoutError):
+            client.interrupt()
+
+    def close(self) -> None:
+        pass
+
+
 # ---------------------------------------------------------------------------------- the CLI
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -555,15 +549,22 @@ def build_parser() -> argparse.ArgumentParser:
             "Run one agent of a team on this device: load its ONNX graph from the artifact,\n"
             "dial the coordinator, and act greedily from this device's own inputs. Reconnects\n"
             "with backoff and holds the fallback action while the coordinator is away.\n\n"
+            "Give the coordinator's gRPC port (--coordinator), or its step lane alone\n"
+            "(--step-lane-address: Join, steps and Leave on the lane, and no gRPC in this process).\n\n"
             "example:\n"
             "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator 10.0.0.2:50051\n"
+            "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --step-lane-address 10.0.0.2:50052\n"
             "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator ground:50051 \\\n"
             "      --sensor examples.field_plugin:read_sensors --actuator examples.field_plugin:actuate"
         ),
     )
     p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
     p.add_argument("--agent", required=True, help="agent id in the manifest, e.g. agent_0")
-    p.add_argument("--coordinator", required=True, help="HOST:PORT of qmix-coordinator")
+    p.add_argument(
+        "--coordinator",
+        default=None,
+        help="HOST:PORT of qmix-coordinator's gRPC port (Join and Leave over gRPC)",
+    )
     p.add_argument("--public-key", default=None, help="Ed25519 key the manifest must verify with")
     p.add_argument("--sensor", default=None, help="field mode: module:callable giving observations")
     p.add_argument("--actuator", default=None, help="field mode: module:callable taking actions")
@@ -604,8 +605,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--step-lane-address",
         default=None,
-        help="HOST:PORT to dial for the step lane instead of the coordinator's host and the port "
-        "it names (a port forward or proxy in between)",
+        help="HOST:PORT of the coordinator's step lane (its --port + 1 by default). Alone: join, "
+        "step and leave on the lane, without gRPC. With --coordinator: dial the lane there "
+        "instead of the port the Join names (a port forward or proxy in between)",
     )
     p.add_argument("--log-level", default="INFO", help="default INFO")
     return p
@@ -630,9 +632,11 @@ def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | N
     if args.token and args.token_file:
         raise SecurityConfigError("give --token or --token-file, not both")
     token = read_token_file(args.token_file) if args.token_file else args.token
-    require_secure_or_loopback(
-        host_of(args.coordinator), tls is not None, args.allow_insecure, "--tls-ca"
-    )
+    for address in (args.coordinator, args.step_lane_address):
+        if address:
+            require_secure_or_loopback(
+                host_of(address), tls is not None, args.allow_insecure, "--tls-ca"
+            )
     return tls, token
 
 
@@ -652,6 +656,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if (args.sensor is None) != (args.actuator is None):
         log.error("field mode needs both --sensor and --actuator (found only one)")
+        return 2
+    if not args.coordinator and not args.step_lane_address:
+        log.error(
+            "give --coordinator HOST:PORT (its gRPC port) or --step-lane-address HOST:PORT (its "
+            "step lane, joined without gRPC)"
+        )
+        return 2
+    if args.no_step_lane and args.step_lane_address:
+        log.error("--no-step-lane and --step-lane-address contradict each other; give one")
         return 2
     try:
         if args.step_lane_address:
