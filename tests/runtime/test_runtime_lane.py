@@ -1,5 +1,6 @@
 """The step lane: framing, addresses, certificate identities, and the same team behaviour on the
-lane as on the gRPC Steps stream (records equal step for step), including a broken lane."""
+lane as on the gRPC Steps stream (records equal step for step), including a broken lane; and
+agents that join and leave on the lane itself, without gRPC."""
 
 from __future__ import annotations
 
@@ -90,12 +91,18 @@ def test_peercert_agent_id_prefers_the_san_uri(cert: Any, agent_id: str | None) 
 
 
 # ------------------------------------------------------------------------ the team on it
-def run_team(h: Harness, lanes: dict[str, bool]) -> list[AgentRunner]:
+def runner(h: Harness, agent_id: str, how: str, **kw: Any) -> AgentRunner:
+    """An agent stepping on the "lane" (joined over gRPC), the "stream", or joined on the lane
+    alone ("lane-only", no gRPC)."""
+    if how == "lane-only":
+        lane_at = f"127.0.0.1:{h.coordinator.lane_port}"
+        return AgentRunner(FakePolicy(agent_id), None, step_lane_address=lane_at, **kw)
+    return AgentRunner(FakePolicy(agent_id), h.target, step_lane=how == "lane", **kw)
+
+
+def run_team(h: Harness, how: dict[str, str]) -> list[AgentRunner]:
     h.run_in_thread()
-    runners = [
-        AgentRunner(FakePolicy(a), h.target, watchdog_s=10.0, step_lane=on)
-        for a, on in lanes.items()
-    ]
+    runners = [runner(h, a, way, watchdog_s=10.0) for a, way in how.items()]
     for r in runners:
         threading.Thread(target=r.run, daemon=True).start()
     return runners
@@ -115,21 +122,29 @@ def step_facts(h: Harness) -> list[tuple[Any, ...]]:
     ]
 
 
+def joined_on_lane(h: Harness) -> dict[str, bool]:
+    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    return {r["agent_id"]: r["via"] == "lane" for r in recs if r["type"] == "join"}
+
+
 def test_lane_stream_and_mixed_teams_step_identically(make_harness: Any) -> None:
     facts = {}
-    for name, lanes in {
-        "lane": {"agent_0": True, "agent_1": True},
-        "stream": {"agent_0": False, "agent_1": False},
-        "mixed": {"agent_0": True, "agent_1": False},
+    for name, how in {
+        "lane": {"agent_0": "lane", "agent_1": "lane"},
+        "stream": {"agent_0": "stream", "agent_1": "stream"},
+        "mixed": {"agent_0": "lane", "agent_1": "stream"},
+        "lane-only": {"agent_0": "lane-only", "agent_1": "lane-only"},
+        "all three": {"agent_0": "lane-only", "agent_1": "stream"},
     }.items():
         h = make_harness(episodes=4, step_deadline_ms=5000, seed=3)
-        run_team(h, lanes)
+        run_team(h, how)
         summary = h.wait()
         assert summary.finished
-        assert carriers(h) == {a: "lane" if on else "stream" for a, on in lanes.items()}
+        assert carriers(h) == {a: "stream" if w == "stream" else "lane" for a, w in how.items()}
+        assert joined_on_lane(h) == {a: w == "lane-only" for a, w in how.items()}
         facts[name] = step_facts(h)
     assert len(facts["lane"]) == 8 and all(f[4] == () for f in facts["lane"])
-    assert facts["lane"] == facts["stream"] == facts["mixed"]
+    assert all(f == facts["lane"] for f in facts.values())
 
 
 def test_no_lane_on_the_coordinator_means_the_steps_stream(make_harness: Any) -> None:
@@ -148,17 +163,18 @@ def test_no_lane_on_the_coordinator_means_the_steps_stream(make_harness: Any) ->
     h.coordinator.close(grace_s=0.1)
 
 
+@pytest.mark.parametrize("how", ["lane", "lane-only"])
 def test_a_broken_lane_is_a_disconnect_and_the_agent_rejoins_on_a_new_lane(
-    make_harness: Any,
+    make_harness: Any, how: str
 ) -> None:
     h = make_harness(episodes=40, step_deadline_ms=2000, step_period_ms=5, team_wait_s=10)
-    runners = run_team(h, {"agent_0": True, "agent_1": True})
+    runners = run_team(h, {"agent_0": "lane", "agent_1": how})
     victim = runners[1]
     deadline = time.monotonic() + 20
-    while victim.stats.steps < 5 or victim._lane is None:
+    while victim.stats.steps < 5 or victim.lane is None:
         assert time.monotonic() < deadline, "agent_1 never stepped on the lane"
         time.sleep(0.005)
-    victim._lane.interrupt()  # the link breaks under the agent (as a cut cable would)
+    victim.lane.interrupt()  # the link breaks under the agent (as a cut cable would)
     summary = h.wait(60)
     assert summary.finished
     c = summary.counters["agent_1"]
@@ -191,3 +207,176 @@ def test_a_lane_port_in_use_fails_loudly() -> None:
 def test_lane_port_out_of_range_is_a_config_error() -> None:
     with pytest.raises(ValueError, match=r"step_lane_port must be in \[0, 65535\]"):
         CoordinatorConfig(step_lane_port=70000)
+
+
+# ------------------------------------------------------------- joining on the lane alone
+def wait_for_steps(r: AgentRunner, n: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while r.stats.steps < n:
+        assert time.monotonic() < deadline, f"{r.policy.agent_id} answered no {n} steps"
+        time.sleep(0.005)
+
+
+def test_a_lane_only_agent_that_stops_leaves_and_its_seat_is_free(make_harness: Any) -> None:
+    h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
+    runners = run_team(h, {"agent_0": "lane-only", "agent_1": "lane-only"})
+    wait_for_steps(runners[0], 3)
+    runners[0].stop()
+    deadline = time.monotonic() + 10
+    while h.coordinator._live.get(0) is not None:
+        assert time.monotonic() < deadline, "agent_0's seat was never freed"
+        time.sleep(0.005)
+    h.coordinator.request_stop()
+    h.wait()
+    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    leaves = [r["reason"] for r in recs if r["type"] == "leave" and r["agent_id"] == "agent_0"]
+    assert leaves[0] == "left: agent stopping"  # said, not cut
+    assert h.summary.counters["agent_0"].disconnects == 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "code"),
+    [
+        (FakePolicy("agent_9", artifact_sha256="cd" * 32), 2),  # NOT_FOUND: not in the team
+        (
+            FakePolicy("agent_0", artifact_sha256="ab" * 32),
+            2,
+        ),  # FAILED_PRECONDITION: another export
+        (FakePolicy("agent_0", obs_dim=7), 2),  # the coordinator's sizes differ from the artifact's
+    ],
+)
+def test_a_lane_only_agent_the_team_refuses_exits_2(
+    make_harness: Any, policy: FakePolicy, code: int
+) -> None:
+    h = make_harness(episodes=1)
+    r = AgentRunner(policy, None, step_lane_address=f"127.0.0.1:{h.coordinator.lane_port}")
+    assert r.run() == code
+    deadline = time.monotonic() + 10
+    while h.coordinator._live:  # nothing left holding a seat (the lane's close frees it)
+        assert time.monotonic() < deadline, "a refused agent still holds a seat"
+        time.sleep(0.005)
+    h.coordinator.close(grace_s=0.1)
+
+
+def test_a_second_live_lane_only_agent_is_refused_and_retries(make_harness: Any) -> None:
+    h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
+    first = run_team(h, {"agent_0": "lane-only", "agent_1": "lane"})
+    wait_for_steps(first[0], 2)
+    twin = runner(h, "agent_0", "lane-only", give_up_s=0.5)
+    assert twin.run() == 1  # ALREADY_EXISTS is retried, then it gives up; never admitted
+    assert twin.stats.sessions == 0
+    before = first[0].stats.steps
+    wait_for_steps(first[0], before + 2)  # the rightful agent_0 still steps
+    h.coordinator.request_stop()
+    h.wait()
+
+
+def raw_lane(h: Harness) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", h.coordinator.lane_port), timeout=10)
+
+
+def read_frames(sock: socket.socket, until: Any) -> list[pb.CoordinatorMessage]:
+    """Frames from a raw lane until ``until(message)`` holds or the lane closes."""
+    dec, got = lane.FrameDecoder(1 << 16), []
+    while data := sock.recv(65536):
+        for body in dec.feed(data):
+            got.append(pb.CoordinatorMessage.FromString(body))
+            if until(got[-1]):
+                return got
+    return got
+
+
+def lane_join_frame(agent_id: str = "agent_0") -> bytes:
+    req = pb.JoinRequest(
+        protocol_version=pb.PROTOCOL_VERSION_1,
+        agent_id=agent_id,
+        artifact_sha256=FakePolicy(agent_id).artifact_sha256,
+    )
+    return lane.encode_frame(pb.AgentMessage(join=req))
+
+
+def test_frames_sent_with_the_join_wait_for_its_answer(make_harness: Any) -> None:
+    """A join, a second join and a leave in one write: the reply comes first, the second join is
+    ignored, and the leave (which follows the join in the byte stream) ends the session."""
+    h = make_harness(episodes=0, step_period_ms=5, team_wait_s=10)
+    h.run_in_thread()
+    leave = lane.encode_frame(pb.AgentMessage(leave=pb.LeaveRequest(reason="pipelined")))
+    with raw_lane(h) as sock:
+        sock.sendall(lane_join_frame() + lane_join_frame() + leave)
+        got = read_frames(sock, until=lambda m: False)  # until the coordinator closes the lane
+    assert got[0].WhichOneof("kind") == "join_reply"
+    assert got[0].join_reply.step_lane_port == h.coordinator.lane_port
+    h.coordinator.request_stop()
+    h.wait()
+    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    assert [(r["type"], r.get("reason")) for r in recs if r["type"] in ("join", "leave")] == [
+        ("join", None),
+        ("leave", "left: pipelined"),
+    ]
+
+
+def test_a_lane_that_closes_while_its_join_is_decided_frees_the_seat(make_harness: Any) -> None:
+    h = make_harness(episodes=0, step_period_ms=5, team_wait_s=10)
+    h.run_in_thread()
+    for _ in range(3):  # each time the seat is free again for the next one
+        with raw_lane(h) as sock:
+            sock.sendall(lane_join_frame())
+        deadline = time.monotonic() + 10
+        while h.coordinator._live:
+            assert time.monotonic() < deadline, "the seat stayed taken"
+            time.sleep(0.005)
+    h.coordinator.request_stop()
+    h.wait()
+
+
+def test_join_on_a_stopping_coordinator_is_unavailable_and_retried(make_harness: Any) -> None:
+    h = make_harness(episodes=1)
+    h.coordinator._stopping.set()
+    with raw_lane(h) as sock:
+        sock.sendall(lane_join_frame())
+        (bye,) = read_frames(sock, until=lambda m: True)
+    assert bye.goodbye.reason == pb.GOODBYE_REASON_REFUSED
+    assert bye.goodbye.status_code == 14  # UNAVAILABLE: not fatal for an agent
+    h.coordinator.close(grace_s=0.1)
+
+
+def test_status_names_are_grpcs() -> None:
+    import grpc
+
+    from qmix_edge.runtime.errors import STATUS_NAMES
+
+    assert {c.value[0]: c.name for c in grpc.StatusCode} == STATUS_NAMES
+
+
+def test_agent_runner_needs_an_address() -> None:
+    with pytest.raises(ValueError, match="found neither"):
+        AgentRunner(FakePolicy("agent_0"), None)
+    with pytest.raises(ValueError, match="the step lane is turned off"):
+        AgentRunner(FakePolicy("agent_0"), None, step_lane=False, step_lane_address="h:1")
+
+
+def test_a_lane_join_that_is_never_answered_times_out_and_is_retried() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        accepted: list[socket.socket] = []
+
+        def accept() -> None:  # a hung coordinator: takes connections, never answers
+            while True:
+                try:
+                    accepted.append(server.accept()[0])
+                except OSError:
+                    return
+
+        threading.Thread(target=accept, daemon=True).start()
+        r = AgentRunner(
+            FakePolicy("agent_0"),
+            None,
+            step_lane_address=f"127.0.0.1:{server.getsockname()[1]}",
+            join_timeout_s=0.2,
+            give_up_s=1.0,
+        )
+        assert r.run() == 1  # gave up after give_up_s, never joined
+        assert r.stats.sessions == 0 and len(accepted) >= 2  # dialled again after each timeout
+        for c in accepted:
+            c.close()

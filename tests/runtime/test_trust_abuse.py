@@ -4,7 +4,8 @@ after every case the coordinator still serves the honest team (a new step comple
 honest agent's own decision).
 
 Two arenas, each a coordinator in-process on port 0 running steps continuously (paced, 20 ms)
-with an honest ``agent_1`` connected all along; ``agent_0``'s seat is left to the abusers:
+with an honest ``agent_1`` connected all along (joined on the step lane alone, without gRPC);
+``agent_0``'s seat is left to the abusers:
 - ``mtls``: mutual TLS (agent certificates name their agent id);
 - ``tokens``: TLS plus per-agent bearer tokens.
 A table of every case and its outcome is printed at the end of the module run.
@@ -107,16 +108,18 @@ class Arena:
         )
         self.c = self.h.coordinator
         self.h.run_in_thread()
-        self.honest = self.runner("agent_1")
+        self.honest = self.runner("agent_1", lane_only=True)
         self.honest_thread = threading.Thread(target=self.honest.run, daemon=True)
         self.honest_thread.start()
         self.wait_served()
 
-    def runner(self, agent_id: str) -> AgentRunner:
+    def runner(self, agent_id: str, *, lane_only: bool = False) -> AgentRunner:
+        """An honest agent: joining over gRPC, or (``lane_only``) on the step lane alone."""
         c = self.pki.agents[agent_id]
         return AgentRunner(
             FakePolicy(agent_id),
-            self.h.target,
+            None if lane_only else self.h.target,
+            step_lane_address=f"127.0.0.1:{self.c.lane_port}" if lane_only else None,
             watchdog_s=10.0,
             tls=ClientTls(
                 self.pki.ca, None if self.tokens else c.cert, None if self.tokens else c.key
@@ -480,6 +483,9 @@ def test_identity_abuse_mtls(
     mtls: Arena, case: str, cert: str | None, req: pb.JoinRequest, code: Code
 ) -> None:
     observe(mtls, case, code, lambda: join_status(mtls, req, cert))
+    if cert in (None, "rogue_agent_0"):
+        return  # the lane's TLS refusals: test_step_lane_tls_handshake_refused
+    observe(mtls, f"step lane join: {case}", code, lambda: lane_join_status(mtls, req, cert))
 
 
 @pytest.mark.parametrize(
@@ -509,6 +515,26 @@ def test_identity_abuse_mtls(
 )
 def test_token_abuse(tokens: Arena, case: str, md: Any, req: pb.JoinRequest, code: Code) -> None:
     observe(tokens, case, code, lambda: join_status(tokens, req, None, md))
+
+
+@pytest.mark.parametrize(
+    ("case", "req", "token"),
+    [
+        ("no token", join_request(), ""),
+        ("wrong token", join_request(), "x" * 32),
+        ("another agent's token", join_request(), TOKENS["agent_1"]),
+        ("own token, another agent's id", join_request("agent_1"), TOKENS["agent_0"]),
+    ],
+)
+def test_step_lane_join_token_abuse(
+    tokens: Arena, case: str, req: pb.JoinRequest, token: str
+) -> None:
+    observe(
+        tokens,
+        f"step lane join (tokens): {case}",
+        Code.UNAUTHENTICATED,
+        lambda: lane_join_status(tokens, req, None, token),
+    )
 
 
 def test_garbage_without_token_is_refused_before_parsing(tokens: Arena) -> None:
@@ -639,6 +665,8 @@ def lane_answer(client: LaneClient, timeout: float = 10.0) -> Any:
         while (m := client.recv()) is not None:
             if m.WhichOneof("kind") == "goodbye" and m.goodbye.reason == pb.GOODBYE_REASON_REFUSED:
                 return next(c for c in Code if c.value[0] == m.goodbye.status_code)
+            if m.WhichOneof("kind") == "join_reply":
+                return "admitted"
         return "closed, nothing received"
     except ssl.SSLError as e:
         return f"TLS refused ({e.reason})"
@@ -651,6 +679,21 @@ def lane_raw(arena: Arena, payload: bytes, cert: str | None = "agent_0") -> Any:
     client = lane_client(arena, cert)
     client._sock.sendall(payload)
     return lane_answer(client)
+
+
+def lane_join_status(
+    arena: Arena, req: pb.JoinRequest, cert: str | None = "agent_0", token: str = ""
+) -> Any:
+    """Join on a fresh lane (``token`` in the JoinRequest); how the coordinator refused it."""
+    with_token = pb.JoinRequest()
+    with_token.CopyFrom(req)
+    with_token.token = token
+    client = lane_client(arena, cert)
+    client.send(pb.AgentMessage(join=with_token))
+    got = lane_answer(client)  # closing the lane gives an admitted seat back
+    if got == "admitted":
+        raise AssertionError("the abusive step lane join was admitted")
+    return got
 
 
 def frame(payload: bytes) -> bytes:
@@ -715,7 +758,8 @@ def test_step_lane_refusals(mtls: Arena, case: str, payload: bytes, code: Code) 
 
 
 def test_step_lane_fuzzed_first_frames(mtls: Arena) -> None:
-    allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND}
+    # A fuzzed frame may parse as a join: its agent id is not the certificate's (PERMISSION_DENIED)
+    allowed = {Code.INVALID_ARGUMENT, Code.NOT_FOUND, Code.PERMISSION_DENIED}
     observe(
         mtls,
         "step lane: 25 fuzzed first frames",
@@ -867,11 +911,14 @@ def test_bad_observations_get_the_fallback_on_the_agent(
 
 
 # ------------------------------------------------------------------------------- the end
-def test_honest_agent_0_takes_its_seat_after_all_abuse(mtls: Arena, tokens: Arena) -> None:
+@pytest.mark.parametrize(("lane_only", "how"), [(False, ""), (True, " on the step lane alone")])
+def test_honest_agent_0_takes_its_seat_after_all_abuse(
+    mtls: Arena, tokens: Arena, lane_only: bool, how: str
+) -> None:
     for arena in (mtls, tokens):
 
         def case(arena: Arena = arena) -> str:
-            r = arena.runner("agent_0")
+            r = arena.runner("agent_0", lane_only=lane_only)
             t = threading.Thread(target=r.run, daemon=True)
             t.start()
             deadline = time.monotonic() + 20
@@ -894,4 +941,4 @@ def test_honest_agent_0_takes_its_seat_after_all_abuse(mtls: Arena, tokens: Aren
             t.join(10)
             return "served" if f1 == f0 else "fallbacks"
 
-        observe(arena, "honest agent_0 joins after the abuse", "served", case)
+        observe(arena, f"honest agent_0 joins{how} after the abuse", "served", case)
