@@ -9,6 +9,10 @@ The coordinator runs in this process (simulation mode, a null environment: only 
 loaded); the agents are real processes running exported ONNX GRU agents (random weights).
 
     .venv/bin/python bench/runtime_load.py [--agents 32] [--seconds 600] [--deadline-ms 1000]
+        [--grpc-join]
+
+Agents dial the step lane alone (qmix-eval's default; no gRPC in them), or with ``--grpc-join``
+Join and Leave over gRPC and step on the lane.
 
 Needs the [train] extra (torch) to export the bench artifact; the agents themselves do not use it.
 """
@@ -53,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=600.0, help="run length (default 600)")
     ap.add_argument("--deadline-ms", type=int, default=1000, help="step deadline (default 1000)")
     ap.add_argument("--warmup-s", type=float, default=10.0, help="memory baseline after this")
+    ap.add_argument("--grpc-join", action="store_true", help="agents Join and Leave over gRPC")
     args = ap.parse_args(argv)
     n = args.agents
     with tempfile.TemporaryDirectory(prefix="qmix-load-") as d:
@@ -74,11 +79,16 @@ def main(argv: list[str] | None = None) -> int:
             record_path=record,
         )
         port = coord.start("127.0.0.1:0")
+        dial = (
+            ["--coordinator", f"127.0.0.1:{port}"]
+            if args.grpc_join
+            else ["--step-lane-address", f"127.0.0.1:{coord.lane_port}"]
+        )
         procs = {
             a: subprocess.Popen(
                 [
                     sys.executable, "-m", "qmix_edge.runtime.agent", "--artifacts", str(art),
-                    "--agent", a, "--coordinator", f"127.0.0.1:{port}", "--log-level", "WARNING",
+                    "--agent", a, *dial, "--log-level", "WARNING",
                     "--give-up-s", "5",
                 ],
                 stderr=open(work / f"{a}.log", "w"),  # noqa: SIM115 - lives as long as the run

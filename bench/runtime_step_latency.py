@@ -1,7 +1,9 @@
 """Team step latency and throughput of the runtime on loopback, against the raw gRPC round trip.
 
-Measured in one run, on this machine, for each step carrier (the step lane, the default, and the
-gRPC Steps stream, `--no-step-lane`):
+Measured in one run, on this machine, for each way an agent reaches the coordinator: ``lane``
+(agents dial the step lane alone, Join and Leave included, and load no gRPC; qmix-eval's
+default), ``lane-grpc`` (Join and Leave over gRPC, steps on the lane) and ``stream`` (everything
+on gRPC, the Steps stream; `--no-step-lane`):
 1. the raw round trip of that carrier (one StepRequest-sized message each way, the other end in
    another process; bench/runtime_transport.py): the baseline;
 2. a coordinator (in this process, simulation mode with a null environment so only the runtime is
@@ -13,7 +15,8 @@ Goals (issue 4): 3-agent step latency within 2x the raw round trip of the same t
 >= 1,500 team steps/s with 3 agents; >= 200 with 16; < 80 MiB per agent process. Every figure and
 ratio is printed, and the lane's figures beside the gRPC stream's.
 
-    .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000] [--carriers lane,stream]
+    .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000]
+        [--carriers lane,lane-grpc,stream]
 
 Needs the [train] extra (torch) to export the bench artifact; the agents themselves do not use it.
 """
@@ -112,12 +115,17 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
             episodes=episodes,
             step_deadline_ms=1000,
             team_wait_s=300,
-            step_lane=carrier == "lane",
+            step_lane=carrier != "stream",
         ),
         env=env,
         record_path=record,
     )
     port = coord.start("127.0.0.1:0")
+    dial = (
+        ["--step-lane-address", f"127.0.0.1:{coord.lane_port}"]
+        if carrier == "lane"
+        else ["--coordinator", f"127.0.0.1:{port}"]
+    )
     procs = [
         subprocess.Popen(
             [
@@ -128,8 +136,7 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
                 str(art),
                 "--agent",
                 a,
-                "--coordinator",
-                f"127.0.0.1:{port}",
+                *dial,
                 "--log-level",
                 "WARNING",
             ]
@@ -205,7 +212,7 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
     return result
 
 
-RAW_MODE = {"lane": "lane", "stream": "stream-aio"}
+RAW_MODE = {"lane": "lane", "lane-grpc": "lane", "stream": "stream-aio"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,26 +221,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps16", type=int, default=1000, help="team steps with 16 agents")
     ap.add_argument("--rounds", type=int, default=3000, help="raw round trips")
     ap.add_argument(
-        "--carriers", default="lane,stream", help="step carriers to measure (default lane,stream)"
+        "--carriers",
+        default="lane,lane-grpc,stream",
+        help="ways to reach the coordinator to measure (default lane,lane-grpc,stream)",
     )
     args = ap.parse_args(argv)
     carriers = [c for c in args.carriers.split(",") if c]
     unknown = sorted(set(carriers) - set(RAW_MODE))
     if unknown:
-        ap.error(f"--carriers takes lane and/or stream; found {unknown}")
+        ap.error(f"--carriers takes {', '.join(RAW_MODE)}; found {unknown}")
     raw = {}
     for c in carriers:
+        if RAW_MODE[c] in {RAW_MODE[k] for k in raw}:  # the same transport: measured once
+            raw[c] = next(raw[k] for k in raw if RAW_MODE[k] == RAW_MODE[c])
+            continue
         raw[c] = raw_round_trip(RAW_MODE[c], args.rounds)
-        print(
-            f"raw round trip, {c:<6} ({RAW_MODE[c]}): p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us"
-        )
+        print(f"raw round trip, {RAW_MODE[c]}: p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us")
     results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qmix-bench-") as d:
         for c in carriers:
             for n, steps in ((3, args.steps), (16, args.steps16)):
                 r = results[c, n] = run_team(n, steps, Path(d), c)
                 print(
-                    f"{c:<6} {n:>2} agents: {int(r['steps'])} team steps, exchange p50 "
+                    f"{c:<9} {n:>2} agents: {int(r['steps'])} team steps, exchange p50 "
                     f"{r['exchange_p50_us']:.0f} us (p99 {r['exchange_p99_us']:.0f}), "
                     f"{r['steps_per_s']:.0f} team steps/s (goal >= {1500 if n == 3 else 200}), "
                     f"fallbacks {int(r['fallbacks'])}, agent peak RSS max "
@@ -246,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if n == 3:
                     print(
-                        f"          ratio team step p50 / raw {c} round trip p50 = "
+                        f"          ratio team step p50 / raw {RAW_MODE[c]} round trip p50 = "
                         f"{r['exchange_p50_us'] / raw[c][0]:.2f} (goal <= 2)"
                     )
     if "lane" in carriers and "stream" in carriers:
@@ -260,6 +270,14 @@ def main(argv: list[str] | None = None) -> int:
             f"lane 3-agent team step p50 / raw gRPC stream round trip p50 = "
             f"{results['lane', 3]['exchange_p50_us'] / raw['stream'][0]:.2f}"
         )
+    if "lane" in carriers and "lane-grpc" in carriers:
+        for n in (3, 16):
+            lean, full = results["lane", n], results["lane-grpc", n]
+            print(
+                f"agent peak RSS without gRPC vs with, {n:>2} agents: {lean['peak_rss_mib_max']:.1f} "
+                f"vs {full['peak_rss_mib_max']:.1f} MiB "
+                f"({full['peak_rss_mib_max'] - lean['peak_rss_mib_max']:.1f} MiB less)"
+            )
     return 0
 
 

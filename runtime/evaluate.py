@@ -224,6 +224,14 @@ class EvalConfig:
     """With ``netns``: shape every link to this rate with tc tbf (e.g. ``10mbit``)."""
     step_lane: bool = True
     """Agents step on the coordinator's step lane (False: on the gRPC Steps stream)."""
+    grpc_join: bool = False
+    """Agents Join and Leave over gRPC (False: on the step lane alone, loading no gRPC; always
+    True without ``step_lane``)."""
+
+    @property
+    def lane_only(self) -> bool:
+        """The agents dial only the coordinator's step lane."""
+        return self.step_lane and not self.grpc_join
 
 
 # --------------------------------------------------------------------------- the processes
@@ -243,7 +251,9 @@ class _Procs:
         self.workdir = workdir
         self.record = workdir / "episodes.jsonl"
         self.port_file = workdir / "coordinator.port"
+        self.lane_port_file = workdir / "coordinator.lane-port"
         self.port = 0
+        self.lane_port = 0  # kept across coordinator restarts, as the gRPC port is
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.coordinator_starts = 0
@@ -272,6 +282,10 @@ class _Procs:
             str(self.port),
             "--port-file",
             str(self.port_file),
+            "--step-lane-port",
+            str(self.lane_port),
+            "--step-lane-port-file",
+            str(self.lane_port_file),
             "--record",
             str(self.record),
             "--step-deadline-ms",
@@ -301,13 +315,15 @@ class _Procs:
         if not cfg.step_lane:
             cmd.append("--no-step-lane")
         self.port_file.unlink(missing_ok=True)
+        self.lane_port_file.unlink(missing_ok=True)
         log.info("starting the coordinator%s", " (resume)" if resume else "")
         self.coordinator = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=self._log("coordinator")
         )
         self.coordinator_starts += 1
         deadline = time.monotonic() + 120
-        while not self.port_file.exists():
+        wanted = [self.port_file, self.lane_port_file] if cfg.step_lane else [self.port_file]
+        while not all(f.exists() for f in wanted):
             if self.coordinator.poll() is not None:
                 raise RuntimeFailure(
                     f"the coordinator exited with {self.coordinator.returncode} before serving; "
@@ -317,6 +333,8 @@ class _Procs:
                 raise RuntimeFailure("the coordinator did not report its port within 120 s")
             time.sleep(0.02)
         self.port = int(self.port_file.read_text())
+        if cfg.step_lane:
+            self.lane_port = int(self.lane_port_file.read_text())
 
     def start_agent(self, agent_id: str, faults: Sequence[Fault]) -> None:
         cmd = [
@@ -327,8 +345,7 @@ class _Procs:
             str(self.cfg.artifacts),
             "--agent",
             agent_id,
-            "--coordinator",
-            f"127.0.0.1:{self.port}",
+            *self._dial("127.0.0.1"),
             "--backoff-max-s",
             "0.5",
             "--give-up-s",
@@ -337,7 +354,8 @@ class _Procs:
         cmd += self.cfg.security.agent_args(agent_id, self.workdir)
         if self.topology is not None:
             link = self.topology.link(agent_id)
-            cmd[cmd.index("--coordinator") + 1] = f"{link.coordinator_ip}:{self.port}"
+            i = cmd.index(self._dial("")[0])
+            cmd[i : i + 2] = self._dial(link.coordinator_ip)
             cmd = [*self.topology.exec_prefix(link.namespace), *cmd]
             if self.cfg.security.ca is None:
                 cmd.append("--allow-insecure")
@@ -360,6 +378,12 @@ class _Procs:
             cmd, stdout=subprocess.DEVNULL, stderr=self._log(agent_id)
         )
         self.agent_starts[agent_id] += 1
+
+    def _dial(self, host: str) -> list[str]:
+        """The flag and address by which an agent reaches the coordinator at ``host``."""
+        if self.cfg.lane_only:
+            return ["--step-lane-address", f"{host}:{self.lane_port}"]
+        return ["--coordinator", f"{host}:{self.port}"]
 
     def close(self) -> None:
         procs = [p for p in [self.coordinator, *self.agents.values()] if p is not None]
@@ -519,7 +543,14 @@ def build_report(
     steps = [r for r in records if r["type"] == "step"]
     latency = [float(r["exchange_us"]) for r in steps]
     per_agent: dict[str, dict[str, Any]] = {
-        a: {"fallbacks": 0, "late_replies": 0, "joins": 0, "decision_us": [], "carriers": set()}
+        a: {
+            "fallbacks": 0,
+            "late_replies": 0,
+            "joins": 0,
+            "decision_us": [],
+            "carriers": set(),
+            "joined_via": set(),
+        }
         for a in agent_ids
     }
     per_episode_fallbacks: dict[int, int] = defaultdict(int)
@@ -536,6 +567,7 @@ def build_report(
     for r in records:
         if r["type"] == "join":
             per_agent[r["agent_id"]]["joins"] += 1
+            per_agent[r["agent_id"]]["joined_via"].add(r.get("via", "grpc"))
         elif r["type"] == "attach":
             per_agent[r["agent_id"]]["carriers"].add(r["carrier"])
     starts = int(facts.get("coordinator_starts", 1))
@@ -550,6 +582,7 @@ def build_report(
             "rejoins_after_agent_faults": max(0, d["joins"] - starts),
             "decision_us": _percentiles(d["decision_us"]),
             "carriers": sorted(d["carriers"]),  # "lane" / "stream": what its steps travelled on
+            "joined_via": sorted(d["joined_via"]),  # "lane" (no gRPC in the agent) / "grpc"
         }
     episodes = []
     for i in range(cfg.episodes):
@@ -764,6 +797,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="agents step on the gRPC Steps stream instead of the coordinator's step lane",
     )
+    p.add_argument(
+        "--grpc-join",
+        action="store_true",
+        help="agents Join and Leave over gRPC (steps stay on the lane); by default they dial the "
+        "step lane alone and load no gRPC",
+    )
     p.add_argument("--log-level", default="WARNING", help="default WARNING")
     return p
 
@@ -812,6 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             netns=args.netns,
             netns_rate=args.netns_rate,
             step_lane=not args.no_step_lane,
+            grpc_join=args.grpc_join or args.no_step_lane,
         )
     except Exception as e:
         log.error("%s: %s", type(e).__name__, e)

@@ -4,7 +4,8 @@
 - a killed agent: fallbacks counted, it rejoins, the run completes, untouched episodes stay exact;
 - a stalled agent: late replies discarded and counted, never applied to another step;
 - a coordinator restart: the agents reconnect and the run completes, still exact;
-- qmix-agent (field mode, example plug-in) and qmix-coordinator run where torch cannot be imported.
+- qmix-agent (field mode, example plug-in) and qmix-coordinator run where torch cannot be imported;
+  qmix-agent on the step lane alone runs where neither torch nor grpc can be imported.
 """
 
 from __future__ import annotations
@@ -26,23 +27,27 @@ from qmix_edge.runtime.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# sitecustomize for child processes: torch (and the roots in $QMIX_TEST_ALSO_ABSENT) cannot be
+# imported, and a process that has one loaded anyway at exit says so and exits 97.
 NO_TORCH = """
-import atexit, importlib.abc, sys
+import atexit, importlib.abc, os, sys
+
+_ABSENT = ("torch", *filter(None, os.environ.get("QMIX_TEST_ALSO_ABSENT", "").split(",")))
 
 class _NoTorch(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "torch" or name.startswith("torch."):
-            raise ImportError("torch is absent on this device (test blocker)")
+        if name.split(".")[0] in _ABSENT:
+            raise ImportError(f"{name} is absent on this device (test blocker)")
         return None
 
 sys.meta_path.insert(0, _NoTorch())
 
 @atexit.register
 def _check():
-    if "torch" in sys.modules:
-        sys.stderr.write("TORCH WAS IMPORTED\\n")
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(_ABSENT))
+    if loaded:
+        sys.stderr.write(f"TORCH WAS IMPORTED ({loaded})\\n")
         sys.stderr.flush()
-        import os
         os._exit(97)
 """
 
@@ -106,16 +111,27 @@ def assert_untouched_episodes_exact(report: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("carrier", ["lane", "stream"])
+@pytest.mark.parametrize(
+    ("flags", "carrier", "via"),
+    [
+        ((), "lane", "lane"),
+        (("--grpc-join",), "lane", "grpc"),
+        (("--no-step-lane",), "stream", "grpc"),
+    ],
+)
 def test_distributed_returns_equal_reference_exactly(
-    spread_artifacts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], carrier: str
+    spread_artifacts: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: tuple[str, ...],
+    carrier: str,
+    via: str,
 ) -> None:
-    extra = () if carrier == "lane" else ("--no-step-lane",)
-    report = run_eval(spread_artifacts, tmp_path, *extra, own_workdir=True)
+    report = run_eval(spread_artifacts, tmp_path, *flags, own_workdir=True)
     assert report["parity"]["all_equal"], report["episodes"]
-    assert {a: d["carriers"] for a, d in report["agents"].items()} == {
-        a: [carrier] for a in ("agent_0", "agent_1", "agent_2")
-    }
+    agents = ("agent_0", "agent_1", "agent_2")
+    assert {a: d["carriers"] for a, d in report["agents"].items()} == {a: [carrier] for a in agents}
+    assert {a: d["joined_via"] for a, d in report["agents"].items()} == {a: [via] for a in agents}
     assert [e["seed"] for e in report["episodes"]] == [7, 8, 9, 10]
     assert all(e["return"] == e["reference_return"] for e in report["episodes"])
     assert report["team_steps"] == 40 and report["totals"]["fallbacks"] == 0
@@ -198,9 +214,11 @@ def test_coordinator_restart_agents_reconnect_and_run_stays_exact(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dial", ["grpc", "lane-only"])
 def test_qmix_agent_field_mode_runs_without_torch(
-    two_step_artifacts: Path, tmp_path: Path, no_torch_path: str
+    two_step_artifacts: Path, tmp_path: Path, no_torch_path: str, dial: str
 ) -> None:
+    """The example plug-in drives a field team; on the step lane alone, without grpc as well."""
     team = TeamSpec.from_artifacts(two_step_artifacts)
     coordinator = Coordinator(
         team,
@@ -217,13 +235,16 @@ def test_qmix_agent_field_mode_runs_without_torch(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([no_torch_path, str(ROOT)]),
         "QMIX_EDGE_EXAMPLE_ACTION_LOG": str(tmp_path / "actions.jsonl"),
+        "QMIX_TEST_ALSO_ABSENT": "grpc,grpc_health" if dial == "lane-only" else "",
     }
+    lane_only = ["--step-lane-address", f"127.0.0.1:{coordinator.lane_port}"]
     procs = [
         subprocess.Popen(
             agent_cmd(
                 two_step_artifacts,
                 a,
                 port,
+                *(lane_only if dial == "lane-only" else []),
                 "--sensor",
                 "examples.field_plugin:read_sensors",
                 "--actuator",

@@ -72,6 +72,7 @@ def coordinator_cmd(artifacts: Path, tmp_path: Path, port: int, *extra: str) -> 
         sys.executable, "-m", "qmix_edge.runtime.coordinator", "--artifacts", str(artifacts),
         "--episodes", "40", "--step-period-ms", "10", "--port", str(port),
         "--port-file", str(tmp_path / "port"), "--record", str(tmp_path / "run.jsonl"),
+        "--step-lane-port-file", str(tmp_path / "lane-port"),
         "--step-deadline-ms", "5000", "--team-wait-s", "60", *extra,
     ]  # fmt: skip
 
@@ -190,11 +191,13 @@ def test_agent_kill_9_loses_no_team_step(two_step_artifacts: Path, tmp_path: Pat
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("dial", ["grpc", "lane-only"])
 def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
-    two_step_artifacts: Path, tmp_path: Path
+    two_step_artifacts: Path, tmp_path: Path, dial: str
 ) -> None:
     """SIGTERM to an agent: it says Leave (recorded as left, not as a broken link), exits 1
-    promptly, and the coordinator gives its seat the fallback without waiting for deadlines."""
+    promptly, and the coordinator gives its seat the fallback without waiting for deadlines.
+    An agent on the step lane alone says it on the lane."""
     record = tmp_path / "run.jsonl"
     port_file = tmp_path / "port"
     logs = {n: open(tmp_path / f"{n}.log", "w") for n in ("c", "agent_0", "agent_1")}  # noqa: SIM115
@@ -206,11 +209,14 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
         cmd += ["--team-policy", "continue_degraded"]
         coord = subprocess.Popen(cmd, stderr=logs["c"])
         procs.append(coord)
-        wait_for(port_file.exists, "the coordinator's port")
+        lane_port_file = tmp_path / "lane-port"
+        wait_for(lambda: port_file.exists() and lane_port_file.exists(), "the coordinator's ports")
         port = int(port_file.read_text())
+        lane_only = ["--step-lane-address", f"127.0.0.1:{int(lane_port_file.read_text())}"]
+        dial_flags = lane_only if dial == "lane-only" else []
         agents = {
             a: subprocess.Popen(
-                agent_cmd(two_step_artifacts, a, port, *AGENT_FLAGS), stderr=logs[a]
+                agent_cmd(two_step_artifacts, a, port, *AGENT_FLAGS, *dial_flags), stderr=logs[a]
             )
             for a in ("agent_0", "agent_1")
         }
@@ -233,6 +239,8 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
             r for r in read_records(record) if r["type"] == "leave" and r["agent_id"] == "agent_0"
         )
         assert leave["reason"] == "left: agent stopping"
+        joins = [r for r in read_records(record) if r["type"] == "join"]
+        assert {r["via"] for r in joins} == {"lane" if dial == "lane-only" else "grpc"}
         n_then = sum(r["type"] == "step" for r in read_records(record))
         wait_for(
             lambda: sum(r["type"] == "step" for r in read_records(record)) >= n_then + 10,
