@@ -1524,6 +1524,14 @@ def server_security(
     return tls, tokens
 
 
+def step_lane_port(grpc_port: int, given: int | None) -> int:
+    """The step lane's port: ``given``, else the gRPC port + 1 (a known port for agents that dial
+    the lane alone), else any free port when the gRPC port is any free port (0)."""
+    if given is not None:
+        return given
+    return grpc_port + 1 if 0 < grpc_port < 65535 else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -1545,11 +1553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stop_after_steps=args.stop_after_steps,
             resume=args.resume,
             step_lane=not args.no_step_lane,
-            step_lane_port=(
-                args.step_lane_port
-                if args.step_lane_port is not None
-                else (args.port + 1 if 0 < args.port < 65535 else 0)
-            ),
+            step_lane_port=step_lane_port(args.port, args.step_lane_port),
         )
         env = (
             make_team_env(team, args.env, args.episode_limit)

@@ -380,3 +380,14 @@ def test_a_lane_join_that_is_never_answered_times_out_and_is_retried() -> None:
         assert r.stats.sessions == 0 and len(accepted) >= 2  # dialled again after each timeout
         for c in accepted:
             c.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [([], 50052), (["--port", "7000"], 7001), (["--port", "0"], 0), (["--step-lane-port", "9"], 9)],
+)
+def test_the_lane_port_defaults_to_the_grpc_port_plus_one(argv: list[str], expected: int) -> None:
+    from qmix_edge.runtime.coordinator import build_parser, step_lane_port
+
+    args = build_parser().parse_args(["--artifacts", "a", *argv])
+    assert step_lane_port(args.port, args.step_lane_port) == expected
