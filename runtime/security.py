@@ -320,6 +320,6 @@ def require_secure_or_loopback(host: str, secure: bool, allow_insecure: bool, fl
     if secure or allow_insecure or is_loopback(host):
         return
     raise SecurityConfigError(
-        f"plain-text gRPC on {host!r} (not loopback) is refused: give {flag} to use TLS, or "
+        f"plain text (no TLS) with {host!r} (not loopback) is refused: give {flag} to use TLS, or "
         "--allow-insecure if this network is trusted (anyone on it could join as any agent)"
     )

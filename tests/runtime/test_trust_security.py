@@ -306,6 +306,10 @@ def test_coordinator_cli_security_errors(
     [
         (["--coordinator", "10.0.0.2:50051"], "not loopback"),
         (["--coordinator", "ground:50051"], "--tls-ca"),
+        (["--step-lane-address", "10.0.0.2:50052"], "not loopback"),
+        (["--coordinator", "127.0.0.1:1", "--step-lane-address", "ground:2"], "--tls-ca"),
+        (["--step-lane-address", "127.0.0.1:2", "--no-step-lane"], "contradict each other"),
+        ([], "give --coordinator HOST:PORT"),
         (["--coordinator", "127.0.0.1:1", "--tls-cert", "a.pem"], "needs --tls-ca"),
         (["--coordinator", "127.0.0.1:1", "--token", "x", "--token-file", "f"], "not both"),
         (["--coordinator", "127.0.0.1:1", "--token-file", "/nonexistent"], "cannot read"),
