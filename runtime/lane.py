@@ -24,6 +24,7 @@ import socket
 import ssl
 import struct
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 from .errors import WireError
@@ -39,6 +40,13 @@ ATTACH_TIMEOUT_S: Final = 5.0
 KEEPALIVE_IDLE_S: Final = 10
 KEEPALIVE_INTERVAL_S: Final = 3
 KEEPALIVE_COUNT: Final = 3
+
+
+_unpack_header: Final = FRAME_HEADER.unpack_from
+# upb parses any buffer (the stubs say bytes): the receive buffer's view needs no copy first.
+_parse_coordinator_message: Final[Callable[[memoryview], pb.CoordinatorMessage]] = (
+    pb.CoordinatorMessage.FromString  # type: ignore[assignment]
+)
 
 
 class FrameError(WireError):
@@ -190,8 +198,14 @@ class LaneClient:
             raw.close()
             raise
         self._sock = sock
-        self._file = sock.makefile("rb", buffering=max(8192, max_message_bytes + 8))
         self.max_message_bytes = max_message_bytes
+        # Received bytes land here straight from the socket (recv_into): one system call per
+        # message in the usual case, and no Python-level file object in between. Room for a
+        # whole largest frame however the unread rest lies (see `_fill`).
+        self._buf = bytearray(max(8192, 2 * (max_message_bytes + FRAME_HEADER.size)))
+        self._view = memoryview(self._buf)
+        self._start = 0  # first byte not yet returned as a message
+        self._end = 0  # end of the received bytes
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()  # one frame at a time, whole
         self._closed = False
@@ -216,31 +230,52 @@ class LaneClient:
 
         Raises `FrameError` for an oversized or truncated frame and `WireError` for bytes that are
         not a CoordinatorMessage."""
+        header = FRAME_HEADER.size
         try:
-            header = self._file.read(FRAME_HEADER.size)
-            if not header:
-                return None
-            if len(header) < FRAME_HEADER.size:
-                raise FrameError("the step lane closed inside a frame header")
-            (n,) = FRAME_HEADER.unpack(header)
-            if n > self.max_message_bytes:
-                raise FrameError(
-                    f"the coordinator sent a {n}-byte frame; the limit is "
-                    f"{self.max_message_bytes} bytes"
-                )
-            body = self._file.read(n)
+            while True:
+                start = self._start
+                have = self._end - start
+                if have >= header:
+                    (n,) = _unpack_header(self._buf, start)
+                    if n > self.max_message_bytes:
+                        raise FrameError(
+                            f"the coordinator sent a {n}-byte frame; the limit is "
+                            f"{self.max_message_bytes} bytes"
+                        )
+                    if have - header >= n:
+                        self._start = start + header + n
+                        body = self._view[start + header : self._start]
+                        break
+                if not self._fill():
+                    if self._closed:  # interrupted on purpose
+                        return None
+                    if have == 0:
+                        return None
+                    if have < header:
+                        raise FrameError("the step lane closed inside a frame header")
+                    raise FrameError(f"the step lane closed inside a {n}-byte frame")
         except (OSError, ValueError):
             if self._closed:  # interrupted on purpose
                 return None
             raise
-        if len(body) < n:
-            if self._closed:
-                return None
-            raise FrameError(f"the step lane closed inside a {n}-byte frame")
         try:
-            return pb.CoordinatorMessage.FromString(body)
+            # Parsing copies what it keeps: the buffer may be overwritten by the next `recv`.
+            return _parse_coordinator_message(body)
         except Exception as e:
             raise WireError(f"the coordinator sent a frame that is not a message ({e})") from e
+
+    def _fill(self) -> bool:
+        """Receive more bytes after the unread rest (one blocking recv); False at end of stream."""
+        if self._start == self._end:
+            self._start = self._end = 0
+        elif len(self._buf) - self._end <= self.max_message_bytes + FRAME_HEADER.size:
+            # Move the unread rest (less than one frame) to the front.
+            n = self._end - self._start
+            self._buf[:n] = self._view[self._start : self._end]
+            self._start, self._end = 0, n
+        k = self._sock.recv_into(self._view[self._end :])
+        self._end += k
+        return k > 0
 
     def interrupt(self) -> None:
         """Unblock a `recv` in another thread (it returns None) and end the lane."""
@@ -255,7 +290,4 @@ class LaneClient:
 
     def close(self) -> None:
         self.interrupt()
-        try:
-            self._file.close()
-        finally:
-            self._sock.close()
+        self._sock.close()

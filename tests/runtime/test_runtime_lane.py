@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from runtime_doubles import FakePolicy, Harness
 
@@ -55,6 +55,98 @@ def test_an_oversized_frame_is_refused_from_its_header() -> None:
     assert dec.feed(lane.FRAME_HEADER.pack(100) + b"x" * 99) == []  # at the limit: waits
     with pytest.raises(lane.FrameError, match="101 bytes exceeds the limit of 100"):
         lane.FrameDecoder(max_bytes=100).feed(lane.FRAME_HEADER.pack(101))
+
+
+def _lane_client_fed(
+    chunks: list[bytes], max_bytes: int = 1024, pause_s: float = 0.0
+) -> lane.LaneClient:
+    """A LaneClient whose coordinator end (a thread) sends ``chunks``, each one send with
+    ``pause_s`` between them, then closes."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    client = lane.LaneClient("127.0.0.1", srv.getsockname()[1], max_message_bytes=max_bytes)
+    conn, _ = srv.accept()
+    srv.close()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def feed() -> None:
+        with conn:
+            for c in chunks:
+                conn.sendall(c)
+                time.sleep(pause_s)  # the reader sees partial frames
+
+    threading.Thread(target=feed, daemon=True).start()
+    return client
+
+
+def _steps(*steps: int) -> list[pb.CoordinatorMessage]:
+    return [pb.CoordinatorMessage(step_request=pb.StepRequest(step=s)) for s in steps]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_lane_client_reads_frames_however_they_arrive(cuts: list[int]) -> None:
+    msgs = [*_steps(*range(1, 8)), pb.CoordinatorMessage(goodbye=pb.Goodbye(detail="x" * 300))]
+    stream = b"".join(lane.encode_frame(m) for m in msgs)
+    chunks, pos = [], 0
+    for n in cuts * (len(stream) // sum(cuts) + 1):
+        chunks.append(stream[pos : pos + n])
+        pos += n
+        if pos >= len(stream):
+            break
+    client = _lane_client_fed(chunks, pause_s=0.001)
+    try:
+        got = []
+        while (m := client.recv()) is not None:
+            got.append(m)
+        assert got == msgs
+    finally:
+        client.close()
+
+
+def test_lane_client_keeps_frames_that_arrive_together_and_refills_past_its_buffer() -> None:
+    # Largest frames back to back, more than the receive buffer holds at once.
+    big = pb.CoordinatorMessage(goodbye=pb.Goodbye(detail="y" * 1000))
+    msgs = [big, *_steps(1, 2, 3), *[big] * 12, *_steps(4), big]
+    client = _lane_client_fed([b"".join(lane.encode_frame(m) for m in msgs)], max_bytes=1010)
+    try:
+        assert [client.recv() for _ in msgs] == msgs
+        assert client.recv() is None
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    ("stream", "match"),
+    [
+        (lane.FRAME_HEADER.pack(1025), "sent a 1025-byte frame; the limit is 1024 bytes"),
+        (lane.FRAME_HEADER.pack(10) + b"abc", "closed inside a 10-byte frame"),
+        (b"\x05\x00", "closed inside a frame header"),
+        (lane.FRAME_HEADER.pack(2) + b"\xff\xff", "not a message"),
+    ],
+)
+def test_lane_client_refuses_bad_frames(stream: bytes, match: str) -> None:
+    client = _lane_client_fed([lane.encode_frame(_steps(1)[0]) + stream])
+    try:
+        assert client.recv() == _steps(1)[0]
+        with pytest.raises(lane.WireError, match=match):
+            client.recv()
+    finally:
+        client.close()
+
+
+def test_lane_client_interrupt_unblocks_recv() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        client = lane.LaneClient("127.0.0.1", srv.getsockname()[1], max_message_bytes=1024)
+        conn, _ = srv.accept()
+        with conn:
+            got: list[Any] = ["pending"]
+            t = threading.Thread(target=lambda: got.__setitem__(0, client.recv()))
+            t.start()
+            time.sleep(0.05)
+            client.interrupt()
+            t.join(5)
+            assert not t.is_alive() and got == [None]
+            client.close()
 
 
 @pytest.mark.parametrize(
