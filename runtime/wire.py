@@ -57,13 +57,15 @@ def decode(
     """Unpack and validate a Tensor; raise `WireError` naming `name` on any mismatch.
 
     `dtype` is the expected `pb.DType` code and `shape` the expected shape (from the manifest).
-    Float tensors must be finite; bool tensors must hold only bytes 0 and 1.
+    Float tensors must be finite; bool tensors must hold only bytes 0 and 1. The array returned
+    is a read-only view of the tensor's bytes (no copy).
     """
-    if tensor.dtype != dtype:
+    found_dtype = tensor.dtype
+    if found_dtype != dtype:
         raise WireError(
-            f"{name}: expected dtype {pb.DType.Name(dtype)}, found {pb.DType.Name(tensor.dtype)}"
-            if tensor.dtype in pb.DType.values()
-            else f"{name}: expected dtype {pb.DType.Name(dtype)}, found unknown code {tensor.dtype}"
+            f"{name}: expected dtype {pb.DType.Name(dtype)}, found {pb.DType.Name(found_dtype)}"
+            if found_dtype in pb.DType.values()
+            else f"{name}: expected dtype {pb.DType.Name(dtype)}, found unknown code {found_dtype}"
         )
     found = tuple(tensor.shape)
     if found != shape:
@@ -77,12 +79,31 @@ def decode(
             f"found {len(data)}"
         )
     if dtype == pb.DTYPE_BOOL:
-        raw = np.frombuffer(data, dtype=np.uint8)
-        if raw.size and raw.max() > 1:
+        # Deleting every 0 and 1 byte leaves nothing exactly when all are valid bools (one C pass,
+        # no array yet).
+        if data.translate(None, b"\x00\x01"):
+            raw = np.frombuffer(data, dtype=np.uint8)
             raise WireError(f"{name}: bool bytes must be 0 or 1, found {int(raw.max())}")
-        return raw.view(bool).reshape(shape)  # bytes 0/1 are exactly numpy's bools: no copy
-    arr = np.frombuffer(data, dtype=np_dtype).reshape(shape)
-    if dtype == pb.DTYPE_FLOAT32 and not np.isfinite(arr).all():
-        bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
-        raise WireError(f"{name}: values must be finite, found NaN or inf at flat index {bad}")
-    return arr if _LITTLE_ENDIAN_HOST else arr.astype(np_dtype.newbyteorder("="))
+        arr = np.frombuffer(data, dtype=np_dtype)  # bytes 0/1 are exactly numpy's bools: no copy
+    else:
+        arr = np.frombuffer(data, dtype=np_dtype)
+        if dtype == pb.DTYPE_FLOAT32 and not _all_finite(arr):
+            bad = np.flatnonzero(~np.isfinite(arr))[:5].tolist()
+            raise WireError(f"{name}: values must be finite, found NaN or inf at flat index {bad}")
+        if not _LITTLE_ENDIAN_HOST:
+            arr = arr.astype(np_dtype.newbyteorder("="))
+    # frombuffer already gave the one-dimensional shape the byte count was checked against.
+    return arr if len(shape) == 1 else arr.reshape(shape)
+
+
+_SMALL: Final = 64
+"""Up to this many elements, the finiteness test runs on Python floats (no ufunc call overhead)."""
+_isfinite: Final = math.isfinite
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Whether a float array holds no NaN or inf (without numpy's floating-point warnings)."""
+    if arr.size <= _SMALL:
+        # float32 -> Python float is exact, so this is the same test as np.isfinite.
+        return all(map(_isfinite, arr.tolist()))
+    return bool(np.isfinite(arr).all())

@@ -73,3 +73,28 @@ def test_bool_bytes_other_than_0_1_are_refused() -> None:
 def test_unsupported_dtype_cannot_be_sent() -> None:
     with pytest.raises(WireError, match="cannot send dtype float64"):
         wire.encode(np.zeros(2))
+
+
+@pytest.mark.parametrize("size", [1, 18, 64, 65, 300])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_floats_are_refused_at_any_size(size: int, bad: float) -> None:
+    x = np.full(size, 3e38, np.float32)  # large but finite: must not be mistaken for inf
+    assert wire.decode(wire.encode(x), name="obs", dtype=pb.DTYPE_FLOAT32, shape=(size,)).tolist()
+    x[size - 1] = bad
+    with pytest.raises(WireError, match=rf"NaN or inf at flat index \[{size - 1}\]"):
+        wire.decode(wire.encode(x), name="obs", dtype=pb.DTYPE_FLOAT32, shape=(size,))
+
+
+@pytest.mark.parametrize(
+    "x", [np.arange(6, dtype=np.float32).reshape(2, 3), np.array([True, False, True, True])]
+)
+def test_decoded_arrays_have_the_expected_shape_and_dtype(x: np.ndarray) -> None:
+    code = pb.DTYPE_BOOL if x.dtype == np.bool_ else pb.DTYPE_FLOAT32
+    y = wire.decode(wire.encode(x), name="t", dtype=code, shape=x.shape)
+    assert y.shape == x.shape and y.dtype == x.dtype and (y == x).all()
+
+
+def test_the_largest_bad_bool_byte_is_named() -> None:
+    t = pb.Tensor(dtype=pb.DTYPE_BOOL, shape=[4], data=b"\x01\x02\x00\xff")
+    with pytest.raises(WireError, match="found 255"):
+        wire.decode(t, name="mask", dtype=pb.DTYPE_BOOL, shape=(4,))
