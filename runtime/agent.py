@@ -87,7 +87,9 @@ class PolicyLike(Protocol):
     @property
     def artifact_sha256(self) -> str: ...
 
-    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> Any: ...
+    def act(
+        self, obs: np.ndarray, mask: np.ndarray | None, *, known_finite: bool = False
+    ) -> Any: ...
 
     def record_action(self, action: int) -> None: ...
 
@@ -374,8 +376,12 @@ class AgentRunner:
         self._heard()
         kind = msg.WhichOneof("kind")
         if kind == "step_request":
-            answer = self._answer(msg.step_request)
-            return pb.AgentMessage(step_reply=answer) if answer is not None else None
+            # The reply is built inside the message that carries it (no copy into a wrapper);
+            # SetInParent: a reply whose fields are all zero is still a step_reply.
+            out = pb.AgentMessage()
+            reply = out.step_reply
+            reply.SetInParent()
+            return out if self._answer(msg.step_request, reply) is not None else None
         if kind == "episode_start":
             self.policy.reset()
             self.stats.episodes += 1
@@ -389,7 +395,9 @@ class AgentRunner:
         return None
 
     # ---------------------------------------------------------------------------- a step
-    def _answer(self, req: pb.StepRequest) -> pb.StepReply | None:
+    def _answer(self, req: pb.StepRequest, into: pb.StepReply | None = None) -> pb.StepReply | None:
+        """The reply to one StepRequest (filled into ``into`` when given), or None when the fault
+        plan drops it."""
         f = self.faults
         if f.kill_at_team_step is not None and req.team_step >= f.kill_at_team_step:
             log.warning("fault plan: killing this agent at team step %d", req.team_step)
@@ -399,7 +407,7 @@ class AgentRunner:
             self.stats.dropped += 1
             return None
         t0 = time.perf_counter()
-        reply = self._decide(req)
+        reply = self._decide(req, into)
         reply.decision_us = min(int((time.perf_counter() - t0) * 1e6), 2**32 - 1)
         if (
             f.stall_at_team_step is not None
@@ -412,9 +420,13 @@ class AgentRunner:
         self.stats.steps += 1
         return reply
 
-    def _decide(self, req: pb.StepRequest) -> pb.StepReply:
+    def _decide(self, req: pb.StepRequest, into: pb.StepReply | None = None) -> pb.StepReply:
+        """Decide one step from the request's (or the sensor's) inputs, into ``into`` when given;
+        any unusable input gives the fallback action."""
         p = self.policy
-        reply = pb.StepReply(episode_id=req.episode_id, step=req.step)
+        reply = pb.StepReply() if into is None else into
+        reply.episode_id = req.episode_id
+        reply.step = req.step
         try:
             if self.sensor is not None:
                 ctx = FieldStep(p.agent_id, p.obs_dim, p.n_actions, req.episode_id, req.step)
@@ -439,7 +451,8 @@ class AgentRunner:
                     if req.HasField("action_mask")
                     else None
                 )
-            reply.action = int(p.act(obs, mask).action)
+            # Both inputs above refuse NaN and inf (as_reading, wire.decode): one screen is enough.
+            reply.action = int(p.act(obs, mask, known_finite=True).action)
         except (WireError, RuntimeFailure, ValueError) as e:  # ValueError: PolicyInputError
             self.stats.bad_requests += 1
             log.warning("step %d: %s; answering with the fallback action", req.step, e)

@@ -37,7 +37,9 @@ class FakePolicy:
     def __post_init__(self) -> None:
         self.artifact_sha256 = self.artifact_sha256 or SHA[self.agent_id]
 
-    def act(self, obs: np.ndarray, mask: np.ndarray | None) -> FakeResult:
+    def act(
+        self, obs: np.ndarray, mask: np.ndarray | None, *, known_finite: bool = False
+    ) -> FakeResult:
         self.seen.append((np.array(obs), None if mask is None else np.array(mask)))
         q = np.zeros(self.n_actions, dtype=np.float32)
         q[int(np.argmax(obs)) % self.n_actions] = 1.0

@@ -300,6 +300,36 @@ def test_bad_inputs_are_refused(
     assert policy.prev_action == -1  # a refused call changes nothing
 
 
+@pytest.mark.parametrize(
+    ("obs", "mask", "match"),
+    [
+        (np.zeros(5, np.float32), None, r"expects obs of shape \(6,\)"),
+        (np.zeros(6, np.int64), None, "expected a float32 observation"),
+        (np.zeros(6, np.float32), np.zeros(4, bool), "allows no action"),
+        (np.zeros(6, np.float32), np.ones(3, bool), r"bool action mask of shape \(4,\)"),
+    ],
+)
+def test_known_finite_skips_only_the_finiteness_screen(
+    policy: AgentPolicy, obs: np.ndarray, mask: np.ndarray | None, match: str
+) -> None:
+    policy.reset()
+    with pytest.raises(PolicyInputError, match=match):
+        policy.act(obs, mask, known_finite=True)
+    assert policy.prev_action == -1
+
+
+def test_known_finite_gives_the_same_decisions(policy: AgentPolicy) -> None:
+    episode = [np.linspace(-1, 1, 6, dtype=np.float32) * k for k in range(5)]
+    policy.reset()
+    screened = [policy.act(o) for o in episode]
+    policy.reset()
+    trusted = [policy.act(o, known_finite=True) for o in episode]
+    assert [r.action for r in screened] == [r.action for r in trusted]
+    assert all(
+        np.array_equal(a.q_values, b.q_values) for a, b in zip(screened, trusted, strict=True)
+    )
+
+
 def test_large_finite_observation_is_not_mistaken_for_nan(policy: AgentPolicy) -> None:
     policy.reset()
     res = policy.act(np.full(6, 3e37, np.float32))  # overflows a sum or dot-product screen
