@@ -130,6 +130,8 @@ class AgentPolicy:
         self._infer: Any = self._infer_run  # () -> [q_values, action, (h_out)]
         self._obs_shape = (entry.obs_dim,)
         self._mask_shape = (entry.n_actions,)
+        self._obs_row = self._obs[0]  # views of the input buffers' one row, made once
+        self._mask_row = self._mask[0]
 
     # ------------------------------------------------------------------------------ load
     @classmethod
@@ -279,7 +281,7 @@ class AgentPolicy:
                 f"expected a float32 observation (float64 and float16 are converted); found "
                 f"dtype {obs.dtype}. Convert with obs.astype(np.float32)."
             )
-        row = self._obs[0]
+        row = self._obs_row
         np.copyto(row, obs, casting="unsafe")
         # Finiteness screen in one BLAS call: finite @ zeros == 0, while NaN or inf anywhere gives
         # NaN (and never overflows). numpy warns "invalid value" for inf, which is then refused.
@@ -303,7 +305,7 @@ class AgentPolicy:
                     f"expected a bool action mask (True = allowed); found dtype {mask.dtype}. "
                     "Convert with mask.astype(bool)."
                 )
-            self._mask[0] = mask
+            np.copyto(self._mask_row, mask)
         outs = self._infer()
         action = int(outs[1][0])
         if mask is not None and not mask[action]:
