@@ -44,7 +44,7 @@ def test_a_step_reply_of_zero_fields_is_still_a_step_reply() -> None:
     runner = AgentRunner(FakePolicy("agent_0"), "127.0.0.1:1")
     req = step_request(np.array([1, 0, 0], np.float32))  # argmax 0: action 0
     req.episode_id = req.step = 0
-    out = runner._on_message(pb.CoordinatorMessage(step_request=req))
+    out = runner.on_message(pb.CoordinatorMessage(step_request=req))
     assert isinstance(out, pb.AgentMessage) and out.WhichOneof("kind") == "step_reply"
     assert (out.step_reply.episode_id, out.step_reply.step, out.step_reply.action) == (0, 0, 0)
 
