@@ -11,6 +11,9 @@ on gRPC, the Steps stream; `--no-step-lane`):
    N = 3 and N = 16: team step exchange latency (send all requests -> last reply), team steps/s,
    CPU per team step, and each agent process's peak resident memory (VmHWM, sampled with psutil).
 
+Each block prints the host's steal time while it ran (this is a VM): where it is more than a
+few percent, that block's latencies and ratios measure the host, not the runtime.
+
 Goals (issue 4): 3-agent step latency within 2x the raw round trip of the same transport;
 >= 1,500 team steps/s with 3 agents; >= 200 with 16; < 80 MiB per agent process. Every figure and
 ratio is printed, and the lane's figures beside the gRPC stream's.
@@ -98,6 +101,29 @@ def peak_rss_mib(pid: int) -> float:
     except OSError:
         pass
     return psutil.Process(pid).memory_info().rss / 2**20
+
+
+class Steal:
+    """The share of this VM's CPU time its host took for others (``steal`` in /proc/stat) while
+    a block ran: above a few percent, latency figures and ratios of that block are noise."""
+
+    def __enter__(self) -> Steal:
+        self._t0 = self._read()
+        self.percent = float("nan")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        (s0, a0), (s1, a1) = self._t0, self._read()
+        self.percent = 100.0 * (s1 - s0) / (a1 - a0) if a1 > a0 else float("nan")
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return 0, 0
+        return fields[7], sum(fields)
 
 
 def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") -> dict[str, float]:
@@ -235,19 +261,25 @@ def main(argv: list[str] | None = None) -> int:
         if RAW_MODE[c] in {RAW_MODE[k] for k in raw}:  # the same transport: measured once
             raw[c] = next(raw[k] for k in raw if RAW_MODE[k] == RAW_MODE[c])
             continue
-        raw[c] = raw_round_trip(RAW_MODE[c], args.rounds)
-        print(f"raw round trip, {RAW_MODE[c]}: p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us")
+        with Steal() as steal:
+            raw[c] = raw_round_trip(RAW_MODE[c], args.rounds)
+        print(
+            f"raw round trip, {RAW_MODE[c]}: p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us "
+            f"(host steal {steal.percent:.1f} %)"
+        )
     results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qmix-bench-") as d:
         for c in carriers:
             for n, steps in ((3, args.steps), (16, args.steps16)):
-                r = results[c, n] = run_team(n, steps, Path(d), c)
+                with Steal() as steal:
+                    r = results[c, n] = run_team(n, steps, Path(d), c)
                 print(
                     f"{c:<9} {n:>2} agents: {int(r['steps'])} team steps, exchange p50 "
                     f"{r['exchange_p50_us']:.0f} us (p99 {r['exchange_p99_us']:.0f}), "
                     f"{r['steps_per_s']:.0f} team steps/s (goal >= {1500 if n == 3 else 200}), "
                     f"fallbacks {int(r['fallbacks'])}, agent peak RSS max "
-                    f"{r['peak_rss_mib_max']:.1f} MiB (mean {r['peak_rss_mib_mean']:.1f}; goal < 80)"
+                    f"{r['peak_rss_mib_max']:.1f} MiB (mean {r['peak_rss_mib_mean']:.1f}; goal < 80), "
+                    f"host steal {steal.percent:.1f} %"
                 )
                 print(
                     f"          CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
