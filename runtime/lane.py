@@ -77,13 +77,7 @@ class FrameDecoder:
 
     def buffer(self) -> memoryview:
         """Free space for the next received bytes (never empty)."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        elif len(self._buf) - self._end <= self.max_bytes + FRAME_HEADER.size:
-            # Move the unread rest (less than one frame) to the front.
-            n = self._end - self._start
-            self._buf[:n] = self._view[self._start : self._end]
-            self._start, self._end = 0, n
+        self._start, self._end = _make_room(self._buf, self._start, self._end, self.max_bytes)
         return self._view[self._end :]
 
     def consumed(self, n: int) -> list[bytes]:
@@ -123,6 +117,18 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes received that do not complete a frame yet."""
         return self._end - self._start
+
+
+def _make_room(buf: bytearray, start: int, end: int, max_body: int) -> tuple[int, int]:
+    """Room for one more largest frame after the unread bytes ``buf[start:end]`` (less than one
+    frame): they move to the front when the tail is too short. Returns the new (start, end)."""
+    if start == end:
+        return 0, 0
+    if len(buf) - end <= max_body + FRAME_HEADER.size:
+        n = end - start
+        buf[:n] = buf[start:end]
+        return 0, n
+    return start, end
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -266,13 +272,9 @@ class LaneClient:
 
     def _fill(self) -> bool:
         """Receive more bytes after the unread rest (one blocking recv); False at end of stream."""
-        if self._start == self._end:
-            self._start = self._end = 0
-        elif len(self._buf) - self._end <= self.max_message_bytes + FRAME_HEADER.size:
-            # Move the unread rest (less than one frame) to the front.
-            n = self._end - self._start
-            self._buf[:n] = self._view[self._start : self._end]
-            self._start, self._end = 0, n
+        self._start, self._end = _make_room(
+            self._buf, self._start, self._end, self.max_message_bytes
+        )
         k = self._sock.recv_into(self._view[self._end :])
         self._end += k
         return k > 0
