@@ -337,6 +337,8 @@ class _Procs:
             self.lane_port = int(self.lane_port_file.read_text())
 
     def start_agent(self, agent_id: str, faults: Sequence[Fault]) -> None:
+        link = self.topology.link(agent_id) if self.topology is not None else None
+        host = link.coordinator_ip if link is not None else "127.0.0.1"
         cmd = [
             sys.executable,
             "-m",
@@ -345,17 +347,14 @@ class _Procs:
             str(self.cfg.artifacts),
             "--agent",
             agent_id,
-            *self._dial("127.0.0.1"),
+            *self._dial(host),
             "--backoff-max-s",
             "0.5",
             "--give-up-s",
             "120",
         ]
         cmd += self.cfg.security.agent_args(agent_id, self.workdir)
-        if self.topology is not None:
-            link = self.topology.link(agent_id)
-            i = cmd.index(self._dial("")[0])
-            cmd[i : i + 2] = self._dial(link.coordinator_ip)
+        if self.topology is not None and link is not None:
             cmd = [*self.topology.exec_prefix(link.namespace), *cmd]
             if self.cfg.security.ca is None:
                 cmd.append("--allow-insecure")
