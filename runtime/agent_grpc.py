@@ -41,6 +41,11 @@ def _code(e: grpc.RpcError) -> grpc.StatusCode:
     return e.code()  # type: ignore[attr-defined,no-any-return]
 
 
+def _outcome(e: grpc.RpcError) -> str:
+    """A failed call as a session outcome (logged, then retried)."""
+    return f"{_code(e).name}: {e.details()}"  # type: ignore[attr-defined]
+
+
 class GrpcCarrier:
     """`qmix_edge.runtime.agent.Carrier` over the coordinator's gRPC port ``target``."""
 
@@ -131,7 +136,7 @@ class GrpcCarrier:
                 )
             except grpc.RpcError as e:
                 if _code(e) in _UNREACHED:
-                    return f"{_code(e).name}: {e.details()}"  # type: ignore[attr-defined]
+                    return _outcome(e)
                 raise JoinRefused(_code(e).value[0], e.details() or "") from e  # type: ignore[attr-defined]
             r.accept_join(reply)
             self._joined = (stub, reply.session_id)
@@ -144,7 +149,7 @@ class GrpcCarrier:
                     await self._leave(stub, reply.session_id, "run finished")
                 return outcome
             except grpc.RpcError as e:
-                return f"{_code(e).name}: {e.details()}"  # type: ignore[attr-defined]
+                return _outcome(e)
             finally:
                 self._joined = None
                 leaving = self._leaving
