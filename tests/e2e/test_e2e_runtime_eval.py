@@ -5,7 +5,8 @@
 - a stalled agent: late replies discarded and counted, never applied to another step;
 - a coordinator restart: the agents reconnect and the run completes, still exact;
 - qmix-agent (field mode, example plug-in) and qmix-coordinator run where torch cannot be imported;
-  qmix-agent on the step lane alone runs where neither torch nor grpc can be imported.
+  qmix-agent on the step lane alone (plain text) runs where neither torch, grpc nor ssl can be
+  imported.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def test_qmix_agent_field_mode_runs_without_torch(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([no_torch_path, str(ROOT)]),
         "QMIX_EDGE_EXAMPLE_ACTION_LOG": str(tmp_path / "actions.jsonl"),
-        "QMIX_TEST_ALSO_ABSENT": "grpc,grpc_health" if dial == "lane-only" else "",
+        # A plain-text lane-only agent needs neither gRPC nor ssl.
+        "QMIX_TEST_ALSO_ABSENT": "grpc,grpc_health,ssl,_ssl" if dial == "lane-only" else "",
     }
     lane_only = ["--step-lane-address", f"127.0.0.1:{coordinator.lane_port}"]
     procs = [

@@ -5,6 +5,8 @@ agents that join and leave on the lane itself, without gRPC."""
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -430,6 +432,22 @@ def test_join_on_a_stopping_coordinator_is_unavailable_and_retried(make_harness:
     assert bye.goodbye.reason == pb.GOODBYE_REASON_REFUSED
     assert bye.goodbye.status_code == 14  # UNAVAILABLE: not fatal for an agent
     h.coordinator.close(grace_s=0.1)
+
+
+def test_a_plain_text_lane_agent_loads_neither_ssl_nor_grpc() -> None:
+    """TLS is loaded only when configured: a plain-text lane-only agent keeps ssl (and libssl) out
+    of its process, as it keeps gRPC out (checked in a fresh interpreter)."""
+    code = (
+        "import socket, sys\n"
+        "import qmix_edge.runtime.agent, qmix_edge.runtime.policy\n"
+        "from qmix_edge.runtime.lane import LaneClient\n"
+        "server = socket.create_server(('127.0.0.1', 0))\n"
+        "LaneClient('127.0.0.1', server.getsockname()[1], max_message_bytes=1024).close()\n"
+        "loaded = sorted({m.split('.')[0] for m in sys.modules} & {'ssl', '_ssl', 'grpc'})\n"
+        "sys.exit(f'loaded {loaded}' if loaded else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_status_names_are_grpcs() -> None:
