@@ -641,7 +641,9 @@ def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | N
         else None
     )
     if tls is not None:
-        tls.credentials()  # read the files now: a config error, not a runtime one
+        # Read the files now: a config error, not a runtime one. Reading them needs no grpc, so a
+        # lane-only agent over TLS stays without gRPC (10 to 16 MiB less resident memory).
+        tls.read_pem()
     if args.token and args.token_file:
         raise SecurityConfigError("give --token or --token-file, not both")
     token = read_token_file(args.token_file) if args.token_file else args.token

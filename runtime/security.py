@@ -111,12 +111,18 @@ class ClientTls:
                 "a client certificate needs both --tls-cert and --tls-key (found only one)"
             )
 
-    def credentials(self) -> grpc.ChannelCredentials:
-        import grpc
-
+    def read_pem(self) -> tuple[bytes, bytes | None, bytes | None]:
+        """The CA, certificate chain and key bytes; `SecurityConfigError` when one is unreadable.
+        Loads no grpc: a lane-only agent checks its files with this and never loads gRPC."""
         ca = _read(self.ca, "--tls-ca CA certificate")
         chain = _read(self.cert, "--tls-cert agent certificate") if self.cert else None
         key = _read(self.key, "--tls-key agent private key") if self.key else None
+        return ca, chain, key
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        import grpc
+
+        ca, chain, key = self.read_pem()
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=chain
         )

@@ -313,6 +313,8 @@ def test_coordinator_cli_security_errors(
         (["--coordinator", "127.0.0.1:1", "--tls-cert", "a.pem"], "needs --tls-ca"),
         (["--coordinator", "127.0.0.1:1", "--token", "x", "--token-file", "f"], "not both"),
         (["--coordinator", "127.0.0.1:1", "--token-file", "/nonexistent"], "cannot read"),
+        (["--coordinator", "127.0.0.1:1", "--tls-ca", "/nonexistent.pem"], "cannot read"),
+        (["--step-lane-address", "127.0.0.1:2", "--tls-ca", "/nonexistent.pem"], "cannot read"),
     ],
 )
 def test_agent_cli_security_errors(
@@ -338,6 +340,26 @@ def test_tokens_file_round_trip(tmp_path: Path) -> None:
     p = tmp_path / "t.json"
     p.write_text(json.dumps(TOKENS))
     assert load_tokens(p) == TOKENS
+
+
+def test_a_lane_only_agent_checks_its_tls_files_without_loading_grpc(pki: Pki) -> None:
+    """The agent reads its TLS files at start-up (a config error, not a runtime one); on the step
+    lane alone that must not load gRPC, which the lane never uses (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    c = pki.agents["agent_0"]
+    argv = ["--artifacts", "a", "--agent", "agent_0", "--step-lane-address", "127.0.0.1:2"]
+    argv += ["--tls-ca", str(pki.ca), "--tls-cert", str(c.cert), "--tls-key", str(c.key)]
+    code = (
+        "import sys\n"
+        "from qmix_edge.runtime.agent import build_parser, client_security\n"
+        f"tls, _ = client_security(build_parser().parse_args({argv!r}))\n"
+        "assert tls is not None and tls.cert is not None\n"
+        "sys.exit('grpc loaded' if 'grpc' in sys.modules else 0)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
 
 
 def test_agent_modules_do_not_load_cryptography_without_a_public_key() -> None:
