@@ -33,7 +33,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runtime_step_latency import NullEnv, export_bench_artifact, peak_rss_mib
+from runtime_step_latency import NullEnv, export_bench_artifact, memory_mib
 
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
 from qmix_edge.runtime.records import read_records
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 if name != "coordinator" and procs[name].poll() is not None:
                     died.setdefault(name, procs[name].returncode)
                     continue
-                peak[name] = max(peak[name], peak_rss_mib(pid))
+                peak[name] = max(peak[name], memory_mib(pid, uss=False)["peak"])
                 if not start_rss.get(name) and time.monotonic() - t0 >= args.warmup_s:
                     start_rss[name] = rss_mib(pid)
             if time.monotonic() >= next_report:

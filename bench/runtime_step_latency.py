@@ -11,6 +11,12 @@ on gRPC, the Steps stream; `--no-step-lane`):
    N = 3 and N = 16: team step exchange latency (send all requests -> last reply), team steps/s,
    CPU per team step, and each agent process's peak resident memory (VmHWM, sampled with psutil).
 
+For the lane it also measures the floor under a team step, so the ratio can be read: the raw
+fan-out to 3 echo clients (the transport alone), the coordinator with 3 agents that decide
+nothing (bench/lane_echo_agent.py: the coordinator and the transport), and each agent's
+decision inside the team against the same `act()` called back to back in one process (on this
+VM, code run once per step after a wait runs several times slower than warm code).
+
 Each block prints the host's steal time while it ran (this is a VM): where it is more than a
 few percent, that block's latencies and ratios measure the host, not the runtime.
 
@@ -19,7 +25,7 @@ Goals (issue 4): 3-agent step latency within 2x the raw round trip of the same t
 ratio is printed, and the lane's figures beside the gRPC stream's.
 
     .venv/bin/python bench/runtime_step_latency.py [--steps 3000] [--steps16 1000]
-        [--carriers lane,lane-grpc,stream]
+        [--carriers lane,lane-grpc,stream] [--no-floor]
 
 Needs the [train] extra (torch) to export the bench artifact; the agents themselves do not use it.
 """
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -91,16 +98,25 @@ def export_bench_artifact(spec: EnvSpec, out: Path) -> Path:
     return out
 
 
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM (peak resident set) of a live process, in MiB."""
+def memory_mib(pid: int, *, uss: bool = True) -> dict[str, float]:
+    """A live process's memory in MiB: ``peak`` (VmHWM, the goal's figure), and now ``anon``
+    (RssAnon: its own heap and stacks), ``file`` (RssFile: resident pages of the files it maps,
+    mostly shared libraries: clean, shared with other processes, and more or fewer for the same
+    bytes depending on how those files were written into the page cache) and ``uss`` (memory no
+    other process shares; 0 unless ``uss``: it walks the process's page tables)."""
+    out = {"peak": 0.0, "anon": 0.0, "file": 0.0, "uss": 0.0}
+    keys = {"VmHWM:": "peak", "RssAnon:": "anon", "RssFile:": "file"}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
+                key = keys.get(line.split(maxsplit=1)[0]) if line.strip() else None
+                if key:
+                    out[key] = int(line.split()[1]) / 1024.0
+        if uss:
+            out["uss"] = psutil.Process(pid).memory_full_info().uss / 2**20
+    except (OSError, psutil.Error):
         pass
-    return psutil.Process(pid).memory_info().rss / 2**20
+    return out
 
 
 class Steal:
@@ -126,7 +142,15 @@ class Steal:
         return fields[7], sum(fields)
 
 
-def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") -> dict[str, float]:
+ECHO_AGENT = Path(__file__).resolve().parent / "lane_echo_agent.py"
+
+
+def run_team(
+    n_agents: int, steps: int, workdir: Path, carrier: str = "lane", *, echo: bool = False
+) -> dict[str, float]:
+    """One team run; ``echo``: agents that decide nothing (bench/lane_echo_agent.py, lane only)."""
+    if echo and carrier != "lane":
+        raise ValueError(f"echo agents dial the step lane alone; found carrier {carrier!r}")
     episode_limit = 250
     episodes = max(2, steps // episode_limit)
     env = NullEnv(n_agents, episode_limit)
@@ -134,7 +158,7 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
     if not (art / "manifest.json").exists():  # one artifact per team size, for every carrier
         export_bench_artifact(env.spec, art)
     team = TeamSpec.from_artifacts(art)
-    record = workdir / f"records{n_agents}-{carrier}.jsonl"
+    record = workdir / f"records{n_agents}-{carrier}{'-echo' if echo else ''}.jsonl"
     coord = Coordinator(
         team,
         CoordinatorConfig(
@@ -152,31 +176,40 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
         if carrier == "lane"
         else ["--coordinator", f"127.0.0.1:{port}"]
     )
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qmix_edge.runtime.agent",
-                "--artifacts",
-                str(art),
-                "--agent",
-                a,
-                *dial,
-                "--log-level",
-                "WARNING",
-            ]
-        )
-        for a in team.agent_ids
-    ]
-    peaks = {p.pid: 0.0 for p in procs}
+
+    def command(agent_id: str) -> list[str]:
+        if echo:
+            return [sys.executable, str(ECHO_AGENT), str(art), agent_id, dial[1]]
+        return [
+            sys.executable,
+            "-m",
+            "qmix_edge.runtime.agent",
+            "--artifacts",
+            str(art),
+            "--agent",
+            agent_id,
+            *dial,
+            "--log-level",
+            "WARNING",
+        ]
+
+    procs = [subprocess.Popen(command(a)) for a in team.agent_ids]
+    # Per agent: the highest VmHWM seen, and the breakdown of the sample that held it.
+    peaks = {p.pid: memory_mib(-1) for p in procs}
     sampling = threading.Event()
 
     def sample() -> None:
+        tick = 0
         while not sampling.wait(0.2):
+            tick += 1
             for p in procs:
                 if p.poll() is None:
-                    peaks[p.pid] = max(peaks[p.pid], peak_rss_mib(p.pid))
+                    m = memory_mib(p.pid, uss=tick % 5 == 0)  # USS once a second: not free
+                    old = peaks[p.pid]
+                    if m["peak"] >= old["peak"]:
+                        peaks[p.pid] = {**m, "uss": max(m["uss"], old["uss"])}
+                    else:
+                        old["uss"] = max(old["uss"], m["uss"])
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -232,10 +265,31 @@ def run_team(n_agents: int, steps: int, workdir: Path, carrier: str = "lane") ->
     result["exchange_p50_us"] = statistics.median(ex)
     result["exchange_p99_us"] = ex[int(0.99 * (len(ex) - 1))]
     result["fallbacks"] = fallbacks
-    result["peak_rss_mib_max"] = max(peaks.values())
-    result["peak_rss_mib_mean"] = statistics.mean(peaks.values())
+    top = max(peaks.values(), key=lambda m: m["peak"])
+    result["peak_rss_mib_max"] = top["peak"]
+    result["peak_rss_mib_mean"] = statistics.mean(m["peak"] for m in peaks.values())
+    result["peak_anon_mib"], result["peak_file_mib"] = top["anon"], top["file"]
+    result["uss_mib_max"] = max(m["uss"] for m in peaks.values())
+    decisions = sorted(us for r in steady for us in r["decision_us"].values())
+    result["decision_p50_us"] = statistics.median(decisions) if decisions else float("nan")
     result["steps"] = len(recs)
     return result
+
+
+def warm_act_us(art: Path, calls: int = 2000) -> float:
+    """p50 of `AgentPolicy.act` on ``art``'s agent_0 called back to back in this process: the
+    decision with warm caches, against which the one inside a team (once per step) is compared."""
+    from qmix_edge.runtime.policy import AgentPolicy
+
+    policy = AgentPolicy.load(art, "agent_0")
+    obs = np.random.default_rng(0).standard_normal(policy.obs_dim).astype(np.float32)
+    mask = np.ones(policy.n_actions, dtype=bool)
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        policy.act(obs, mask, known_finite=True)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e6
 
 
 RAW_MODE = {"lane": "lane", "lane-grpc": "lane", "stream": "stream-aio"}
@@ -250,6 +304,11 @@ def main(argv: list[str] | None = None) -> int:
         "--carriers",
         default="lane,lane-grpc,stream",
         help="ways to reach the coordinator to measure (default lane,lane-grpc,stream)",
+    )
+    ap.add_argument(
+        "--no-floor",
+        action="store_true",
+        help="skip the lane's floor measurements (fan-out to echo clients, echo agents)",
     )
     args = ap.parse_args(argv)
     carriers = [c for c in args.carriers.split(",") if c]
@@ -267,8 +326,25 @@ def main(argv: list[str] | None = None) -> int:
             f"raw round trip, {RAW_MODE[c]}: p50 {raw[c][0]:.0f} us, p99 {raw[c][1]:.0f} us "
             f"(host steal {steal.percent:.1f} %)"
         )
+    floor: dict[str, float] = {}
+    if "lane" in carriers and not args.no_floor:
+        with Steal() as steal:
+            floor["fan_out"] = raw_round_trip("lane", args.rounds, clients=3)[0]
+        print(
+            f"raw fan-out, lane, 3 echo clients: p50 {floor['fan_out']:.0f} us "
+            f"(host steal {steal.percent:.1f} %)"
+        )
     results: dict[tuple[str, int], dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="qmix-bench-") as d:
+        if floor:
+            with Steal() as steal:
+                echo = run_team(3, args.steps, Path(d), "lane", echo=True)
+            floor["echo_team"] = echo["exchange_p50_us"]
+            print(
+                f"lane       3 echo agents (no policy): exchange p50 {echo['exchange_p50_us']:.0f} us, "
+                f"{echo['steps_per_s']:.0f} team steps/s, host steal {steal.percent:.1f} %"
+            )
+            floor["warm_act"] = warm_act_us(Path(d) / "art3")
         for c in carriers:
             for n, steps in ((3, args.steps), (16, args.steps16)):
                 with Steal() as steal:
@@ -282,6 +358,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"host steal {steal.percent:.1f} %"
                 )
                 print(
+                    f"          that agent's memory: {r['peak_anon_mib']:.1f} MiB its own (RssAnon) + "
+                    f"{r['peak_file_mib']:.1f} MiB of mapped files (RssFile, shared libraries); "
+                    f"USS max {r['uss_mib_max']:.1f} MiB"
+                )
+                print(
                     f"          CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
                     f"each agent {r['agent_cpu_us_per_step']:.0f} us incl. start-up, "
                     f"{r['agent_steady_cpu_us_per_step']:.0f} us after the team joined"
@@ -291,6 +372,22 @@ def main(argv: list[str] | None = None) -> int:
                         f"          ratio team step p50 / raw {RAW_MODE[c]} round trip p50 = "
                         f"{r['exchange_p50_us'] / raw[c][0]:.2f} (goal <= 2)"
                     )
+    if floor:
+        base, team = raw["lane"][0], results["lane", 3]
+        print(
+            "where the lane's 3-agent team step goes (p50, this run; ratio to the raw round trip):"
+        )
+        for label, us in (
+            ("raw round trip, 1 echo client", base),
+            ("raw fan-out, 3 echo clients", floor["fan_out"]),
+            ("coordinator + 3 echo agents", floor["echo_team"]),
+            ("coordinator + 3 policy agents", team["exchange_p50_us"]),
+        ):
+            print(f"  {label:<34} {us:7.0f} us  {us / base:5.2f}")
+        print(
+            f"  an agent's decision in the team: {team['decision_p50_us']:.0f} us; the same act() "
+            f"back to back in one process: {floor['warm_act']:.0f} us"
+        )
     if "lane" in carriers and "stream" in carriers:
         for n in (3, 16):
             lane_r, stream_r = results["lane", n], results["stream", n]

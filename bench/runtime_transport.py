@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Iterator
 from concurrent import futures
+from typing import Any
 
 import grpc
 import numpy as np
@@ -184,17 +185,22 @@ def _lane_agent(port: int) -> None:
     client.close()
 
 
-def measure_lane(rounds: int) -> list[float]:
-    """The coordinator's end in this process: an asyncio server, frames decoded as they arrive."""
+def measure_lane(rounds: int, clients: int = 1) -> list[float]:
+    """The coordinator's end in this process: an asyncio server, frames decoded as they arrive.
+
+    With ``clients`` > 1 each round sends one frame to every client (each its own process) and
+    ends with the last reply: the transport's own fan-out, what a team step costs with agents
+    that decide nothing."""
 
     async def go() -> list[float]:
         loop = asyncio.get_running_loop()
-        state: dict[str, asyncio.Future[None]] = {"attached": loop.create_future()}
+        attached: asyncio.Future[None] = loop.create_future()
+        state: dict[str, Any] = {"replies": 0, "round": loop.create_future()}
         conns: list[asyncio.Transport] = []
 
         class End(asyncio.BufferedProtocol):  # as the coordinator's lane end reads
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                conns.append(transport)  # type: ignore[arg-type]
+                self.transport = transport
                 self.decoder = lane.FrameDecoder(64 * 1024)
 
             def get_buffer(self, sizehint: int) -> memoryview:
@@ -203,29 +209,41 @@ def measure_lane(rounds: int) -> list[float]:
             def buffer_updated(self, nbytes: int) -> None:
                 for body in self.decoder.consumed(nbytes):
                     msg = pb.AgentMessage.FromString(body)
-                    key = "attached" if msg.WhichOneof("kind") == "attach" else "reply"
-                    state[key].set_result(None)
+                    if msg.WhichOneof("kind") == "attach":
+                        conns.append(self.transport)  # type: ignore[arg-type]
+                        if len(conns) == clients:
+                            attached.set_result(None)
+                        continue
+                    state["replies"] += 1
+                    if state["replies"] == clients:
+                        state["round"].set_result(None)
 
         server = await loop.create_server(End, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        proc = mp.get_context("spawn").Process(target=_lane_agent, args=(port,), daemon=True)
-        proc.start()
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_lane_agent, args=(port,), daemon=True) for _ in range(clients)]
+        for proc in procs:
+            proc.start()
         try:
-            await asyncio.wait_for(state["attached"], 60)
-            (conn,) = conns
+            await asyncio.wait_for(attached, 60)
             out = []
             for i in range(rounds + 100):
-                state["reply"] = loop.create_future()
+                state["replies"], state["round"] = 0, loop.create_future()
                 t0 = time.perf_counter()
-                conn.write(lane.encode_frame(pb.CoordinatorMessage(step_request=step_request(i))))
-                await state["reply"]
+                for conn in conns:
+                    conn.write(
+                        lane.encode_frame(pb.CoordinatorMessage(step_request=step_request(i)))
+                    )
+                await state["round"]
                 if i >= 100:
                     out.append(time.perf_counter() - t0)
-            conn.close()
+            for conn in conns:
+                conn.close()
             return out
         finally:
             server.close()
-            await asyncio.to_thread(proc.join, 10)
+            for proc in procs:
+                await asyncio.to_thread(proc.join, 10)
 
     return asyncio.run(go())
 
@@ -235,9 +253,12 @@ def summary(xs: list[float]) -> tuple[float, float]:
     return statistics.median(us), us[int(0.99 * (len(us) - 1))]
 
 
-def run(mode: str, rounds: int) -> tuple[float, float]:
+def run(mode: str, rounds: int, clients: int = 1) -> tuple[float, float]:
+    """(p50, p99) round trip in us of ``mode``; ``clients`` > 1 (the lane only): the fan-out."""
     if mode == "lane":
-        return summary(measure_lane(rounds))
+        return summary(measure_lane(rounds, clients))
+    if clients != 1:
+        raise ValueError(f"only the lane measures a fan-out; found mode {mode!r}")
     ctx = mp.get_context("spawn")
     port_q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
     stop = ctx.Event()
