@@ -641,9 +641,12 @@ def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | N
         else None
     )
     if tls is not None:
-        # Read the files now: a config error, not a runtime one. Reading them needs no grpc, so a
-        # lane-only agent over TLS stays without gRPC (10 to 16 MiB less resident memory).
+        # Read and check the files now: a config error, not a runtime one (an unusable file would
+        # otherwise only fail each handshake, and the agent would retry forever). Neither step
+        # needs grpc, so a lane-only agent over TLS stays without gRPC (10 to 16 MiB less
+        # resident memory).
         tls.read_pem()
+        tls.ssl_context()
     if args.token and args.token_file:
         raise SecurityConfigError("give --token or --token-file, not both")
     token = read_token_file(args.token_file) if args.token_file else args.token

@@ -477,7 +477,7 @@ class Coordinator:
                 f"cannot bind the step lane on {host}:{port}: the port is in use or not permitted "
                 f"({e}). Choose another --step-lane-port (0 = any free port) or --no-step-lane."
             ) from e
-        ssl_ctx = lane.server_ssl_context(self.tls) if self.tls is not None else None
+        ssl_ctx = self.tls.ssl_context() if self.tls is not None else None
         srv = await asyncio.get_running_loop().create_server(
             lambda: _LaneConnection(self),
             sock=sock,

@@ -1,8 +1,10 @@
 """Transport security of the runtime: TLS / mutual TLS credentials, bearer tokens, agent identity.
 
 Owns who may speak for which agent:
-- `ServerTls` / `ClientTls`: certificate paths -> gRPC credentials. With a client CA the
-  coordinator requires a client certificate (mutual TLS).
+- `ServerTls` / `ClientTls`: certificate paths -> gRPC credentials and the step lane's
+  `ssl.SSLContext`, both checked when made: a file that is not PEM, or a key that is not its
+  certificate's, is a `SecurityConfigError` naming the files at start-up, never a failed bind or
+  handshake later. With a client CA the coordinator requires a client certificate (mutual TLS).
 - An agent certificate is bound to its agent id: a SAN URI ``qmix-agent:<agent_id>`` if present,
   else the certificate's common name. `agent_identity` reads it from the call's auth context.
 - Per-agent bearer tokens (`load_tokens`): the agent sends ``authorization: Bearer <token>`` and
@@ -14,25 +16,29 @@ Owns who may speak for which agent:
 - `is_loopback` / `require_secure_or_loopback`: plain text only on loopback unless allowed.
 
 grpc.health.v1 stays open without a token (monitoring), but over the same TLS transport.
-Must not import torch (nor qmix_edge.train / qmix_edge.export), nor grpc at import time.
+Must not import torch (nor qmix_edge.train / qmix_edge.export), nor grpc or ssl at import time
+(a plain-text agent on the step lane loads neither).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import os
 import stat
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import RuntimeFailure
 
-if TYPE_CHECKING:  # grpc is loaded only where credentials are made: a lane agent never loads it
+if TYPE_CHECKING:  # grpc and ssl are loaded only where credentials or contexts are made
+    import ssl
+
     import grpc
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,24 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
         raise SecurityConfigError(f"cannot read the {what} {str(path)!r}: {e}") from e
 
 
+_CA: Final = "a PEM CA certificate"
+_PAIR: Final = "a PEM certificate chain and the private key that belongs to it"
+
+
+@contextlib.contextmanager
+def _unusable(files: str, expected: str) -> Iterator[None]:
+    """Turn ssl's complaint about TLS files into a `SecurityConfigError` naming them."""
+    import ssl
+
+    try:
+        yield
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise SecurityConfigError(
+            f"the TLS files {files} cannot be used: expected {expected}; ssl says: {e}. "
+            "Check the paths, that the files are PEM, and that the key is this certificate's."
+        ) from e
+
+
 # ------------------------------------------------------------------------------- credentials
 @dataclass(frozen=True)
 class ServerTls:
@@ -77,11 +101,14 @@ class ServerTls:
         return self.client_ca is not None
 
     def credentials(self) -> grpc.ServerCredentials:
+        """The gRPC server credentials; the files are read and checked first (`ssl_context`):
+        gRPC itself only finds bad material when the port is bound, and says "cannot bind"."""
         import grpc
 
         chain = _read(self.cert, "--tls-cert server certificate")
         key = _read(self.key, "--tls-key server private key")
         ca = _read(self.client_ca, "--tls-client-ca CA certificate") if self.client_ca else None
+        self.ssl_context()
         try:
             return grpc.ssl_server_credentials(
                 [(key, chain)], root_certificates=ca, require_client_auth=ca is not None
@@ -90,6 +117,22 @@ class ServerTls:
             raise SecurityConfigError(
                 f"bad server TLS material ({self.cert}, {self.key}): {e}"
             ) from e
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The step lane's server TLS: this certificate; with a client CA, client certificates
+        are required and verified (mutual TLS), as on the gRPC port. `SecurityConfigError` when
+        a file is not usable."""
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        with _unusable(f"--tls-cert {str(self.cert)!r} with --tls-key {str(self.key)!r}", _PAIR):
+            ctx.load_cert_chain(str(self.cert), str(self.key))
+        if self.client_ca is not None:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            with _unusable(f"--tls-client-ca {str(self.client_ca)!r}", _CA):
+                ctx.load_verify_locations(cafile=str(self.client_ca))
+        return ctx
 
 
 @dataclass(frozen=True)
@@ -126,6 +169,22 @@ class ClientTls:
         return grpc.ssl_channel_credentials(
             root_certificates=ca, private_key=key, certificate_chain=chain
         )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The step lane's client TLS: the coordinator's certificate is verified against ``ca``
+        and its host name; this agent's certificate is presented when configured (mutual TLS).
+        `SecurityConfigError` when a file is not usable."""
+        import ssl
+
+        with _unusable(f"--tls-ca {str(self.ca)!r}", _CA):
+            ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(self.ca))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert is not None and self.key is not None:
+            with _unusable(
+                f"--tls-cert {str(self.cert)!r} with --tls-key {str(self.key)!r}", _PAIR
+            ):
+                ctx.load_cert_chain(str(self.cert), str(self.key))
+        return ctx
 
     def channel_options(self) -> list[tuple[str, Any]]:
         return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

@@ -325,6 +325,87 @@ def test_agent_cli_security_errors(
     assert match in caplog.text
 
 
+def _unusable_tls_files(pki: Pki, tmp_path: Path) -> dict[str, Path]:
+    """TLS files that exist and read fine, but are not usable: not PEM, or a key of another."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    return {"garbage": garbage, "other_key": pki.agents["agent_1"].key}
+
+
+@pytest.mark.parametrize(
+    ("case", "files"),
+    [
+        (
+            "certificate not PEM",
+            lambda f, p: ["--tls-cert", f["garbage"], "--tls-key", p.server_key],
+        ),
+        ("key not PEM", lambda f, p: ["--tls-cert", p.server_cert, "--tls-key", f["garbage"]]),
+        ("another key", lambda f, p: ["--tls-cert", p.server_cert, "--tls-key", f["other_key"]]),
+        (
+            "client CA not PEM",
+            lambda f, p: [
+                *("--tls-cert", p.server_cert, "--tls-key", p.server_key),
+                *("--tls-client-ca", f["garbage"]),
+            ],
+        ),
+    ],
+)
+def test_coordinator_refuses_unusable_tls_files_at_start_up(
+    case: str, files: Any, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """gRPC finds bad TLS material only when it binds, and then says the port is in use (exit 1):
+    the files are checked first, and the error names them (exit 2, a config error)."""
+    argv = [str(a) for a in files(_unusable_tls_files(pki, tmp_path), pki)]
+    with caplog.at_level(logging.ERROR):
+        assert coordinator_cli.main(["--artifacts", "/nonexistent", *argv]) == 2, case
+    assert "cannot be used" in caplog.text and "port is in use" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("case", "files"),
+    [
+        ("CA not PEM", lambda f, p: ["--tls-ca", f["garbage"]]),
+        (
+            "another agent's key",
+            lambda f, p: [
+                *("--tls-ca", p.ca, "--tls-cert", p.agents["agent_0"].cert),
+                *("--tls-key", f["other_key"]),
+            ],
+        ),
+    ],
+)
+@pytest.mark.parametrize("dial", ["--coordinator", "--step-lane-address"])
+def test_agent_refuses_unusable_tls_files_at_start_up(
+    case: str, files: Any, dial: str, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unusable file would fail every handshake and the agent would retry forever: it is a
+    config error at start-up instead (exit 2), naming the file."""
+    argv = [str(a) for a in files(_unusable_tls_files(pki, tmp_path), pki)]
+    with caplog.at_level(logging.ERROR):
+        code = agent_cli.main(
+            ["--artifacts", "/nonexistent", "--agent", "agent_0", dial, "127.0.0.1:2", *argv]
+        )
+    assert code == 2, case
+    assert "cannot be used" in caplog.text and "/nonexistent" not in caplog.text
+
+
+def test_unusable_server_tls_fails_the_library_start_clearly(pki: Pki, tmp_path: Path) -> None:
+    garbage = _unusable_tls_files(pki, tmp_path)["garbage"]
+    coordinator = Coordinator(
+        two_step_team(),
+        CoordinatorConfig(team_wait_s=1.0),
+        env=TwoStepGame(),
+        tls=ServerTls(garbage, pki.server_key),
+    )
+    try:
+        with pytest.raises(
+            SecurityConfigError, match=r"--tls-cert .*garbage\.pem.* cannot be used"
+        ):
+            coordinator.start("127.0.0.1:0")
+    finally:
+        coordinator.close()
+
+
 def test_plain_text_off_loopback_is_allowed_only_when_asked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
