@@ -15,7 +15,8 @@ For the lane it also measures the floor under a team step, so the ratio can be r
 fan-out to 3 echo clients (the transport alone), the coordinator with 3 agents that decide
 nothing (bench/lane_echo_agent.py: the coordinator and the transport), and each agent's
 decision inside the team against the same `act()` called back to back in one process (on this
-VM, code run once per step after a wait runs several times slower than warm code).
+VM, code run once per step after a wait runs several times slower than warm code), and teams of
+1 and 2 policy agents (no more deciding processes than cores: the ratio without queueing).
 
 Each block prints the host's steal time while it ran (this is a VM): where it is more than a
 few percent, that block's latencies and ratios measure the host, not the runtime.
@@ -345,6 +346,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{echo['steps_per_s']:.0f} team steps/s, host steal {steal.percent:.1f} %"
             )
             floor["warm_act"] = warm_act_us(Path(d) / "art3")
+            # Fewer deciding agents than cores: does the ratio hold when each agent has a core?
+            for k in (1, 2):
+                with Steal() as steal:
+                    small = run_team(k, args.steps, Path(d), "lane")
+                floor[f"team{k}"] = small["exchange_p50_us"]
+                print(
+                    f"lane       {k} agent{'s' if k > 1 else ''}: exchange p50 "
+                    f"{small['exchange_p50_us']:.0f} us, decision p50 {small['decision_p50_us']:.0f} "
+                    f"us, host steal {steal.percent:.1f} %"
+                )
         for c in carriers:
             for n, steps in ((3, args.steps), (16, args.steps16)):
                 with Steal() as steal:
@@ -381,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
             ("raw round trip, 1 echo client", base),
             ("raw fan-out, 3 echo clients", floor["fan_out"]),
             ("coordinator + 3 echo agents", floor["echo_team"]),
+            ("coordinator + 1 policy agent", floor["team1"]),
+            ("coordinator + 2 policy agents", floor["team2"]),
             ("coordinator + 3 policy agents", team["exchange_p50_us"]),
         ):
             print(f"  {label:<34} {us:7.0f} us  {us / base:5.2f}")
