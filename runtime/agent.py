@@ -330,6 +330,8 @@ class AgentRunner:
             )
         except OSError as e:
             return f"step lane {host}:{port} unreachable ({e})"
+        except SecurityConfigError as e:  # the files were checked at start-up: being replaced?
+            return f"step lane TLS files unusable now ({e})"
 
     def serve_lane(self, client: LaneClient, first: pb.AgentMessage) -> str:
         """Send ``first`` (attach to a session joined over gRPC, or join on the lane itself), then

@@ -23,7 +23,7 @@ from qmix_edge.envs import TwoStepGame
 from qmix_edge.runtime import agent as agent_cli
 from qmix_edge.runtime import coordinator as coordinator_cli
 from qmix_edge.runtime import wire
-from qmix_edge.runtime.agent import AgentRunner
+from qmix_edge.runtime.agent import AgentRunner, Backoff
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
@@ -404,6 +404,28 @@ def test_unusable_server_tls_fails_the_library_start_clearly(pki: Pki, tmp_path:
             coordinator.start("127.0.0.1:0")
     finally:
         coordinator.close()
+
+
+def test_tls_files_spoilt_after_start_up_are_retried_not_fatal(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CLI checks the files at start-up; if they are replaced by something unusable later
+    (a certificate rotation half done), the agent says so and retries like an unreachable lane."""
+    import socket
+
+    garbage = _unusable_tls_files(pki, tmp_path)["garbage"]
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        runner = AgentRunner(
+            FakePolicy("agent_0"),
+            None,
+            step_lane_address=f"127.0.0.1:{server.getsockname()[1]}",
+            tls=ClientTls(garbage),
+            backoff=Backoff(initial_s=0.05, max_s=0.05),
+            give_up_s=0.3,
+        )
+        with caplog.at_level(logging.INFO):
+            assert runner.run() == 1  # gave up, never joined, never raised
+    assert "TLS files unusable now" in caplog.text and runner.stats.sessions == 0
 
 
 def test_plain_text_off_loopback_is_allowed_only_when_asked(
