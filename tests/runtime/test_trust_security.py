@@ -406,26 +406,28 @@ def test_unusable_server_tls_fails_the_library_start_clearly(pki: Pki, tmp_path:
         coordinator.close()
 
 
-def test_tls_files_spoilt_after_start_up_are_retried_not_fatal(
-    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_tls_files_spoilt_after_start_up_are_retried_not_fatal(pki: Pki, tmp_path: Path) -> None:
     """The CLI checks the files at start-up; if they are replaced by something unusable later
-    (a certificate rotation half done), the agent says so and retries like an unreachable lane."""
+    (a certificate rotation half done), dialling the lane gives that reason and the agent retries
+    as for an unreachable lane, never raising out of its reconnect loop."""
     import socket
 
     garbage = _unusable_tls_files(pki, tmp_path)["garbage"]
     with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
         runner = AgentRunner(
             FakePolicy("agent_0"),
             None,
-            step_lane_address=f"127.0.0.1:{server.getsockname()[1]}",
+            step_lane_address=f"127.0.0.1:{port}",
             tls=ClientTls(garbage),
             backoff=Backoff(initial_s=0.05, max_s=0.05),
             give_up_s=0.3,
         )
-        with caplog.at_level(logging.INFO):
-            assert runner.run() == 1  # gave up, never joined, never raised
-    assert "TLS files unusable now" in caplog.text and runner.stats.sessions == 0
+        outcome = runner.open_lane("127.0.0.1", port)
+        assert isinstance(outcome, str) and outcome.startswith("step lane TLS files unusable now")
+        assert "cannot be used" in outcome
+        assert runner.run() == 1  # gave up after give_up_s, never joined, never raised
+    assert runner.stats.sessions == 0
 
 
 def test_plain_text_off_loopback_is_allowed_only_when_asked(
