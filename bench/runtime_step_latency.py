@@ -99,20 +99,23 @@ def export_bench_artifact(spec: EnvSpec, out: Path) -> Path:
     return out
 
 
+_NO_MEMORY: dict[str, float] = {"peak": 0.0, "anon": 0.0, "file": 0.0, "uss": 0.0}
+
+
 def memory_mib(pid: int, *, uss: bool = True) -> dict[str, float]:
     """A live process's memory in MiB: ``peak`` (VmHWM, the goal's figure), and now ``anon``
     (RssAnon: its own heap and stacks), ``file`` (RssFile: resident pages of the files it maps,
     mostly shared libraries: clean, shared with other processes, and more or fewer for the same
     bytes depending on how those files were written into the page cache) and ``uss`` (memory no
     other process shares; 0 unless ``uss``: it walks the process's page tables)."""
-    out = {"peak": 0.0, "anon": 0.0, "file": 0.0, "uss": 0.0}
+    out = dict(_NO_MEMORY)
     keys = {"VmHWM:": "peak", "RssAnon:": "anon", "RssFile:": "file"}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                key = keys.get(line.split(maxsplit=1)[0]) if line.strip() else None
-                if key:
-                    out[key] = int(line.split()[1]) / 1024.0
+                parts = line.split()
+                if parts and parts[0] in keys:
+                    out[keys[parts[0]]] = int(parts[1]) / 1024.0
         if uss:
             out["uss"] = psutil.Process(pid).memory_full_info().uss / 2**20
     except (OSError, psutil.Error):
@@ -146,6 +149,11 @@ class Steal:
 ECHO_AGENT = Path(__file__).resolve().parent / "lane_echo_agent.py"
 
 
+def artifact_dir(workdir: Path, n_agents: int) -> Path:
+    """Where `run_team` exports (once) the bench artifact of an ``n_agents`` team."""
+    return workdir / f"art{n_agents}"
+
+
 def run_team(
     n_agents: int, steps: int, workdir: Path, carrier: str = "lane", *, echo: bool = False
 ) -> dict[str, float]:
@@ -155,7 +163,7 @@ def run_team(
     episode_limit = 250
     episodes = max(2, steps // episode_limit)
     env = NullEnv(n_agents, episode_limit)
-    art = workdir / f"art{n_agents}"
+    art = artifact_dir(workdir, n_agents)
     if not (art / "manifest.json").exists():  # one artifact per team size, for every carrier
         export_bench_artifact(env.spec, art)
     team = TeamSpec.from_artifacts(art)
@@ -195,8 +203,9 @@ def run_team(
         ]
 
     procs = [subprocess.Popen(command(a)) for a in team.agent_ids]
-    # Per agent: the highest VmHWM seen, and the breakdown of the sample that held it.
-    peaks = {p.pid: memory_mib(-1) for p in procs}
+    # Per agent: the sample that held the highest VmHWM seen (its breakdown), and the highest USS.
+    peaks = {p.pid: dict(_NO_MEMORY) for p in procs}
+    uss = {p.pid: 0.0 for p in procs}
     sampling = threading.Event()
 
     def sample() -> None:
@@ -206,11 +215,9 @@ def run_team(
             for p in procs:
                 if p.poll() is None:
                     m = memory_mib(p.pid, uss=tick % 5 == 0)  # USS once a second: not free
-                    old = peaks[p.pid]
-                    if m["peak"] >= old["peak"]:
-                        peaks[p.pid] = {**m, "uss": max(m["uss"], old["uss"])}
-                    else:
-                        old["uss"] = max(old["uss"], m["uss"])
+                    uss[p.pid] = max(uss[p.pid], m["uss"])
+                    if m["peak"] >= peaks[p.pid]["peak"]:
+                        peaks[p.pid] = m
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -270,7 +277,7 @@ def run_team(
     result["peak_rss_mib_max"] = top["peak"]
     result["peak_rss_mib_mean"] = statistics.mean(m["peak"] for m in peaks.values())
     result["peak_anon_mib"], result["peak_file_mib"] = top["anon"], top["file"]
-    result["uss_mib_max"] = max(m["uss"] for m in peaks.values())
+    result["uss_mib_max"] = max(uss.values())
     decisions = sorted(us for r in steady for us in r["decision_us"].values())
     result["decision_p50_us"] = statistics.median(decisions) if decisions else float("nan")
     result["steps"] = len(recs)
@@ -345,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"lane       3 echo agents (no policy): exchange p50 {echo['exchange_p50_us']:.0f} us, "
                 f"{echo['steps_per_s']:.0f} team steps/s, host steal {steal.percent:.1f} %"
             )
-            floor["warm_act"] = warm_act_us(Path(d) / "art3")
+            floor["warm_act"] = warm_act_us(artifact_dir(Path(d), 3))
             # Fewer deciding agents than cores: does the ratio hold when each agent has a core?
             for k in (1, 2):
                 with Steal() as steal:
@@ -371,7 +378,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"          that agent's memory: {r['peak_anon_mib']:.1f} MiB its own (RssAnon) + "
                     f"{r['peak_file_mib']:.1f} MiB of mapped files (RssFile, shared libraries); "
-                    f"USS max {r['uss_mib_max']:.1f} MiB"
+                    + (
+                        f"USS max {r['uss_mib_max']:.1f} MiB"
+                        if r["uss_mib_max"] > 0
+                        else "USS not sampled (sampled once a second; the run was shorter)"
+                    )
                 )
                 print(
                     f"          CPU per team step: coordinator {r['coordinator_cpu_us_per_step']:.0f} us, "
