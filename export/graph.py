@@ -1,10 +1,11 @@
 """One agent's network as a self-contained ONNX graph: the wrapper module and the ONNX export.
 
 `AgentGraph` takes a trained team `AgentNetwork` and one agent index and keeps only what that agent
-runs on its device:
+runs on its device. It wraps that agent's slice of the trained network (`AgentNetwork.agent_slice`)
+and runs the network's own `head`, so the architecture is defined once, in `qmix_edge.train.networks`:
 
-- its own weight slice (``GroupedLinear.for_agent``), so no other agent's weights and nothing of the
-  mixer or its hypernetworks is in the graph;
+- its own weight slice, so no other agent's weights and nothing of the mixer or its hypernetworks is
+  in the graph;
 - its true observation size: training zero-pads every observation to the largest agent's size, and
   zeros times the padding rows of the first layer contribute nothing, so the padding rows are dropped
   and the graph takes ``obs`` at ``[batch, obs_dim]`` (same arithmetic, smaller graph);
@@ -37,7 +38,7 @@ from torch.nn import functional as F
 
 from qmix_edge.envs import EnvSpec
 from qmix_edge.runtime.tensors import TensorNames
-from qmix_edge.train.networks import AgentNetwork, gru_cell
+from qmix_edge.train.networks import AgentNetwork
 
 from .errors import ExportError
 
@@ -77,10 +78,12 @@ class AgentGraph(nn.Module):
         self.uses_prev_action = net.use_prev_action
         self.hidden_dim = net.hidden_dim
 
+        # The agent's own layers, run by the trained network's own `head` (the architecture is
+        # defined once, in `AgentNetwork`); only the first layer is folded here, because the graph's
+        # inputs differ from training's by design (true obs size, prev-action index, no agent id).
+        self.net = net.agent_slice(agent_index, n_actions=self.n_actions)
         with torch.no_grad():
-            w1, b1 = (
-                t.detach().cpu().clone() for t in net.fc1.for_agent(agent_index)
-            )  # (in, H), (H,)
+            w1, b1 = (t.clone() for t in self.net.fc1.for_agent(0))  # (in, H), (H,)
             # Row blocks of fc1's input, in `AgentNetwork.build_inputs` order.
             w_obs = w1[: self.obs_dim]  # (obs_dim, H): padding rows dropped (they meet zeros)
             offset = net.obs_dim
@@ -91,25 +94,10 @@ class AgentGraph(nn.Module):
                 offset += net.n_actions
             if net.use_agent_id:
                 b1 = b1 + w1[offset + agent_index]  # onehot(i) @ W_id == W_id[i]
-            w_out, b_out = (t.detach().cpu().clone() for t in net.out.for_agent(agent_index))
-            w_out, b_out = w_out[:, : self.n_actions], b_out[: self.n_actions]  # own actions only
-
+        del self.net.fc1  # folded into the parameters below; nothing else of it is exported
         self.w_obs = nn.Parameter(w_obs.contiguous(), requires_grad=False)
         self.b1 = nn.Parameter(b1.contiguous(), requires_grad=False)
         self.w_prev = nn.Parameter(w_prev.contiguous(), requires_grad=False)  # (n_actions+1, H)
-        self.w_out = nn.Parameter(w_out.contiguous(), requires_grad=False)
-        self.b_out = nn.Parameter(b_out.contiguous(), requires_grad=False)
-        if net.recurrent:
-            w_ih, b_ih = net.gru_ih.for_agent(agent_index)  # (H, 3H), (3H,)
-            w_hh, b_hh = net.gru_hh.for_agent(agent_index)
-            self.w_ih = nn.Parameter(w_ih.detach().cpu().clone(), requires_grad=False)
-            self.b_ih = nn.Parameter(b_ih.detach().cpu().clone(), requires_grad=False)
-            self.w_hh = nn.Parameter(w_hh.detach().cpu().clone(), requires_grad=False)
-            self.b_hh = nn.Parameter(b_hh.detach().cpu().clone(), requires_grad=False)
-        else:
-            w2, b2 = net.fc2.for_agent(agent_index)  # (H, H), (H,)
-            self.w2 = nn.Parameter(w2.detach().cpu().clone(), requires_grad=False)
-            self.b2 = nn.Parameter(b2.detach().cpu().clone(), requires_grad=False)
         self.eval()
 
     @property
@@ -139,16 +127,10 @@ class AgentGraph(nn.Module):
         if self.uses_prev_action:
             assert prev_action is not None  # the exporter always passes it
             pre = pre + F.embedding(prev_action + 1, self.w_prev)  # (B, H); -1 -> zero row
-        x = F.relu(pre)  # (B, H)
-        if self.recurrent:
-            assert h_in is not None
-            h_next = gru_cell(h_in, x @ self.w_ih + self.b_ih, h_in @ self.w_hh + self.b_hh)
-            q = h_next @ self.w_out + self.b_out  # (B, n_actions)
-        else:
-            q = F.relu(x @ self.w2 + self.b2) @ self.w_out + self.b_out  # (B, n_actions)
+        q, h_next = self.net.head(pre, h_in)  # (B, n_actions), (B, H) or None
         masked = torch.where(action_mask, q, float("-inf"))  # (B, n_actions)
         action = torch.argmax(masked, dim=-1)  # (B,) int64; the first maximum wins
-        if self.recurrent:
+        if h_next is not None:
             return q, action, h_next
         return q, action
 

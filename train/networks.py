@@ -18,6 +18,7 @@ stacked tensor (``GroupedLinear``) so all agents still run in one batched matmul
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Literal
 
@@ -61,6 +62,20 @@ class GroupedLinear(nn.Module):
         """This agent's (weight (in, out), bias (out,)): what the exporter folds into its graph."""
         g = 0 if self.groups == 1 else agent_index
         return self.weight[g].t(), self.bias[g]
+
+    def slice(self, agent_index: int, rows: int | None = None) -> GroupedLinear:
+        """A one-group copy holding only this agent's weights (detached, no gradient).
+
+        ``rows`` keeps only the first ``rows`` outputs (an agent's own action count).
+        """
+        g = 0 if self.groups == 1 else agent_index
+        out = self.out_features if rows is None else rows
+        one = GroupedLinear(1, self.in_features, out)
+        with torch.no_grad():
+            one.weight.copy_(self.weight[g : g + 1, :out])
+            one.bias.copy_(self.bias[g : g + 1, :out])
+        one.requires_grad_(False)
+        return one
 
 
 class AgentNetwork(nn.Module):
@@ -142,13 +157,44 @@ class AgentNetwork(nn.Module):
         hidden: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Q-values (..., n_agents, n_actions) and the next hidden state (None for ``mlp``)."""
-        x = F.relu(self.fc1(self.build_inputs(obs, prev_action)))  # (..., n_agents, hidden)
+        return self.head(self.fc1(self.build_inputs(obs, prev_action)), hidden)
+
+    def head(
+        self, pre: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The architecture after the first layer's affine map ``pre`` (..., hidden_dim).
+
+        The one definition of what an agent computes: `forward` feeds it the team's first layer, and
+        the exporter feeds it one agent's first layer at that agent's true input size (its graph
+        wraps `agent_slice`). Returns Q-values (..., n_actions) and the next hidden state.
+        """
+        x = F.relu(pre)  # (..., hidden)
         if self.kind == "mlp":
             return self.out(F.relu(self.fc2(x))), None
         if hidden is None:
             hidden = torch.zeros_like(x)
-        h_next = gru_cell(hidden, self.gru_ih(x), self.gru_hh(hidden))
+        h_next = gru_cell(hidden, self.gru_ih(x), self.gru_hh(hidden))  # (..., hidden)
         return self.out(h_next), h_next
+
+    def agent_slice(self, agent_index: int, n_actions: int | None = None) -> AgentNetwork:
+        """A frozen copy of this network with only agent ``agent_index``'s weights (one group).
+
+        Its `head` runs that agent's own layers on inputs without an agent axis, ``(batch, hidden)``,
+        and returns Q-values for the first ``n_actions`` actions only (the agent's own count; default
+        all). The first layer is sliced too, for the caller to fold into its own input encoding.
+        """
+        if not 0 <= agent_index < self.n_agents:
+            raise ValueError(f"agent index {agent_index} out of range 0..{self.n_agents - 1}")
+        one = copy.deepcopy(self)
+        for name in ("fc1", "fc2", "gru_ih", "gru_hh", "out"):
+            layer = getattr(self, name, None)
+            if isinstance(layer, GroupedLinear):
+                setattr(one, name, layer.slice(agent_index))
+        if n_actions is not None:
+            one.out = one.out.slice(0, rows=n_actions)
+            one.n_actions = n_actions
+        one.share_params = True
+        return one.eval().requires_grad_(False)
 
 
 def gru_cell(h: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from onnx import numpy_helper
 
 from qmix_edge.envs import AgentSpec, EnvSpec
-from qmix_edge.export import OPSET, export_agent_networks
+from qmix_edge.export import OPSET, export_agent_networks, export_run
 from qmix_edge.export.graph import MAX_IR_VERSION
 from qmix_edge.runtime.artifact import (
     METADATA_AGENT_KEY,
@@ -20,7 +20,7 @@ from qmix_edge.runtime.artifact import (
     METADATA_PRECISION_KEY,
 )
 from qmix_edge.runtime.tensors import TensorNames
-from qmix_edge.train.mixers import QMixer
+from qmix_edge.train.checkpoint import load_run
 from qmix_edge.train.networks import AgentNetwork
 
 
@@ -55,29 +55,49 @@ def _contains(arrays: list[np.ndarray], target: np.ndarray) -> bool:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[AgentNetwork, QMixer, Path]:
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[AgentNetwork, Path]:
     hetero_spec = _spec()
     torch.manual_seed(5)
     net = AgentNetwork(hetero_spec, "gru", hidden_dim=16, share_params=False, use_prev_action=True)
-    mixer = QMixer(hetero_spec.n_agents, hetero_spec.state_dim, embed_dim=8, hypernet_layers=2)
     out = tmp_path_factory.mktemp("contents") / "art"
     export_agent_networks(net, hetero_spec, out, quantize=["int8", "fp16"])
-    return net, mixer, out
+    return net, out
 
 
-def test_graphs_hold_no_mixer_weights_and_take_no_state(
-    exported: tuple[AgentNetwork, QMixer, Path], hetero_spec: EnvSpec
-) -> None:
-    _, mixer, out = exported
-    mixer_params = [p.detach().numpy() for p in mixer.parameters()]
+def test_graphs_of_a_trained_run_hold_none_of_its_mixer(trained_run: Path, tmp_path: Path) -> None:
+    """Export the run directory (whose checkpoint holds the mixer the exporter loads) and look for
+    every mixer and hypernetwork weight of that checkpoint in every graph."""
+    out = tmp_path / "art"
+    export_run(trained_run, out, use_env=False)
+    run = load_run(trained_run)
+    assert run.mixer is not None  # a qmix run: the checkpoint really carries a mixer
+    mixer_params = [p.detach().numpy() for p in run.mixer.parameters()]
     mixer_shapes = {p.shape for p in mixer_params if p.ndim == 2}
-    for agent in hetero_spec.agents:
+    for index, agent in enumerate(run.spec.agents):
         path = out / f"{agent.agent_id}.onnx"
         arrays = _initializers(path)
+        # The search finds what is there: the agent's own recurrent weights are present ...
+        assert _contains(arrays, run.agent_net.gru_hh.for_agent(index)[0].detach().numpy())
+        # ... and nothing of the mixer is.
         for p in mixer_params:
             assert not _contains(arrays, p)
         assert not any(a.shape in mixer_shapes for a in arrays if a.ndim == 2)
-        model = onnx.load(str(path))
+        inputs = {i.name for i in onnx.load(str(path)).graph.input}
+        local = {
+            TensorNames.OBS,
+            TensorNames.ACTION_MASK,
+            TensorNames.PREV_ACTION,
+            TensorNames.H_IN,
+        }
+        assert inputs <= local  # its own inputs only: no global state
+
+
+def test_graphs_take_local_inputs_only(
+    exported: tuple[AgentNetwork, Path], hetero_spec: EnvSpec
+) -> None:
+    _, out = exported
+    for agent in hetero_spec.agents:
+        model = onnx.load(str(out / f"{agent.agent_id}.onnx"))
         inputs = [i.name for i in model.graph.input]
         assert inputs == [
             TensorNames.OBS,
@@ -90,9 +110,9 @@ def test_graphs_hold_no_mixer_weights_and_take_no_state(
 
 
 def test_each_graph_holds_exactly_its_own_weight_slice(
-    exported: tuple[AgentNetwork, QMixer, Path], hetero_spec: EnvSpec
+    exported: tuple[AgentNetwork, Path], hetero_spec: EnvSpec
 ) -> None:
-    net, _, out = exported
+    net, out = exported
     h = net.hidden_dim
     for index, agent in enumerate(hetero_spec.agents):
         arrays = _initializers(out / f"{agent.agent_id}.onnx")
@@ -113,9 +133,9 @@ def test_each_graph_holds_exactly_its_own_weight_slice(
 
 
 def test_graph_rules_and_metadata_mirror(
-    exported: tuple[AgentNetwork, QMixer, Path], hetero_spec: EnvSpec
+    exported: tuple[AgentNetwork, Path], hetero_spec: EnvSpec
 ) -> None:
-    _, _, out = exported
+    _, out = exported
     manifest = json.loads((out / "manifest.json").read_text())
     for agent in hetero_spec.agents:
         for precision, name in (

@@ -93,12 +93,21 @@ def test_double_q_picks_with_online_and_evaluates_with_target() -> None:
     b = _batch(length=1, terminated=False)
     tb = TensorBatch(b)
     with torch.no_grad():
+        # A target net equal to the online net could not tell the two roles apart: turn its
+        # preferences around (negated output layer), so online and target pick differently.
+        learner.target_agent_net.out.weight.neg_()
+        learner.target_agent_net.out.bias.neg_()
         q = unroll(learner.agent_net, tb.obs, tb.prev_actions)
         tq = unroll(learner.target_agent_net, tb.obs, tb.prev_actions)
-        a_star = q[:, 1].argmax(-1)  # (B, n) online choice at t = 1
-        next_tot = tq[:, 1].gather(-1, a_star.unsqueeze(-1)).squeeze(-1).sum(-1)
         chosen = q[:, 0].gather(-1, tb.actions[:, 0].unsqueeze(-1)).squeeze(-1).sum(-1)
-        expected = ((chosen - (tb.reward[:, 0] + next_tot)) ** 2).mean()
+
+        def loss_with(pick: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+            next_tot = value[:, 1].gather(-1, pick[:, 1].argmax(-1, keepdim=True)).squeeze(-1)
+            return ((chosen - (tb.reward[:, 0] + next_tot.sum(-1))) ** 2).mean()
+
+        expected = loss_with(q, tq)  # online picks (t = 1), target evaluates
+        for other in (loss_with(tq, tq), loss_with(q, q), loss_with(tq, q)):
+            assert not torch.allclose(other, expected)  # the roles are distinguishable here
     torch.testing.assert_close(learner.loss(tb)[0], expected)
 
 
