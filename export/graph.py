@@ -83,7 +83,7 @@ class AgentGraph(nn.Module):
         # inputs differ from training's by design (true obs size, prev-action index, no agent id).
         self.net = net.agent_slice(agent_index, n_actions=self.n_actions)
         with torch.no_grad():
-            w1, b1 = (t.clone() for t in self.net.fc1.for_agent(0))  # (in, H), (H,)
+            w1, b1 = (t.detach().clone() for t in net.fc1.for_agent(agent_index))  # (in, H), (H,)
             # Row blocks of fc1's input, in `AgentNetwork.build_inputs` order.
             w_obs = w1[: self.obs_dim]  # (obs_dim, H): padding rows dropped (they meet zeros)
             offset = net.obs_dim

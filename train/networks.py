@@ -63,19 +63,18 @@ class GroupedLinear(nn.Module):
         g = 0 if self.groups == 1 else agent_index
         return self.weight[g].t(), self.bias[g]
 
-    def slice(self, agent_index: int, rows: int | None = None) -> GroupedLinear:
-        """A one-group copy holding only this agent's weights (detached, no gradient).
+    def slice(self, agent_index: int, rows: int | None = None) -> nn.Linear:
+        """This agent's layer as a frozen `torch.nn.Linear` (the same product as one group).
 
         ``rows`` keeps only the first ``rows`` outputs (an agent's own action count).
         """
         g = 0 if self.groups == 1 else agent_index
         out = self.out_features if rows is None else rows
-        one = GroupedLinear(1, self.in_features, out)
+        one = nn.Linear(self.in_features, out)
         with torch.no_grad():
-            one.weight.copy_(self.weight[g : g + 1, :out])
-            one.bias.copy_(self.bias[g : g + 1, :out])
-        one.requires_grad_(False)
-        return one
+            one.weight.copy_(self.weight[g, :out])
+            one.bias.copy_(self.bias[g, :out])
+        return one.requires_grad_(False)
 
 
 class AgentNetwork(nn.Module):
@@ -179,9 +178,10 @@ class AgentNetwork(nn.Module):
     def agent_slice(self, agent_index: int, n_actions: int | None = None) -> AgentNetwork:
         """A frozen copy of this network with only agent ``agent_index``'s weights (one group).
 
-        Its `head` runs that agent's own layers on inputs without an agent axis, ``(batch, hidden)``,
-        and returns Q-values for the first ``n_actions`` actions only (the agent's own count; default
-        all). The first layer is sliced too, for the caller to fold into its own input encoding.
+        Its layers are plain `torch.nn.Linear` modules; its `head` runs that agent's own layers on
+        inputs without an agent axis, ``(batch, hidden)``, and returns Q-values for the first
+        ``n_actions`` actions only (the agent's own count; default all). Only `head` is meant to be
+        called: the first layer is sliced too, for the caller to fold into its own input encoding.
         """
         if not 0 <= agent_index < self.n_agents:
             raise ValueError(f"agent index {agent_index} out of range 0..{self.n_agents - 1}")
@@ -189,9 +189,9 @@ class AgentNetwork(nn.Module):
         for name in ("fc1", "fc2", "gru_ih", "gru_hh", "out"):
             layer = getattr(self, name, None)
             if isinstance(layer, GroupedLinear):
-                setattr(one, name, layer.slice(agent_index))
+                keep = n_actions if name == "out" else None
+                setattr(one, name, layer.slice(agent_index, rows=keep))
         if n_actions is not None:
-            one.out = one.out.slice(0, rows=n_actions)
             one.n_actions = n_actions
         one.share_params = True
         return one.eval().requires_grad_(False)
