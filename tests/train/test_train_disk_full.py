@@ -51,6 +51,16 @@ def _fill(fs: Path, leave: int) -> Path:
     return filler
 
 
+def _first_session(fs: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
+    """A run of 200 env steps on ``fs`` with checkpoints at 100 and 200: (run dir, latest)."""
+    run_dir = fs / "run"
+    assert main([*TINY, "--run-dir", str(run_dir), "--total-timesteps", "200"]) == 0
+    good = latest_checkpoint(run_dir)
+    assert good is not None and good.name == "step_000000200"
+    capsys.readouterr()
+    return run_dir, good
+
+
 def _check_left_clean(run_dir: Path, good: Path) -> None:
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert names == ["latest.json", "step_000000100", good.name], names  # no new or temp folder
@@ -62,11 +72,7 @@ def _check_left_clean(run_dir: Path, good: Path) -> None:
 def test_full_disk_stops_with_one_line_and_resumes(
     small_fs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = small_fs / "run"
-    assert main([*TINY, "--run-dir", str(run_dir), "--total-timesteps", "200"]) == 0
-    good = latest_checkpoint(run_dir)
-    assert good is not None and good.name == "step_000000200"
-    capsys.readouterr()
+    run_dir, good = _first_session(small_fs, capsys)
 
     filler = _fill(small_fs, leave=8 * 1024)  # room for metric lines, not for a checkpoint
     assert main(["--resume", str(run_dir), "--total-timesteps", "400"]) == 1
@@ -90,11 +96,7 @@ def test_full_disk_stops_with_one_line_and_resumes(
 def test_read_only_run_dir_stops_with_one_line_and_resumes(
     small_fs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = small_fs / "run"
-    assert main([*TINY, "--run-dir", str(run_dir), "--total-timesteps", "200"]) == 0
-    good = latest_checkpoint(run_dir)
-    assert good is not None
-    capsys.readouterr()
+    run_dir, good = _first_session(small_fs, capsys)
 
     assert _mount("-o", "remount,ro", str(small_fs)).returncode == 0
     try:
