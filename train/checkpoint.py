@@ -192,6 +192,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1]
 
 
+def resume_point(run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues from: the newest complete one (`latest_checkpoint`)."""
+    folder = latest_checkpoint(run_dir)
+    if folder is None:
+        raise CheckpointError(
+            f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
+        )
+    return folder
+
+
 def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
     """A checkpoint folder from None (latest), a folder name, a folder path or a model.pt path."""
     run_dir = Path(run_dir)

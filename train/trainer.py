@@ -117,6 +117,10 @@ class Trainer:
         *,
         resume: bool = False,
     ) -> None:
+        self.resume_checkpoint: Path | None = None
+        """The checkpoint a resumed run continues from (the newest complete one)."""
+        self.stop_record: dict[str, Any] | None = None
+        """Why the resumed run had stopped (`checkpoint.write_stop_record`), or None."""
         overrides: dict[str, Any] = {}
         if algo is not None:
             overrides["algo"] = algo
@@ -139,21 +143,12 @@ class Trainer:
                     f"{ {k: saved.get(k) for k in fixed} }); only {sorted(RESUME_MUTABLE)} may change"
                 )
             self.config = TrainConfig.from_dict({**saved, **changes})
-            self.resume_checkpoint: Path | None = ckpt.latest_checkpoint(Path(run_dir))
-            """The checkpoint a resumed run continues from (the newest complete one)."""
-            if self.resume_checkpoint is None:
-                raise CheckpointError(
-                    f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
-                )
-            self.stop_record: dict[str, Any] | None = ckpt.read_stop_record(Path(run_dir))
-            """Why the resumed run had stopped (`checkpoint.write_stop_record`), or None."""
+            self.resume_checkpoint = ckpt.resume_point(Path(run_dir))
+            self.stop_record = ckpt.read_stop_record(Path(run_dir))
         elif isinstance(config, TrainConfig):
             self.config = config.replace(**overrides) if overrides else config
         else:
             self.config = TrainConfig.from_dict({**dict(config or {}), **overrides})
-        if not resume:
-            self.resume_checkpoint = None
-            self.stop_record = None
         self.resuming = resume
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir(self.config)
         if not resume and (self.run_dir / "run.json").exists():
@@ -321,13 +316,12 @@ class Trainer:
         collector.restore(state["collector"], arrays)
         ckpt.remove_run_checkpoints_after(self.run_dir, self.env_steps)
         if self.stop_record is not None:
+            stopped = self.stop_record
             logger.warning(
-                "the run had stopped at %s env steps (%s); resuming from the last good "
-                "checkpoint %s at %d env steps",
-                self.stop_record.get("env_steps"),
-                self.stop_record.get("error"),
+                "the run had stopped at %s env steps (%s); resuming from the last good checkpoint %s",
+                stopped.get("env_steps"),
+                stopped.get("error"),
                 folder.name,
-                self.env_steps,
             )
             ckpt.clear_stop_record(self.run_dir)
         logger.info(
