@@ -17,6 +17,8 @@ import pytest
 from qmix_edge.train.checkpoint import latest_checkpoint, list_checkpoints, load_run, read_state
 from qmix_edge.train.cli import main
 
+pytestmark = pytest.mark.usefixtures("plain_logging")
+
 TINY = ["--env", "two_step", "--hidden-dim", "8", "--n-envs", "2", "--batch-size", "4"]
 TINY += ["--eval-episodes", "2", "--eval-interval", "100000", "--checkpoint-interval", "100", "-q"]
 

@@ -31,6 +31,8 @@ from qmix_edge.train.errors import (
 from qmix_edge.train.finite import non_finite_tensors
 from qmix_edge.train.trainer import Trainer
 
+pytestmark = pytest.mark.usefixtures("plain_logging")
+
 FAULTY = "faulty_envs:faulty_team"
 SEED_MODULUS = 40  # a faulty episode about every 40 episodes: checkpoints come first
 
