@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -100,6 +100,48 @@ def resolve_fallback_actions(
     return out
 
 
+def check_finite_weights(
+    agent_net: AgentNetwork, holder: str, where: str = "", hint: Callable[[], str] | None = None
+) -> None:
+    """Raise `ExportError` naming the layers of ``agent_net`` that hold NaN or inf.
+
+    Checked before any parity recording: such a network outputs NaN Q-values, and the parity gate
+    would only report that as a mismatch of NaNs.
+    """
+    from qmix_edge.train.finite import describe_non_finite, non_finite_tensors
+
+    weights = agent_net.state_dict()
+    bad = non_finite_tensors(weights)
+    if not bad:
+        return
+    layers = "; ".join(f"layer {name}: {describe_non_finite(weights[name])}" for name in bad[:4])
+    more = f"; and {len(bad) - 4} more layers" if len(bad) > 4 else ""
+    raise ExportError(
+        f"{holder} holds non-finite weights (agent network, {layers}{more}){where}; a policy with "
+        f"NaN or inf weights cannot be exported. {hint() if hint is not None else ''}".rstrip()
+    )
+
+
+def _finite_checkpoint_hint(run_dir: Path, loaded: Path) -> str:
+    """Name the newest other checkpoint of the run whose agent network is finite, if any."""
+    from qmix_edge.train.checkpoint import CheckpointError, list_checkpoints, read_model
+    from qmix_edge.train.finite import non_finite_tensors
+
+    for folder in reversed(list_checkpoints(run_dir)):
+        if folder == loaded:
+            continue
+        try:
+            weights = read_model(folder)["learner"]["agent_net"]
+        except (CheckpointError, KeyError, TypeError):
+            continue
+        if not non_finite_tensors(weights):
+            return f"Export the newest finite checkpoint instead: --checkpoint {folder.name}"
+    return (
+        "No checkpoint of this run has finite weights: train it again (qmix-train stops a run "
+        "with a named cause before it writes such weights)"
+    )
+
+
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if not out_dir.exists():
         return
@@ -173,6 +215,7 @@ def export_agent_networks(
         )
     fallback = resolve_fallback_actions(spec, fallback_actions)
     key = load_private_key(sign_key) if sign_key is not None else None
+    check_finite_weights(agent_net, "the network to export")
     _prepare_out_dir(out, overwrite)
     for a in spec.agents:
         _file_name(a.agent_id, "fp32")
@@ -417,6 +460,13 @@ def export_run(
         run = load_run(run_dir, checkpoint)
     except (CheckpointError, TrainError, FileNotFoundError) as e:
         raise ExportConfigError(f"cannot load run {run_dir}: {e}") from e
+    loaded = run.checkpoint_path
+    check_finite_weights(
+        run.agent_net,
+        "the checkpoint",
+        where=f" in {loaded}",
+        hint=lambda: _finite_checkpoint_hint(Path(run_dir), loaded),
+    )
     config = run.config
     env_options = {
         "n_agents": config.get("n_agents"),

@@ -17,9 +17,19 @@ A run directory (``runs/<name>/``)::
 
 Nothing is pickled: ``model.pt`` holds only tensors and plain containers and is read with
 ``torch.load(weights_only=True)``; numpy arrays are read with ``allow_pickle=False``; everything else
-is JSON (numpy ``Generator.bit_generator.state`` is a dict of ints). Every file is written to a temp
-file in the same folder, fsynced, and moved into place with ``os.replace``; ``latest.json`` is
-replaced last, so a crash at any moment leaves the previous checkpoint intact.
+is JSON (numpy ``Generator.bit_generator.state`` is a dict of ints).
+
+A checkpoint is written whole or not at all: its files go into a hidden temp folder
+(``checkpoints/.step_000050000.<random>.tmp``), each fsynced, the folder is fsynced and renamed into
+place, the parent is fsynced, and only then is ``latest.json`` replaced (temp file, fsync,
+``os.replace``). So a crash, a full disk or a read-only folder at any moment leaves the previous
+checkpoint intact and no half-written ``step_*`` folder; a failed write raises `RunDirWriteError`
+naming the path and the bytes the checkpoint needed. A checkpoint holding any NaN or infinite
+tensor is refused before anything is written (`NonFiniteCheckpointError`), so the last good one is
+never replaced by a poisoned one.
+
+``stopped.json`` in the run directory records why a run stopped part way (a non-finite value, a
+failed write); ``--resume`` reports it and continues from the last good checkpoint.
 
 `load_run` is the exporter's entry point: networks rebuilt from the saved config and spec, weights
 loaded, in eval mode.
@@ -43,7 +53,8 @@ from torch import nn
 
 from qmix_edge.envs import EnvSpec
 
-from .errors import CheckpointError
+from .errors import CheckpointError, NonFiniteCheckpointError, RunDirWriteError
+from .finite import non_finite_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,8 @@ MODEL_FILE = "model.pt"
 STATE_FILE = "state.json"
 REPLAY_FILE = "replay.npz"
 COLLECTOR_FILE = "collector.npz"
+STOP_FILE = "stopped.json"
+CHECKPOINT_PREFIX = "step_"
 
 
 # --- atomic writes ----------------------------------------------------------------------------------
@@ -98,19 +111,43 @@ def atomic_open(path: Path):  # type: ignore[no-untyped-def]
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, os.replace)."""
-    with atomic_open(path) as f:
-        f.write(data)
+    """Write ``data`` to ``path`` atomically (temp file, fsync, os.replace).
+
+    Raises `RunDirWriteError` (path, byte count, free space) when the write fails.
+    """
+    try:
+        with atomic_open(path) as f:
+            f.write(data)
+    except OSError as e:
+        raise write_error(path, len(data), e) from e
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+def _free_bytes(path: Path) -> int | None:
+    for p in (path, *path.parents):
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def write_error(path: Path, nbytes: int | None, error: OSError, what: str = "") -> RunDirWriteError:
+    """A one-line `RunDirWriteError` for a failed write of ``nbytes`` bytes to ``path``."""
+    reason = error.strerror or str(error)
+    free = _free_bytes(Path(path))
+    size = f"{nbytes:,} bytes" if nbytes is not None else "data"
+    room = f"; {free:,} bytes free there" if free is not None else ""
+    return RunDirWriteError(
+        f"cannot write {what or size} to {path}: {reason} (errno {error.errno}{room}). Free "
+        "some space or make the folder writable",
+        path=Path(path),
+        nbytes=nbytes,
+    )
 
 
 # --- locating checkpoints ---------------------------------------------------------------------------
@@ -120,16 +157,49 @@ def checkpoint_name(env_steps: int) -> str:
     return f"step_{env_steps:09d}"
 
 
+def is_complete(folder: Path) -> bool:
+    """Whether ``folder`` holds the files every checkpoint has (model and state)."""
+    return (folder / MODEL_FILE).is_file() and (folder / STATE_FILE).is_file()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The committed latest checkpoint folder of ``run_dir``, or None if it has none."""
+    """The committed latest checkpoint folder of ``run_dir``, or None if it has none.
+
+    ``latest.json`` is the commit point. When it names a folder that is not complete (a run
+    written by an older qmix-edge that was stopped mid-write), the newest complete checkpoint is
+    used instead, with a warning.
+    """
     latest = Path(run_dir) / CHECKPOINTS_DIR / LATEST_FILE
     if not latest.exists():
-        return None
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
     try:
         name = json.loads(latest.read_text())["checkpoint"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise CheckpointError(f"{latest} is corrupt ({e}); pass an explicit checkpoint") from e
-    return latest.parent / name
+    folder = latest.parent / name
+    if is_complete(folder):
+        return folder
+    found = [p for p in list_checkpoints(run_dir) if p.name < folder.name]
+    if not found:
+        return None
+    logger.warning(
+        "%s names %s, which is incomplete; using the newest complete checkpoint %s",
+        latest,
+        folder.name,
+        found[-1].name,
+    )
+    return found[-1]
+
+
+def resume_point(run_dir: Path) -> Path:
+    """The checkpoint ``--resume`` continues from: the newest complete one (`latest_checkpoint`)."""
+    folder = latest_checkpoint(run_dir)
+    if folder is None:
+        raise CheckpointError(
+            f"{run_dir} has no complete checkpoint to resume from; start a new run instead"
+        )
+    return folder
 
 
 def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
@@ -157,13 +227,51 @@ def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete ``step_*`` checkpoint folders of ``run_dir``, oldest first."""
     base = Path(run_dir) / CHECKPOINTS_DIR
     if not base.is_dir():
         return []
-    return sorted(p for p in base.iterdir() if p.is_dir() and (p / MODEL_FILE).is_file())
+    return sorted(
+        p
+        for p in base.iterdir()
+        if p.name.startswith(CHECKPOINT_PREFIX) and p.is_dir() and is_complete(p)
+    )
 
 
 # --- writing and reading ----------------------------------------------------------------------------
+
+
+class _NullWriter:
+    """A write-only sink that counts bytes (to size a checkpoint after a failed write)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def write(self, data: Any) -> int:
+        n = len(memoryview(data).cast("B"))
+        self.count += n
+        return n
+
+    def flush(self) -> None:
+        pass
+
+
+FileWriter = Any
+"""A callable taking a writable binary file object (e.g. an npz writer)."""
+
+
+def _write_synced(path: Path, write: FileWriter) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _clean_stale_temp_folders(base: Path) -> None:
+    """Remove temp folders a killed writer left behind (they are never read)."""
+    for p in base.glob(f".{CHECKPOINT_PREFIX}*.tmp"):
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def write_checkpoint(
@@ -171,27 +279,87 @@ def write_checkpoint(
     env_steps: int,
     model: dict[str, Any],
     state: dict[str, Any],
-    write_replay: Any = None,
-    write_collector: Any = None,
+    write_replay: FileWriter | None = None,
+    write_collector: FileWriter | None = None,
     keep_replay_only_latest: bool = True,
 ) -> Path:
-    """Write one checkpoint folder and commit it as latest. Returns the folder.
+    """Write one checkpoint folder atomically and commit it as latest. Returns the folder.
 
     ``model``: tensors/plain values for model.pt. ``state``: JSON-able dict for state.json.
     ``write_replay`` / ``write_collector``: callables taking a binary file object (npz writers).
+    Raises `NonFiniteCheckpointError` (nothing written) when a tensor of ``model`` holds a NaN or
+    inf, and `RunDirWriteError` when the folder cannot be written (the previous checkpoint and
+    ``latest.json`` are left as they were, and no new folder remains).
     """
+    bad = non_finite_tensors(model)
+    if bad:
+        listed = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+        raise NonFiniteCheckpointError(
+            f"refusing to write checkpoint {checkpoint_name(env_steps)}: {len(bad)} tensors hold "
+            f"NaN or inf ({listed}); the last good checkpoint is kept",
+            tensors=bad,
+        )
     base = Path(run_dir) / CHECKPOINTS_DIR
     folder = base / checkpoint_name(env_steps)
-    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    files: list[tuple[str, FileWriter]] = []
     if write_replay is not None:
-        with atomic_open(folder / REPLAY_FILE) as f:
-            write_replay(f)
+        files.append((REPLAY_FILE, write_replay))
     if write_collector is not None:
-        with atomic_open(folder / COLLECTOR_FILE) as f:
-            write_collector(f)
-    atomic_torch_save(model, folder / MODEL_FILE)
-    atomic_write_json(folder / STATE_FILE, {"format": CHECKPOINT_FORMAT, **state})
-    atomic_write_json(base / LATEST_FILE, {"checkpoint": folder.name, "env_steps": env_steps})
+        files.append((COLLECTOR_FILE, write_collector))
+    model_bytes = buf.getvalue()
+    state_bytes = json.dumps({"format": CHECKPOINT_FORMAT, **state}, indent=1).encode()
+    files.append((MODEL_FILE, lambda f: f.write(model_bytes)))
+    files.append((STATE_FILE, lambda f: f.write(state_bytes)))
+
+    tmp: Path | None = None
+    aside: Path | None = None
+    renamed_in = committed = False
+    current = base
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        _clean_stale_temp_folders(base)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=base))
+        os.chmod(tmp, 0o777 & ~_current_umask())
+        for name, write in files:
+            current = folder / name  # what the user will look for (the temp folder is removed)
+            _write_synced(tmp / name, write)
+        current = folder
+        _fsync_dir(tmp)
+        if folder.exists():  # the same step again (Ctrl-C right after a checkpoint)
+            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", suffix=".tmp", dir=base))
+            os.replace(folder, old)
+            aside = old
+        current = folder
+        os.rename(tmp, folder)
+        tmp, renamed_in = None, True
+        _fsync_dir(base)
+        current = base / LATEST_FILE
+        with atomic_open(current) as f:
+            f.write(json.dumps({"checkpoint": folder.name, "env_steps": env_steps}).encode())
+        committed = True
+    except OSError as e:
+        needed = len(model_bytes) + len(state_bytes)
+        for _, write in files[:-2]:
+            sink = _NullWriter()
+            with contextlib.suppress(Exception):
+                write(sink)
+            needed += sink.count
+        raise write_error(
+            current, needed, e, what=f"checkpoint {folder.name} ({needed:,} bytes)"
+        ) from e
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if renamed_in and not committed:  # in place, but latest.json still names the previous
+            shutil.rmtree(folder, ignore_errors=True)
+        if aside is not None:
+            if committed:
+                shutil.rmtree(aside, ignore_errors=True)
+            else:  # put the earlier folder of this step back
+                with contextlib.suppress(OSError):
+                    os.replace(aside, folder)
     if keep_replay_only_latest:
         for old in list_checkpoints(run_dir):
             if old != folder:
@@ -224,6 +392,39 @@ def read_state(folder: Path) -> dict[str, Any]:
             f"format {CHECKPOINT_FORMAT}"
         )
     return state
+
+
+def write_stop_record(run_dir: Path, env_steps: int, error: BaseException) -> None:
+    """Record why a run stopped part way (best effort: a full disk may refuse this too)."""
+    last = latest_checkpoint(run_dir) if (Path(run_dir) / CHECKPOINTS_DIR).is_dir() else None
+    record = {
+        "env_steps": env_steps,
+        "error": type(error).__name__,
+        "message": str(error),
+        "last_good_checkpoint": last.name if last is not None else None,
+    }
+    try:
+        atomic_write_json(Path(run_dir) / STOP_FILE, record)
+    except RunDirWriteError as e:
+        logger.warning("could not record why the run stopped: %s", e)
+
+
+def read_stop_record(run_dir: Path) -> dict[str, Any] | None:
+    """What `write_stop_record` wrote, or None (the run did not stop on an error, or it was lost)."""
+    try:
+        return dict(json.loads((Path(run_dir) / STOP_FILE).read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
+def clear_stop_record(run_dir: Path) -> None:
+    path = Path(run_dir) / STOP_FILE
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError as e:  # only a later message would repeat the old reason
+        logger.warning("could not remove %s: %s", path, e)
 
 
 def remove_run_checkpoints_after(run_dir: Path, env_steps: int) -> None:

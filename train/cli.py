@@ -2,7 +2,9 @@
 
 Precedence, lowest to highest: `TrainConfig` defaults < the ``--config`` YAML file < flags.
 Exit codes: 0 trained, 2 usage/config error (bad flag, bad value, unknown env, bad run dir),
-1 runtime failure or interruption (a checkpoint is written first on Ctrl-C).
+1 runtime failure or interruption (a checkpoint is written first on Ctrl-C). A run stopped by a
+`TrainError` (a NaN or inf from the env, a non-finite loss, a full disk) prints one line, without a
+traceback, naming the last good checkpoint and how to continue from it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal, get_args, get_origin
 from qmix_edge.envs import EnvError
 
 from .config import TrainConfig, field_docs, field_names, field_types, load_config_file
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TrainError
 
 logger = logging.getLogger("qmix_edge.train.cli")
 
@@ -152,6 +154,18 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, EnvError, CheckpointError) as e:
         print(f"qmix-train: error: {e}", file=sys.stderr)
         return 2
+    if trainer.resume_checkpoint is not None:
+        stopped = trainer.stop_record
+        why = (
+            f" (it had stopped at {stopped.get('env_steps')} env steps: {stopped.get('error')})"
+            if stopped
+            else ""
+        )
+        print(
+            f"qmix-train: resuming {trainer.run_dir} from the last good checkpoint "
+            f"{trainer.resume_checkpoint.name}{why}",
+            file=sys.stderr,
+        )
     try:
         result = trainer.train(total_timesteps=args.total_timesteps)
     except KeyboardInterrupt:
@@ -170,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"qmix-train: error: {e}", file=sys.stderr)
         return 2
+    except TrainError as e:
+        print(f"qmix-train: error: {e}. {_continue_hint(trainer.run_dir)}", file=sys.stderr)
+        return 1
     except Exception as e:
         logger.exception("training failed")
         print(f"qmix-train: training failed: {type(e).__name__}: {e}", file=sys.stderr)
@@ -184,6 +201,21 @@ def main(argv: list[str] | None = None) -> int:
         f"checkpoints/)"
     )
     return 0
+
+
+def _continue_hint(run_dir: Path) -> str:
+    from .checkpoint import latest_checkpoint
+
+    try:
+        folder = latest_checkpoint(run_dir) if run_dir.is_dir() else None
+    except (CheckpointError, OSError):
+        folder = None
+    if folder is None:
+        return "No checkpoint had been written; start the run again once the cause is fixed"
+    return (
+        f"The last good checkpoint is {folder}; once the cause is fixed, continue with: "
+        f"qmix-train --resume {run_dir}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

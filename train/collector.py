@@ -29,6 +29,7 @@ import torch
 
 from qmix_edge.envs import EnvSpec, TeamStep, VectorStepResult, VectorTeamEnv
 
+from .finite import check_team_arrays
 from .networks import AgentNetwork
 from .replay import EPISODE_FIELDS, EpisodeBatch, EpisodeReplay, empty_episodes
 
@@ -146,6 +147,15 @@ class Collector:
         self._begin(idx, seeds, first)
 
     def _begin(self, idx: np.ndarray, seeds: np.ndarray, first: TeamStep) -> None:
+        check_team_arrays(
+            self.spec.env_id,
+            self.spec.agent_ids,
+            obs=first.obs,
+            state=first.state,
+            steps=np.zeros(idx.size, np.int64),
+            seeds=seeds,
+            rows=idx,
+        )
         for name in EPISODE_FIELDS:
             getattr(self.pending, name)[idx] = 0
         p = self.pending
@@ -176,6 +186,16 @@ class Collector:
         """
         assert self._actions is not None, "act() must come before record()"
         rows, t, p, nxt = self._rows, self.t, self.pending, result.next
+        check_team_arrays(
+            self.spec.env_id,
+            self.spec.agent_ids,
+            obs=nxt.obs,
+            state=nxt.state,
+            reward=result.reward,
+            agent_rewards=result.agent_rewards,
+            steps=t + 1,
+            seeds=self.seeds,
+        )
         p.actions[rows, t] = self._actions
         p.reward[rows, t] = result.reward
         p.terminated[rows, t] = result.terminated
@@ -288,10 +308,20 @@ def evaluate(
     out: list[EpisodeStats] = []
     n_envs = venv.n_envs
     policy = Policy(agent_net, n_envs)
+    ids = venv.spec.env_id, venv.spec.agent_ids
     for start in range(0, len(seeds), n_envs):
         batch = list(seeds[start : start + n_envs])
         idx = np.arange(len(batch))
         view = venv.reset_envs(idx, batch)
+        batch_seeds = np.asarray(batch, dtype=np.int64)
+        check_team_arrays(
+            *ids,
+            obs=view.obs,
+            state=view.state,
+            steps=np.zeros(idx.size, np.int64),
+            seeds=batch_seeds,
+            context="evaluation",
+        )
         obs = np.zeros((n_envs, *view.obs.shape[1:]), np.float32)
         avail = np.ones((n_envs, *view.avail.shape[1:]), bool)
         obs[idx], avail[idx] = view.obs, view.avail
@@ -305,8 +335,20 @@ def evaluate(
             actions = select_actions(policy.q_values(obs), avail, 0.0, None)
             policy.observe_actions(actions)
             res = venv.step(actions)
-            returns += np.where(running, res.reward, 0.0)
             lengths += running
+            stepped = np.flatnonzero(running)
+            check_team_arrays(
+                *ids,
+                obs=res.next.obs[stepped],
+                state=res.next.state[stepped],
+                reward=res.reward[stepped],
+                agent_rewards=res.agent_rewards[stepped],
+                steps=lengths[stepped],
+                seeds=batch_seeds[stepped],
+                rows=stepped,
+                context="evaluation",
+            )
+            returns += np.where(running, res.reward, 0.0)
             terminated |= running & res.terminated
             obs, avail = res.next.obs, res.next.avail
             running &= ~(res.terminated | res.truncated | (lengths >= episode_limit))

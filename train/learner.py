@@ -20,6 +20,11 @@ Faithful to pymarl's ``QLearner`` (Rashid et al. 2018, QMIX, section 4 and appen
 - ``standardise_rewards`` (EPyMARL's option, on in its QMIX config): rewards enter the TD target as
   (r - mean) / std with the running statistics of every reward collected so far. It keeps the
   value scale small under bootstrapped time limits, where Q otherwise drifts and diverges.
+- Non-finite guard: a NaN or infinite loss or gradient norm stops the run at once
+  (`NonFiniteLossError`, before the optimizer step, so the weights stay those of the last good
+  update). There is no skip-and-continue: the env's inputs are checked finite before replay, so a
+  non-finite loss means the values themselves have diverged, and skipping batches would only delay
+  the stop while the targets keep drifting.
 - GRU agents are unrolled over the whole episode from a zero hidden state at t = 0 (pymarl's burn-in
   from the episode start); MLP agents evaluate all steps in one batched forward.
 """
@@ -37,6 +42,7 @@ from torch import nn
 from qmix_edge.envs import EnvSpec
 
 from .config import TrainConfig
+from .errors import NonFiniteLossError
 from .mixers import make_mixer
 from .networks import AgentNetwork
 from .replay import EpisodeBatch
@@ -162,6 +168,8 @@ class Learner:
                 self.params, lr=config.learning_rate, alpha=config.optim_alpha, eps=config.optim_eps
             )
         self.updates = 0
+        self.last_finite_loss: float | None = None
+        """The loss of the last applied update (None before the first; not checkpointed)."""
         self.reward_stats = RunningMeanStd()  # fed by the trainer with every collected reward
 
     def _target_params(self) -> list[nn.Parameter]:
@@ -234,6 +242,9 @@ class Learner:
         """One gradient step on ``batch``; returns train/ metrics (floats)."""
         b = TensorBatch(batch)
         loss, info = self.loss(b)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise self._non_finite("loss", loss_value)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.grad_norm_clip > 0:
@@ -242,14 +253,47 @@ class Learner:
             grad_norm = torch.linalg.vector_norm(
                 torch.stack([p.grad.norm() for p in self.params if p.grad is not None])
             )
+        grad_norm_value = float(grad_norm)
+        if not math.isfinite(grad_norm_value):
+            raise self._non_finite("grad_norm", grad_norm_value)
         self.optimizer.step()
         self.updates += 1
+        self.last_finite_loss = loss_value
         if self.updates % self.config.target_update_freq == 0:
             self.update_targets()
         out = {k: float(v) for k, v in info.items()}
-        out["loss"] = float(loss.detach())
-        out["grad_norm"] = float(grad_norm)
+        out["loss"] = loss_value
+        out["grad_norm"] = grad_norm_value
         return out
+
+    def _non_finite(self, quantity: str, value: float) -> NonFiniteLossError:
+        cfg = self.config
+        update = self.updates + 1
+        what = "TD loss" if quantity == "loss" else "gradient norm"
+        last = (
+            f"the last finite loss was {self.last_finite_loss:.6g} at update {self.updates}"
+            if self.last_finite_loss is not None
+            else "no update of this session had been applied yet"
+        )
+        clip = (
+            f"gradient clipping at grad_norm_clip={cfg.grad_norm_clip:g}"
+            if cfg.grad_norm_clip > 0
+            else "no gradient clipping (grad_norm_clip=0; 10 is pymarl's)"
+        )
+        return NonFiniteLossError(
+            f"update {update}: the {what} is {value} ({last}); the update was not applied and the "
+            f"run stopped. The env's observations, states and rewards were checked finite, so the "
+            f"values diverged. Usual causes: a learning rate too high for this problem "
+            f"(learning_rate={cfg.learning_rate:g}: try 3-10x lower); rewards on a large scale "
+            f"(standardise_rewards={cfg.standardise_rewards}: turn it on, or scale the env's "
+            f"rewards); gamma close to 1 with bootstrapped time limits (gamma={cfg.gamma:g}: a "
+            f"truncated episode bootstraps, so Q can grow towards max reward / (1 - gamma) = "
+            f"{1.0 / max(1.0 - cfg.gamma, 1e-12):.4g} x the reward scale); {clip}. Resume from "
+            f"the last good checkpoint with a lower --learning-rate",
+            update=update,
+            quantity=quantity,
+            last_finite_loss=self.last_finite_loss,
+        )
 
     # --- persistence ------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -271,4 +315,6 @@ class Learner:
             self.mixer.load_state_dict(sd["mixer"])
             self.target_mixer.load_state_dict(sd["target_mixer"])
         self.optimizer.load_state_dict(sd["optimizer"])
+        for group in self.optimizer.param_groups:  # a resume may lower the learning rate
+            group["lr"] = self.config.learning_rate
         self.updates = updates

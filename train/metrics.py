@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes
+from .checkpoint import atomic_write_bytes, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class MetricsLogger:
     ) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / METRICS_FILE
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self._open()
         self._tb: Any = None
         if tensorboard:
             try:
@@ -48,8 +48,12 @@ class MetricsLogger:
         """One record: ``values`` keyed by namespaced metric name."""
         clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in values.items()}
         record = {"step": step, "time": round(wall_seconds, 3), **clean}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as e:
+            raise write_error(self.path, len(line.encode()), e) from e
         if self._tb is not None:
             for k, v in values.items():
                 self._tb.add_scalar(k, float(v), global_step=step, walltime=None)
@@ -95,7 +99,13 @@ class MetricsLogger:
                 except (json.JSONDecodeError, KeyError, ValueError):
                     continue
         atomic_write_bytes(self.path, ("\n".join(kept) + "\n" if kept else "").encode())
-        self._file = self.path.open("a", encoding="utf-8")
+        self._file = self._open()
+
+    def _open(self) -> Any:
+        try:
+            return self.path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise write_error(self.path, None, e) from e
 
     def plot(self, title: str) -> Path | None:
         """Rewrite the learning curve (greedy return vs env steps and vs wall seconds).
@@ -137,6 +147,13 @@ class MetricsLogger:
         return path
 
     def close(self) -> None:
-        self._file.close()
+        """Close the files; a failure here (a full disk) is logged, not raised over the run's error."""
+        try:
+            self._file.close()
+        except OSError as e:
+            logger.warning("could not close %s: %s", self.path, e)
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except Exception as e:  # TensorBoard's writer thread may fail on a full disk
+                logger.warning("could not close the TensorBoard log: %s", e)

@@ -46,7 +46,7 @@ from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
 from . import checkpoint as ckpt
 from .collector import SEED_HIGH, Collector, EpisodeStats, evaluate
 from .config import TrainConfig, save_config
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError
 from .learner import Learner, build_models
 from .metrics import MetricsLogger
 from .replay import EpisodeReplay
@@ -67,9 +67,14 @@ RESUME_MUTABLE = frozenset(
         "checkpoint_interval",
         "torch_threads",
         "vector",
+        "learning_rate",
+        "grad_norm_clip",
     }
 )
-"""Config keys a resumed run may change: they touch neither the networks nor the random streams."""
+"""Config keys a resumed run may change: they touch neither the networks nor the random streams.
+
+``learning_rate`` and ``grad_norm_clip`` may change so that a run stopped by a non-finite loss can
+continue from its last good checkpoint with a gentler update."""
 
 
 def _short_env_name(env: str) -> str:
@@ -112,6 +117,10 @@ class Trainer:
         *,
         resume: bool = False,
     ) -> None:
+        self.resume_checkpoint: Path | None = None
+        """The checkpoint a resumed run continues from (the newest complete one)."""
+        self.stop_record: dict[str, Any] | None = None
+        """Why the resumed run had stopped (`checkpoint.write_stop_record`), or None."""
         overrides: dict[str, Any] = {}
         if algo is not None:
             overrides["algo"] = algo
@@ -134,6 +143,8 @@ class Trainer:
                     f"{ {k: saved.get(k) for k in fixed} }); only {sorted(RESUME_MUTABLE)} may change"
                 )
             self.config = TrainConfig.from_dict({**saved, **changes})
+            self.resume_checkpoint = ckpt.resume_point(Path(run_dir))
+            self.stop_record = ckpt.read_stop_record(Path(run_dir))
         elif isinstance(config, TrainConfig):
             self.config = config.replace(**overrides) if overrides else config
         else:
@@ -277,11 +288,8 @@ class Trainer:
         return folder
 
     def _restore(self, collector: Collector) -> None:
-        folder = ckpt.latest_checkpoint(self.run_dir)
-        if folder is None:
-            raise CheckpointError(
-                f"{self.run_dir} has no checkpoint to resume from; start a new run instead"
-            )
+        folder = self.resume_checkpoint
+        assert folder is not None  # set by __init__ when resuming
         state = ckpt.read_state(folder)
         model = ckpt.read_model(folder)
         for name in (ckpt.REPLAY_FILE, ckpt.COLLECTOR_FILE):
@@ -307,6 +315,15 @@ class Trainer:
             arrays = {k: z[k] for k in z.files}
         collector.restore(state["collector"], arrays)
         ckpt.remove_run_checkpoints_after(self.run_dir, self.env_steps)
+        if self.stop_record is not None:
+            stopped = self.stop_record
+            logger.warning(
+                "the run had stopped at %s env steps (%s); resuming from the last good checkpoint %s",
+                stopped.get("env_steps"),
+                stopped.get("error"),
+                folder.name,
+            )
+            ckpt.clear_stop_record(self.run_dir)
         logger.info(
             "resumed %s at %d env steps, %d episodes, %d updates",
             folder,
@@ -331,7 +348,10 @@ class Trainer:
             raise ConfigError(
                 f"total_timesteps must be a positive integer; found {total_timesteps!r}"
             )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ckpt.write_error(self.run_dir, None, e, what="the run directory") from e
         if not self.resuming:
             self._write_run_files()
         venv = self._make_train_envs()
@@ -356,6 +376,10 @@ class Trainer:
                 metrics = MetricsLogger(self.run_dir)
             with _stop_on_sigint(self):
                 return self._loop(total_timesteps, collector, eval_venv, metrics)
+        except (NonFiniteError, RunDirWriteError) as e:
+            # Nothing of this failure reached a checkpoint; say why for --resume.
+            ckpt.write_stop_record(self.run_dir, self.env_steps, e)
+            raise
         finally:
             self._carry = collector.snapshot()
             if metrics is not None:
