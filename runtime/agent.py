@@ -156,6 +156,8 @@ class AgentStats:
     """What one agent process did (for logs and its final line)."""
 
     sessions: int = 0
+    attached: int = 0
+    """Attaches the coordinator acknowledged (one per session that reached the step exchange)."""
     steps: int = 0
     episodes: int = 0
     fallbacks_held: int = 0
@@ -394,6 +396,15 @@ class AgentRunner:
         if kind == "episode_start":
             self.policy.reset()
             self.stats.episodes += 1
+        elif kind == "attached":
+            a = msg.attached
+            self.stats.attached += 1
+            log.info(
+                "attached (%d of %d agents in the team)%s",
+                a.agents_attached,
+                a.n_agents,
+                "" if a.agents_attached >= a.n_agents else ": waiting for the team",
+            )
         elif kind == "goodbye":
             g = msg.goodbye
             if g.reason == pb.GOODBYE_REASON_REFUSED:

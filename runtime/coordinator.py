@@ -588,7 +588,8 @@ class Coordinator:
             raise _Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"protocol version {req.protocol_version} is not spoken here; this coordinator "
-                f"speaks {wire.PROTOCOL_VERSION} (qmix_edge.v1). Upgrade the agent.",
+                f"speaks {wire.PROTOCOL_VERSION} (qmix_edge.v1, protos/PROTOCOL.md). Upgrade the "
+                "agent.",
             )
         if not req.agent_id:
             raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty")
@@ -683,6 +684,17 @@ class Coordinator:
             carrier="stream" if s.lane is None else "lane",
         )
         return s
+
+    def attached_message(self, s: _Session) -> pb.CoordinatorMessage:
+        """The acknowledgement of ``s``'s attach, which its carrier sends before anything else."""
+        return pb.CoordinatorMessage(
+            attached=pb.Attached(
+                session_id=s.id,
+                current_episode_id=self._current_episode,
+                agents_attached=sum(1 for x in self._live.values() if x.attached),
+                n_agents=len(self.team.agents),
+            )
+        )
 
     async def leave(self, session_id: str, reason: str) -> None:
         s = self._sessions.get(session_id)
@@ -1280,6 +1292,8 @@ class _TeamServicer(pb_grpc.TeamServicer):
         except _Refusal as r:
             await context.abort(r.code, r.detail)
             raise
+        # Sent before the loop runs anything else, so it precedes any step of this session.
+        await session.write(self.c.attached_message(session))
         reader = asyncio.ensure_future(self._read(session, context))
         try:
             await session.closed  # set when the session ends, whoever ends it
@@ -1455,6 +1469,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             self._refuse(r.code, r.detail)
             return
         self._bind(session)
+        self.send(self.c.attached_message(session))
 
     def _identity_ok(self, agent_id: str, token: str, what: str) -> bool:
         """Whether this lane may speak as ``agent_id`` (the token, as gRPC's interceptor checks
@@ -1502,6 +1517,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             reply.step_lane_port = self.c.lane_port
             self.send(pb.CoordinatorMessage(join_reply=reply))  # before any step of the session
             self._bind(self.c.attach(session.id, self))
+            self.send(self.c.attached_message(session))
         finally:
             self._joining = None
         held, self._held = self._held, []
