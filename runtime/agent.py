@@ -453,15 +453,14 @@ class AgentRunner:
                 ctx = FieldStep(p.agent_id, p.obs_dim, p.n_actions, req.episode_id, req.step)
                 reading = as_reading(self.sensor(ctx), p.obs_dim, p.n_actions)
                 obs, mask = reading.obs, reading.mask
+                self._last_mask = mask
                 for k, v in reading.report.items():
                     reply.report[k] = v
             else:
                 if req.HasField("previous_action"):
                     # What the team really applied (the fallback after a miss) feeds prev_action.
                     p.record_action(int(req.previous_action))
-                obs = wire.decode(
-                    req.observation, name="observation", dtype=pb.DTYPE_FLOAT32, shape=(p.obs_dim,)
-                )
+                # The mask first: a bad observation is then answered under this step's mask.
                 mask = (
                     wire.decode(
                         req.action_mask,
@@ -472,7 +471,10 @@ class AgentRunner:
                     if req.HasField("action_mask")
                     else None
                 )
-            self._last_mask = mask
+                self._last_mask = mask
+                obs = wire.decode(
+                    req.observation, name="observation", dtype=pb.DTYPE_FLOAT32, shape=(p.obs_dim,)
+                )
             # Both inputs above refuse NaN and inf (as_reading, wire.decode): one screen is enough.
             # The network's masked argmax is legal; the rule only guards against a broken graph.
             action = int(p.act(obs, mask, known_finite=True).action)
