@@ -527,7 +527,7 @@ class AgentRunner:
         action = self.held_action()
         if not self._holding:
             self._holding = True
-            log.warning("holding action %d (the legal-action rule's): %s", action, why)
+            log.warning("holding the fallback action (by the legal-action rule: %d): %s", action, why)
         self.stats.fallbacks_held += 1
         if self.actuator is not None:
             p = self.policy

@@ -41,25 +41,45 @@ def masked_team() -> TeamSpec:
     )
 
 
-class FlakyEnv(TeamEnv):
-    """A team env whose step raises at step 1 of the episodes reset with a seed in ``fail_seeds``."""
+class AuditedEnv(TeamEnv):
+    """masked_noop for 2 agents that keeps every joint action it was given with the masks of its
+    step (``applied``), and raises at step 1 of the episodes reset with a seed in ``fail_seeds``."""
 
-    def __init__(self, fail_seeds: set[int]) -> None:
+    def __init__(self, fail_seeds: frozenset[int] = frozenset()) -> None:
         self.inner = make_env("masked_noop", n_agents=2)
         self.spec = self.inner.spec
         self.fail_seeds = fail_seeds
         self.seed: int | None = None
         self.t = 0
+        self.current: Any = None
+        self.applied: list[tuple[np.ndarray, np.ndarray]] = []  # (actions, masks) per step
 
     def reset(self, seed: int | None = None) -> Any:
         self.seed, self.t = seed, 0
-        return self.inner.reset(seed=seed)
+        self.current = self.inner.reset(seed=seed)
+        return self.current
 
     def step(self, actions: np.ndarray) -> Any:
         self.t += 1
         if self.seed in self.fail_seeds and self.t == 2:
             raise RuntimeError(f"physics diverged (seed {self.seed})")
-        return self.inner.step(actions)
+        self.applied.append((np.array(actions), np.array(self.current.avail)))
+        result = self.inner.step(actions)
+        self.current = result.next
+        return result
+
+    def substitutions_follow_the_rule(self, recs: list[dict[str, Any]]) -> int:
+        """Every applied action is allowed, and every substituted one (the record's ``fallback``)
+        is the legal-action rule's; returns the steps checked."""
+        steps = [r for r in recs if r["type"] == "step" and r["applied"]]
+        assert len(steps) == len(self.applied)
+        for r, (actions, masks) in zip(steps, self.applied, strict=True):
+            assert r["actions"] == actions.tolist()
+            for i, a in enumerate(("agent_0", "agent_1")):
+                assert masks[i, actions[i]], (r, masks)
+                if a in r["fallback"]:
+                    assert actions[i] == substitute(FALLBACK, N_ACTIONS, masks[i])
+        return len(steps)
 
 
 class RecordedHarness(Harness):
@@ -76,7 +96,7 @@ def coordinator(tmp_path: Path) -> Iterator[Any]:
 
     def make(env: Any = None, **config: Any) -> RecordedHarness:
         cfg = CoordinatorConfig(**{"team_wait_s": 10.0, "step_deadline_ms": 5000, **config})
-        env = env if env is not None else make_env("masked_noop", n_agents=2)
+        env = env if env is not None else AuditedEnv()
         path = tmp_path / f"r{len(made)}.jsonl"
         h = RecordedHarness(Coordinator(masked_team(), cfg, env=env, record_path=path), path)
         made.append(h)
@@ -89,25 +109,6 @@ def coordinator(tmp_path: Path) -> Iterator[Any]:
 
 def records(h: RecordedHarness) -> list[dict[str, Any]]:
     return list(read_records(h.record_path))
-
-
-def replay_every_action_is_legal(recs: list[dict[str, Any]], seed0: int) -> int:
-    """Replay the recorded actions in a fresh masked_noop env (which raises on a masked action);
-    check each substituted action is the legal-action rule's. Returns the steps replayed."""
-    env = make_env("masked_noop", n_agents=2)
-    steps = [r for r in recs if r["type"] == "step" and r["applied"]]
-    n = 0
-    for index in sorted({r["episode_index"] for r in steps}):
-        ts = env.reset(seed=seed0 + index)
-        for r in (r for r in steps if r["episode_index"] == index):
-            for i, a in enumerate(("agent_0", "agent_1")):
-                mask = ts.avail[i, :N_ACTIONS]
-                assert mask[r["actions"][i]], (r, mask)
-                if a in r["fallback"]:
-                    assert r["actions"][i] == substitute(FALLBACK, N_ACTIONS, mask)
-            ts = env.step(np.asarray(r["actions"], dtype=np.int64)).next
-            n += 1
-    return n
 
 
 def test_hostile_agent_is_counted_invalid_and_the_team_completes_every_episode(
@@ -135,7 +136,7 @@ def test_hostile_agent_is_counted_invalid_and_the_team_completes_every_episode(
         assert r["actions"][1] == substitute(FALLBACK, N_ACTIONS, mask)
     # the fallback 0 was masked at some of those steps, so the rule had to go past it
     assert any(not mask[FALLBACK] for _, _, mask, _ in sent)
-    assert replay_every_action_is_legal(recs, seed0=0) == 24
+    assert h.coordinator.env.substitutions_follow_the_rule(recs) == 24
     assert hostile.goodbye is not None and hostile.goodbye.detail == "run finished"
     assert summary.exit_status == EXIT_OK
     assert any("agent_1 24" in line for line in summary_lines(summary))
@@ -153,7 +154,7 @@ def test_a_seat_never_filled_is_named_and_not_a_success(coordinator: Any) -> Non
     assert summary.incomplete_team_episodes == 2
     assert all(e["absent"] == ["agent_1"] for e in summary.episodes)
     recs = records(h)
-    assert replay_every_action_is_legal(recs, seed0=0) == 16
+    assert h.coordinator.env.substitutions_follow_the_rule(recs) == 16
     end = recs[-1]
     assert end["type"] == "run_end" and end["never_joined"] == ["agent_1"]
     assert end["exit_status"] == EXIT_INCOMPLETE_TEAM and end["incomplete_team_episodes"] == 2
@@ -166,11 +167,11 @@ def test_nobody_joined_is_not_a_success(coordinator: Any) -> None:
     summary = h.wait()
     assert summary.never_joined == ("agent_0", "agent_1")
     assert summary.decisions == 0 and summary.exit_status == EXIT_INCOMPLETE_TEAM
-    assert replay_every_action_is_legal(records(h), seed0=0) == 8
+    assert h.coordinator.env.substitutions_follow_the_rule(records(h)) == 8
 
 
 def test_an_env_error_ends_its_episode_and_the_run_goes_on(coordinator: Any) -> None:
-    h = coordinator(env=FlakyEnv({1}), episodes=3, seed=0)
+    h = coordinator(env=AuditedEnv(frozenset({1})), episodes=3, seed=0)
     h.run_in_thread()
     agents = [
         ScriptedLaneAgent(h.coordinator.lane_port, a, SHA[a], highest_allowed)
@@ -189,7 +190,7 @@ def test_an_env_error_ends_its_episode_and_the_run_goes_on(coordinator: Any) -> 
 
 
 def test_three_env_errors_in_a_row_fail_the_run_with_the_message(coordinator: Any) -> None:
-    h = coordinator(env=FlakyEnv(set(range(10))), episodes=6)
+    h = coordinator(env=AuditedEnv(frozenset(range(10))), episodes=6)
     h.run_in_thread()
     agents = [
         ScriptedLaneAgent(h.coordinator.lane_port, a, SHA[a], highest_allowed)
