@@ -527,7 +527,9 @@ class AgentRunner:
         action = self.held_action()
         if not self._holding:
             self._holding = True
-            log.warning("holding the fallback action (by the legal-action rule: %d): %s", action, why)
+            log.warning(
+                "holding the fallback action (by the legal-action rule: %d): %s", action, why
+            )
         self.stats.fallbacks_held += 1
         if self.actuator is not None:
             p = self.policy

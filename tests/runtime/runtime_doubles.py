@@ -93,7 +93,6 @@ class Harness:
         return grpc.insecure_channel(self.target)
 
 
-
 def hostile_action(k: int, mask: np.ndarray) -> int:
     """The k-th reply of a hostile agent: in turn out of range (``n_actions + 93``), negative (-1)
     and masked (the lowest action the step's mask forbids; out of range when it forbids none)."""

@@ -111,16 +111,23 @@ def records(h: RecordedHarness) -> list[dict[str, Any]]:
     return list(read_records(h.record_path))
 
 
+def honest(h: Harness, *agent_ids: str) -> list[ScriptedLaneAgent]:
+    """Honest agent doubles (the highest allowed action), joined and attached on return."""
+    return [
+        ScriptedLaneAgent(h.coordinator.lane_port, a, SHA[a], highest_allowed) for a in agent_ids
+    ]
+
+
 def test_hostile_agent_is_counted_invalid_and_the_team_completes_every_episode(
     coordinator: Any,
 ) -> None:
     h = coordinator(episodes=3, lease_steps=2)  # abort_episode: a dead agent would abort
     h.run_in_thread()
-    honest = ScriptedLaneAgent(h.coordinator.lane_port, "agent_0", SHA["agent_0"], highest_allowed)
+    (good,) = honest(h, "agent_0")
     hostile = ScriptedLaneAgent(h.coordinator.lane_port, "agent_1", SHA["agent_1"])
     summary = h.wait()
     hostile.wait()
-    honest.close()
+    good.close()
     hostile.close()
     assert summary.finished and [e["reason"] for e in summary.episodes] == ["truncated"] * 3
     sent = hostile.steps
@@ -144,7 +151,7 @@ def test_hostile_agent_is_counted_invalid_and_the_team_completes_every_episode(
 
 def test_a_seat_never_filled_is_named_and_not_a_success(coordinator: Any) -> None:
     h = coordinator(episodes=2, team_wait_s=0.2, lease_steps=3, team_policy="continue_degraded")
-    agent = ScriptedLaneAgent(h.coordinator.lane_port, "agent_0", SHA["agent_0"], highest_allowed)
+    (agent,) = honest(h, "agent_0")
     assert (agent.attached.agents_attached, agent.attached.n_agents) == (1, 2)
     h.run_in_thread()
     summary = h.wait()
@@ -173,10 +180,7 @@ def test_nobody_joined_is_not_a_success(coordinator: Any) -> None:
 def test_an_env_error_ends_its_episode_and_the_run_goes_on(coordinator: Any) -> None:
     h = coordinator(env=AuditedEnv(frozenset({1})), episodes=3, seed=0)
     h.run_in_thread()
-    agents = [
-        ScriptedLaneAgent(h.coordinator.lane_port, a, SHA[a], highest_allowed)
-        for a in ("agent_0", "agent_1")
-    ]
+    agents = honest(h, "agent_0", "agent_1")
     summary = h.wait()
     for a in agents:
         a.close()
@@ -192,10 +196,7 @@ def test_an_env_error_ends_its_episode_and_the_run_goes_on(coordinator: Any) -> 
 def test_three_env_errors_in_a_row_fail_the_run_with_the_message(coordinator: Any) -> None:
     h = coordinator(env=AuditedEnv(frozenset(range(10))), episodes=6)
     h.run_in_thread()
-    agents = [
-        ScriptedLaneAgent(h.coordinator.lane_port, a, SHA[a], highest_allowed)
-        for a in ("agent_0", "agent_1")
-    ]
+    agents = honest(h, "agent_0", "agent_1")
     summary = h.wait()
     for a in agents:
         a.wait()  # told the run is over (RUN_FINISHED): they may exit
