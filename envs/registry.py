@@ -114,6 +114,11 @@ BUILTIN_ENVS: dict[str, BuiltinEnv] = {
             "toy: pick your target among masked actions (dict obs with action_mask)",
         ),
         BuiltinEnv(
+            "masked_noop",
+            "qmix_edge.envs.toy:MaskedNoopEnv",
+            "toy: masked_choice whose no-op action 0 (the default fallback) is masked on a schedule",
+        ),
+        BuiltinEnv(
             "leaving_agents",
             "qmix_edge.envs.toy:LeavingAgentsEnv",
             "toy: agents leave the episode at different steps (removed from env.agents)",

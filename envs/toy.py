@@ -8,6 +8,11 @@ microseconds and whose optimum is known:
   comes as PettingZoo's dict observation (``mask_in="obs"``) or in ``info`` (``mask_in="info"``).
   A masked action reaching the env raises (``on_masked="raise"``) or is counted in
   ``masked_actions_taken`` (``"count"``): either way a leak is detectable. Optimum: n_agents per step.
+- `MaskedNoopEnv` (``masked_noop``): `MaskedChoiceEnv` whose action 0 (the no-op, and the default
+  fallback action of an export) is masked on a fixed schedule: at every odd step for agent 0 and
+  every even step for agent 1 (alternating so for more agents), and at every third step each agent
+  may take nothing but its target. A runtime that substitutes a masked fallback is caught at once
+  (a masked action raises). Optimum: n_agents per step.
 - `LeavingAgentsEnv` (``leaving_agents``): agent i leaves (terminated, removed from ``env.agents``)
   after ``lifetimes[i]`` steps; reward 1 per agent that picks its target ``(t + i) % n_actions``.
   When every lifetime ends within ``max_cycles`` the episode terminates, otherwise the time limit
@@ -159,6 +164,22 @@ class MaskedChoiceEnv(_ToyParallelEnv):
         if over:
             self.agents = []
         return obs, rewards, terms, truncs, infos
+
+
+class MaskedNoopEnv(MaskedChoiceEnv):
+    """Pick your target; the no-op action 0 is masked on a schedule (see the module docstring)."""
+
+    def _draw(self) -> None:
+        super()._draw()
+        for i, a in enumerate(self.possible_agents):
+            if a not in self._masks:
+                continue
+            target, mask = self._targets[a], self._masks[a]
+            if self.t % 3 == 2:  # only the target is allowed
+                mask[:] = 0
+                mask[target] = 1
+            elif (self.t + i) % 2 == 1 and target != 0:
+                mask[0] = 0
 
 
 class LeavingAgentsEnv(_ToyParallelEnv):

@@ -5,6 +5,9 @@ the coordinator, Join with the artifact's hash, answer every StepRequest greedil
 own inputs, reset the recurrent state at episode start and on every (re)join, reconnect with
 exponential backoff and jitter when the coordinator goes away, and hold the fallback action while
 the coordinator is quiet (watchdog; in field mode the fallback is actuated through the plug-in).
+Whatever the agent sends or actuates in place of a decision follows the one legal-action rule
+(`qmix_edge.runtime.legal`): the fallback action if the last known mask allows it, else the lowest
+allowed action.
 
 Two ways to reach the coordinator:
 - its step lane alone (``--step-lane-address``; `qmix_edge.runtime.lane`: plain TCP frames, TLS
@@ -48,6 +51,7 @@ from . import wire
 from .errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
 from .field import Actuator, FieldStep, Sensor, as_reading, load_callable
 from .lane import LaneClient, parse_address
+from .legal import legal_action, substitute
 from .proto.v1 import team_pb2 as pb
 from .security import (
     ClientTls,
@@ -152,6 +156,8 @@ class AgentStats:
     """What one agent process did (for logs and its final line)."""
 
     sessions: int = 0
+    attached: int = 0
+    """Attaches the coordinator acknowledged (one per session that reached the step exchange)."""
     steps: int = 0
     episodes: int = 0
     fallbacks_held: int = 0
@@ -218,6 +224,9 @@ class AgentRunner:
         self._stop = threading.Event()
         self._last_heard = time.monotonic()
         self._holding = True  # nothing heard yet: the fallback is what the device does
+        # The most recent action mask this agent saw (None: none yet, every action allowed): what
+        # the watchdog's hold and a failed decision choose their legal substitute under.
+        self._last_mask: np.ndarray | None = None
         self._lane: LaneClient | None = None  # the open step lane, whichever carrier opened it
         self._carrier: Carrier
         if target is None:
@@ -387,6 +396,15 @@ class AgentRunner:
         if kind == "episode_start":
             self.policy.reset()
             self.stats.episodes += 1
+        elif kind == "attached":
+            a = msg.attached
+            self.stats.attached += 1
+            log.info(
+                "attached (%d of %d agents in the team)%s",
+                a.agents_attached,
+                a.n_agents,
+                "" if a.agents_attached >= a.n_agents else ": waiting for the team",
+            )
         elif kind == "goodbye":
             g = msg.goodbye
             if g.reason == pb.GOODBYE_REASON_REFUSED:
@@ -429,20 +447,20 @@ class AgentRunner:
         reply = pb.StepReply() if into is None else into
         reply.episode_id = req.episode_id
         reply.step = req.step
+        mask: np.ndarray | None = None
         try:
             if self.sensor is not None:
                 ctx = FieldStep(p.agent_id, p.obs_dim, p.n_actions, req.episode_id, req.step)
                 reading = as_reading(self.sensor(ctx), p.obs_dim, p.n_actions)
                 obs, mask = reading.obs, reading.mask
+                self._last_mask = mask
                 for k, v in reading.report.items():
                     reply.report[k] = v
             else:
                 if req.HasField("previous_action"):
                     # What the team really applied (the fallback after a miss) feeds prev_action.
                     p.record_action(int(req.previous_action))
-                obs = wire.decode(
-                    req.observation, name="observation", dtype=pb.DTYPE_FLOAT32, shape=(p.obs_dim,)
-                )
+                # The mask first: a bad observation is then answered under this step's mask.
                 mask = (
                     wire.decode(
                         req.action_mask,
@@ -453,12 +471,23 @@ class AgentRunner:
                     if req.HasField("action_mask")
                     else None
                 )
+                self._last_mask = mask
+                obs = wire.decode(
+                    req.observation, name="observation", dtype=pb.DTYPE_FLOAT32, shape=(p.obs_dim,)
+                )
             # Both inputs above refuse NaN and inf (as_reading, wire.decode): one screen is enough.
-            reply.action = int(p.act(obs, mask, known_finite=True).action)
+            # The network's masked argmax is legal; the rule only guards against a broken graph.
+            action = int(p.act(obs, mask, known_finite=True).action)
+            reply.action = legal_action(action, p.fallback_action, p.n_actions, mask)
         except (WireError, RuntimeFailure, ValueError) as e:  # ValueError: PolicyInputError
             self.stats.bad_requests += 1
-            log.warning("step %d: %s; answering with the fallback action", req.step, e)
-            reply.action = p.fallback_action
+            reply.action = substitute(p.fallback_action, p.n_actions, mask)
+            log.warning(
+                "step %d: %s; answering with the legal-action rule's action %d",
+                req.step,
+                e,
+                reply.action,
+            )
             reply.is_fallback = True
         if self.actuator is not None:
             self._actuate(
@@ -488,16 +517,24 @@ class AgentRunner:
             self._holding = False
             log.info("coordinator heard again: acting on decisions")
 
+    def held_action(self) -> int:
+        """The action the agent holds while the coordinator is away: the legal-action rule under
+        the most recent mask it saw (the fallback action when that mask allows it)."""
+        p = self.policy
+        return substitute(p.fallback_action, p.n_actions, self._last_mask)
+
     def _hold_fallback(self, why: str) -> None:
+        action = self.held_action()
         if not self._holding:
             self._holding = True
-            log.warning("holding the fallback action %d: %s", self.policy.fallback_action, why)
+            log.warning(
+                "holding the fallback action (by the legal-action rule: %d): %s", action, why
+            )
         self.stats.fallbacks_held += 1
         if self.actuator is not None:
             p = self.policy
             self._actuate(
-                FieldStep(p.agent_id, p.obs_dim, p.n_actions, 0, 0, is_fallback=True),
-                p.fallback_action,
+                FieldStep(p.agent_id, p.obs_dim, p.n_actions, 0, 0, is_fallback=True), action
             )
 
     def _watchdog(self) -> None:

@@ -6,9 +6,14 @@ Owns the team's side of the wire contract (protos/qmix_edge/runtime/proto/v1/tea
 - The step clock. Simulation mode owns the environment, sends each agent only its own observation
   and mask (true sizes, float32 bit for bit), applies the actions and records everything. Field mode
   has no environment: it keeps the team in step at a fixed period and records what agents report.
-- Deadlines: an action missing at the step deadline becomes that agent's fallback action (from the
-  manifest), counted per agent; a late or stale reply is discarded and counted, never applied to
-  another step. A disconnected agent is not waited for.
+- Legal actions only (`qmix_edge.runtime.legal`): a reply missing at the step deadline, or one out
+  of range or masked (counted ``invalid``), is replaced by the one rule: the manifest's fallback
+  action if the step's mask allows it, else the lowest allowed action. A late or stale reply is
+  discarded and counted, never applied to another step. A disconnected agent is not waited for.
+- An environment that raises ends that episode (reason ``env_error``, its message recorded) and
+  the run goes on; `ENV_ERROR_LIMIT` consecutive env errors end the run as failed (exit 1).
+- Honest outcomes: a run in which a seat was never filled, or no agent ever decided, is not a
+  success (`EXIT_INCOMPLETE_TEAM`); episodes played while a seat was empty are counted apart.
 - Liveness lease: an agent that misses ``lease_steps`` consecutive steps is dead; the team policy
   aborts the episode (``abort_episode``, default) or goes on with its fallback
   (``continue_degraded``). A dead agent's stream is closed; it may join again.
@@ -53,6 +58,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from . import lane, wire
 from .errors import RuntimeFailure, TeamMismatchError
 from .interceptor import TokenInterceptor
+from .legal import is_allowed, substitute
 from .proto.v1 import team_pb2 as pb
 from .proto.v1 import team_pb2_grpc as pb_grpc
 from .records import RecordWriter, resume_point
@@ -81,6 +87,12 @@ _WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
 # itself is freed: a seat's reused StepRequest grows by its observation and mask bytes each step
 # (80 B for simple_spread). It is rebuilt after this many team steps, which bounds that arena.
 _STEP_MESSAGE_REUSE = 1024
+ENV_ERROR_LIMIT = 3
+"""Consecutive episodes ended by an environment error after which the run stops as failed."""
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE_TEAM = 0, 1, 2, 3
+"""qmix-coordinator's exit codes: success; runtime failure (the run could not go on, e.g. the
+environment failed `ENV_ERROR_LIMIT` times in a row); usage or configuration error; the run ended
+but a seat was never filled or no agent ever decided (the summary names who never joined)."""
 
 
 # ------------------------------------------------------------------------------------ the team
@@ -225,9 +237,13 @@ class AgentCounters:
 
     joins: int = 0
     rejoins: int = 0
+    decisions: int = 0
+    """Replies applied as sent (in range and allowed)."""
     fallbacks: int = 0
+    """Steps on which the legal-action rule replaced the agent's reply (missing or invalid)."""
     late_replies: int = 0
     invalid_actions: int = 0
+    """Replies out of range or masked (replaced; also counted in ``fallbacks``)."""
     deaths: int = 0
     disconnects: int = 0
     malformed: int = 0
@@ -245,6 +261,31 @@ class RunSummary:
     """Team steps of the whole run (including steps of a resumed run's earlier processes)."""
     counters: Mapping[str, AgentCounters]
     """Per-agent counters of this process."""
+    never_joined: tuple[str, ...] = ()
+    """Agents that never joined this process while it ran episodes (their seats stayed empty)."""
+    failure: str | None = None
+    """Why the run could not go on (e.g. repeated environment errors); None when it could."""
+
+    @property
+    def incomplete_team_episodes(self) -> int:
+        """Episodes during which at least one seat was empty (see the episode's ``absent``)."""
+        return sum(1 for e in self.episodes if e.get("absent"))
+
+    @property
+    def decisions(self) -> int:
+        """Replies applied as sent, over every agent."""
+        return sum(c.decisions for c in self.counters.values())
+
+    @property
+    def exit_status(self) -> int:
+        """qmix-coordinator's exit code for this run (`EXIT_OK`, `EXIT_FAILURE`,
+        `EXIT_INCOMPLETE_TEAM`)."""
+        if self.failure is not None:
+            return EXIT_FAILURE
+        played = any(e["steps"] > 0 for e in self.episodes)
+        if self.never_joined or (played and self.decisions == 0):
+            return EXIT_INCOMPLETE_TEAM
+        return EXIT_OK
 
 
 # ------------------------------------------------------------------------------------ sessions
@@ -547,7 +588,8 @@ class Coordinator:
             raise _Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,
                 f"protocol version {req.protocol_version} is not spoken here; this coordinator "
-                f"speaks {wire.PROTOCOL_VERSION} (qmix_edge.v1). Upgrade the agent.",
+                f"speaks {wire.PROTOCOL_VERSION} (qmix_edge.v1, protos/PROTOCOL.md). Upgrade the "
+                "agent.",
             )
         if not req.agent_id:
             raise _Refusal(grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty")
@@ -643,6 +685,17 @@ class Coordinator:
         )
         return s
 
+    def attached_message(self, s: _Session) -> pb.CoordinatorMessage:
+        """The acknowledgement of ``s``'s attach, which its carrier sends before anything else."""
+        return pb.CoordinatorMessage(
+            attached=pb.Attached(
+                session_id=s.id,
+                current_episode_id=self._current_episode,
+                agents_attached=sum(1 for x in self._live.values() if x.attached),
+                n_agents=len(self.team.agents),
+            )
+        )
+
     async def leave(self, session_id: str, reason: str) -> None:
         s = self._sessions.get(session_id)
         if s is not None:
@@ -704,10 +757,21 @@ class Coordinator:
         a = reply.action
         mask = w.masks.get(i)
         n = self.team.agents[i].n_actions
-        if not 0 <= a < n or (mask is not None and not mask[a]):
+        if not is_allowed(a, n, mask):
             w.invalid.add(i)
-            self.counters[s.agent_id].invalid_actions += 1
-            log.warning("agent %s chose action %d, not allowed now", s.agent_id, a)
+            c = self.counters[s.agent_id]
+            c.invalid_actions += 1
+            # Once per agent at WARNING: a hostile agent must not flood the log either.
+            log.log(
+                logging.WARNING if c.invalid_actions == 1 else logging.DEBUG,
+                "agent %s answered action %d at episode %d step %d, which is %s; replaced by the "
+                "legal-action rule (further invalid replies of this agent are logged at DEBUG)",
+                s.agent_id,
+                a,
+                w.episode_id,
+                w.step,
+                "masked" if 0 <= a < n else f"outside [0, {n})",
+            )
         else:
             w.replies[i] = reply
         w.check_complete()
@@ -725,6 +789,8 @@ class Coordinator:
         episodes: list[dict[str, Any]] = []
         index = self._start_index
         last = self.config.episodes if self.config.episodes > 0 else math.inf
+        env_errors = 0  # consecutive episodes ended by the environment raising
+        failure: str | None = None
         while index < last and not self._stop_event.is_set():
             await self._wait_for_team()
             if self._stop_event.is_set():
@@ -734,22 +800,49 @@ class Coordinator:
             if ep["reason"] == "stopped":
                 break
             index += 1
+            env_errors = env_errors + 1 if ep["reason"] == "env_error" else 0
+            if env_errors >= ENV_ERROR_LIMIT:
+                failure = (
+                    f"the environment failed in {env_errors} consecutive episodes (the last: "
+                    f"{ep['error']}); fix the environment or its kwargs and run again"
+                )
+                log.error("stopping the run: %s", failure)
+                break
         finished = index >= last
-        reason = pb.GOODBYE_REASON_RUN_FINISHED if finished else pb.GOODBYE_REASON_SHUTDOWN
-        detail = "run finished" if finished else "coordinator stopping"
+        if finished or failure is not None:  # either way the run is over: agents may exit
+            reason = pb.GOODBYE_REASON_RUN_FINISHED
+            detail = "run finished" if failure is None else "run ended: the environment failed"
+        else:
+            reason, detail = pb.GOODBYE_REASON_SHUTDOWN, "coordinator stopping"
+        ran = any(e["steps"] > 0 or e["reason"] == "env_error" for e in episodes)
+        never_joined = tuple(
+            a.agent_id for i, a in enumerate(self.team.agents) if ran and i not in self._ever_joined
+        )
         await asyncio.gather(
             *(
                 self._end_session(s, goodbye=reason, detail=detail)
                 for s in list(self._sessions.values())
             )
         )
+        summary = RunSummary(
+            finished,
+            tuple(episodes),
+            self._team_step,
+            dict(self.counters),
+            never_joined=never_joined,
+            failure=failure,
+        )
         self._record(
             "run_end",
             finished=finished,
             team_steps=self._team_step,
             stats={k: vars(v) for k, v in self.counters.items()},
+            never_joined=list(never_joined),
+            incomplete_team_episodes=summary.incomplete_team_episodes,
+            failure=failure,
+            exit_status=summary.exit_status,
         )
-        return RunSummary(finished, tuple(episodes), self._team_step, dict(self.counters))
+        return summary
 
     async def _wait_for_team(self) -> None:
         assert self._stop_event is not None and self._team_changed is not None
@@ -781,7 +874,13 @@ class Coordinator:
         self._current_episode += 1
         episode_id = self._current_episode
         n = len(self.team.agents)
-        ts = self.env.reset(seed=seed) if cfg.mode == "simulation" else None
+        ts = None
+        env_error: str | None = None
+        if cfg.mode == "simulation":
+            try:
+                ts = self.env.reset(seed=seed)
+            except Exception as e:  # an env bug: this episode ends, the run goes on
+                env_error = _env_failure("reset", seed, e)
         self._record("episode_start", episode_id=episode_id, episode_index=index, seed=seed)
         await self._broadcast(
             pb.CoordinatorMessage(episode_start=pb.EpisodeStart(episode_id=episode_id, seed=seed))
@@ -789,29 +888,39 @@ class Coordinator:
         ids = self.team.agent_ids
         misses = [0] * n
         dead: set[int] = set()
+        absent: set[int] = set()  # seats empty at some step of this episode
         prev_actions: np.ndarray | None = None
         total, reason, steps = 0.0, "limit", 0
         period = cfg.step_period_ms / 1000.0
         t_start = time.perf_counter()
-        for step in range(self.episode_limit):
+        for step in range(self.episode_limit if env_error is None else 0):
             if self._stop_event.is_set():
                 reason = "stopped"
                 break
             alive = ts.alive if ts is not None else np.ones(n, dtype=bool)
-            actions, got, exchange_us, late = await self._exchange(
+            alive_now = np.asarray(alive, dtype=bool).tolist()
+            absent.update(
+                i
+                for i in range(n)
+                if alive_now[i] and not (i in self._live and self._live[i].attached)
+            )
+            actions, got, invalid, exchange_us, late = await self._exchange(
                 episode_id, step, ts, alive, prev_actions
             )
             prev_actions = actions if ts is not None else None
-            alive_now = np.asarray(alive, dtype=bool).tolist()
             fallback = [ids[i] for i in range(n) if alive_now[i] and i not in got]
             for i in range(n):
                 if not alive_now[i]:
                     continue
                 if i in got:
                     misses[i] = 0
+                    self.counters[ids[i]].decisions += 1
+                    continue
+                self.counters[ids[i]].fallbacks += 1
+                if i in invalid:  # it answered: alive, though its answer was replaced
+                    misses[i] = 0
                     continue
                 misses[i] += 1
-                self.counters[ids[i]].fallbacks += 1
                 if misses[i] >= cfg.lease_steps and i not in dead:
                     dead.add(i)
                     await self._declare_dead(i, misses[i])
@@ -823,6 +932,7 @@ class Coordinator:
                 "team_step": self._team_step,
                 "actions": actions.tolist(),
                 "fallback": fallback,
+                "invalid": [ids[i] for i in sorted(invalid)],
                 "late": {ids[i]: k for i, k in late.items()},
                 "exchange_us": exchange_us,
                 "t_ms": round((time.perf_counter() - self._t0) * 1000.0, 3),
@@ -837,7 +947,13 @@ class Coordinator:
                 self._record_step(step_rec)
                 break
             if ts is not None:
-                result = self.env.step(actions)
+                try:
+                    result = self.env.step(actions)
+                except Exception as e:  # an env bug: this episode ends, the run goes on
+                    env_error = _env_failure(f"step {step} of", seed, e)
+                    step_rec["reward"], step_rec["applied"] = None, False
+                    self._record_step(step_rec)
+                    break
                 total += float(result.reward)
                 step_rec["reward"], step_rec["applied"] = float(result.reward), True
                 self._record_step(step_rec)
@@ -858,14 +974,19 @@ class Coordinator:
                 if pause > 0:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop_event.wait(), pause)
-        ep = {
+        if env_error is not None:
+            reason = "env_error"
+        ep: dict[str, Any] = {
             "episode_id": episode_id,
             "episode_index": index,
             "seed": seed,
             "steps": steps,
             "return": total,
             "reason": reason,
+            "absent": [ids[i] for i in sorted(absent)],
         }
+        if env_error is not None:
+            ep["error"] = env_error
         self._record("episode_end", **ep)
         await self._broadcast(
             pb.CoordinatorMessage(
@@ -883,17 +1004,19 @@ class Coordinator:
         ts: Any,
         alive: np.ndarray,
         prev_actions: np.ndarray | None,
-    ) -> tuple[np.ndarray, dict[int, pb.StepReply], int, dict[int, int]]:
+    ) -> tuple[np.ndarray, dict[int, pb.StepReply], set[int], int, dict[int, int]]:
         """Send step ``step`` to every live agent and collect replies until all or the deadline.
 
-        Returns (actions int64 (n_agents,), valid replies by agent index, exchange time in us,
-        replies discarded during this step by agent index).
+        Returns (actions int64 (n_agents,): every one legal under the step's mask, valid replies by
+        agent index, agents whose reply was invalid (replaced), exchange time in us, replies
+        discarded during this step by agent index).
         """
         n = len(self.team.agents)
         loop = asyncio.get_running_loop()
         live = {i: s for i, s in self._live.items() if s.attached and alive[i]}
         requests: list[tuple[_Session, pb.CoordinatorMessage]] = []
         masks: dict[int, np.ndarray] = {}
+        avail_all = np.zeros((0, 0), dtype=bool)  # field mode: no masks here
         if ts is not None:
             # Once per step for the whole team: the observations (n_agents, max obs_dim) and a
             # private copy of the masks (n_agents, max n_actions) the replies are checked against
@@ -963,14 +1086,20 @@ class Coordinator:
         exchange_us = int((time.perf_counter() - t0) * 1e6)
         got = w.replies
         agents = self.team.agents
-        actions = np.array(  # (n_agents,)
-            [got[i].action if i in got else agents[i].fallback_action for i in range(n)],
-            dtype=np.int64,
-        )
+        actions = np.empty(n, dtype=np.int64)  # (n_agents,)
+        for i in range(n):
+            if i in got:
+                actions[i] = got[i].action  # checked against the mask on arrival (on_reply)
+                continue
+            slot = agents[i]
+            seat_mask = masks.get(i)
+            if seat_mask is None and ts is not None:  # an empty seat: the env's mask still holds
+                seat_mask = avail_all[i, : slot.n_actions]
+            actions[i] = substitute(slot.fallback_action, slot.n_actions, seat_mask)
         if ts is not None:
-            # An absent agent's action is a placeholder the environment ignores.
+            # The action of an agent no longer in the episode is a placeholder the env ignores.
             actions[~np.asarray(alive, dtype=bool)] = 0
-        return actions, got, exchange_us, w.late
+        return actions, got, w.invalid, exchange_us, w.late
 
     def _new_step_message(self, i: int, *, with_tensors: bool) -> pb.CoordinatorMessage:
         """Agent ``i``'s reusable StepRequest with its constant tensor headers pre-set."""
@@ -1008,6 +1137,14 @@ class Coordinator:
         """The hot path's `_record`: ``record`` already holds its ``type``."""
         if self._records is not None:
             self._records.write_record(record)
+
+
+def _env_failure(where: str, seed: int, error: Exception) -> str:
+    """The record's (and the log's) account of an environment that raised."""
+    message = f"{type(error).__name__}: {error}"
+    log.error("the environment raised in %s the episode with seed %d: %s", where, seed, message)
+    log.debug("environment traceback", exc_info=error)
+    return message
 
 
 def make_team_env(
@@ -1155,6 +1292,8 @@ class _TeamServicer(pb_grpc.TeamServicer):
         except _Refusal as r:
             await context.abort(r.code, r.detail)
             raise
+        # Sent before the loop runs anything else, so it precedes any step of this session.
+        await session.write(self.c.attached_message(session))
         reader = asyncio.ensure_future(self._read(session, context))
         try:
             await session.closed  # set when the session ends, whoever ends it
@@ -1330,6 +1469,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             self._refuse(r.code, r.detail)
             return
         self._bind(session)
+        self.send(self.c.attached_message(session))
 
     def _identity_ok(self, agent_id: str, token: str, what: str) -> bool:
         """Whether this lane may speak as ``agent_id`` (the token, as gRPC's interceptor checks
@@ -1377,6 +1517,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             reply.step_lane_port = self.c.lane_port
             self.send(pb.CoordinatorMessage(join_reply=reply))  # before any step of the session
             self._bind(self.c.attach(session.id, self))
+            self.send(self.c.attached_message(session))
         finally:
             self._joining = None
         held, self._held = self._held, []
@@ -1432,7 +1573,11 @@ def build_parser() -> argparse.ArgumentParser:
             "each agent its own observation; field mode paces a real team and records reports.\n\n"
             "example:\n"
             "  qmix-coordinator --artifacts artifacts/run1 --episodes 10 --port 50051 \\\n"
-            "      --record runs/run1/episodes.jsonl"
+            "      --record runs/run1/episodes.jsonl\n\n"
+            "exit status: 0 the run finished (or was stopped) with its whole team; 1 runtime\n"
+            f"failure (e.g. the environment raised in {ENV_ERROR_LIMIT} consecutive episodes); 2 usage or\n"
+            f"configuration error; {EXIT_INCOMPLETE_TEAM} the run ended but a seat was never filled or no agent\n"
+            "ever decided (the last lines name the agents that never joined)."
         ),
     )
     p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
@@ -1464,9 +1609,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --record")
     p.add_argument("--step-deadline-ms", type=int, default=200, help="default 200")
     p.add_argument("--lease-steps", type=int, default=5, help="default 5")
-    p.add_argument("--team-policy", choices=TEAM_POLICIES, default="abort_episode")
+    p.add_argument(
+        "--team-policy",
+        choices=TEAM_POLICIES,
+        default="abort_episode",
+        help="what an agent silent for --lease-steps does to the episode (default abort_episode)",
+    )
     p.add_argument("--step-period-ms", type=int, default=0, help="step pacing (field: required)")
-    p.add_argument("--team-wait-s", type=float, default=30.0, help="wait for the team, default 30")
+    p.add_argument(
+        "--team-wait-s",
+        type=float,
+        default=30.0,
+        help="before each episode, wait up to this long for every seat to be filled, then start "
+        "with whoever is there (empty seats get the legal-action rule); default 30",
+    )
     p.add_argument(
         "--stop-after-steps", type=int, default=None, help="stop gracefully after N team steps"
     )
@@ -1584,17 +1740,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         coordinator.close()
         stop_handler()
-    returns = [e["return"] for e in summary.episodes]
-    mean = sum(returns) / len(returns) if returns else float("nan")
-    log.info(
-        "%s after %d episodes here (mean return %.4f), %d team steps in the run",
-        "finished" if summary.finished else "stopped",
-        len(summary.episodes),
-        mean,
-        summary.team_steps,
-    )
+    for line in summary_lines(summary):
+        log.log(logging.INFO if summary.exit_status == EXIT_OK else logging.ERROR, "%s", line)
     log.info("run record appended to %s", args.record or "(no --record given)")
-    return 0
+    return summary.exit_status
+
+
+def summary_lines(summary: RunSummary) -> list[str]:
+    """What a run did, for the last lines of qmix-coordinator: the outcome first, then who never
+    joined, the episodes played with an empty seat, and the invalid replies per agent."""
+    played = [e for e in summary.episodes if e["reason"] != "stopped"]
+    returns = [e["return"] for e in played]
+    mean = f"{sum(returns) / len(returns):.4f}" if returns else "n/a"
+    outcome = "failed" if summary.failure else "finished" if summary.finished else "stopped"
+    lines = [
+        f"{outcome} after {len(played)} episodes here (mean return {mean}), "
+        f"{summary.team_steps} team steps in the run, {summary.decisions} agent decisions"
+    ]
+    if summary.failure:
+        lines.append(summary.failure)
+    if summary.never_joined:
+        lines.append(
+            f"never joined: {', '.join(summary.never_joined)} (their seats stayed empty: every "
+            "action of theirs was the legal-action rule's; start their qmix-agent, or raise "
+            "--team-wait-s)"
+        )
+    elif summary.exit_status == EXIT_INCOMPLETE_TEAM:
+        lines.append("no agent ever decided: every applied action was the legal-action rule's")
+    if summary.incomplete_team_episodes:
+        lines.append(
+            f"{summary.incomplete_team_episodes} of {len(played)} episodes were played with an "
+            "incomplete team (see each episode_end's 'absent' in the record)"
+        )
+    env_errors = sum(1 for e in played if e["reason"] == "env_error")
+    if env_errors:
+        lines.append(f"{env_errors} episodes ended by an environment error (reason env_error)")
+    invalid = {a: c.invalid_actions for a, c in summary.counters.items() if c.invalid_actions}
+    if invalid:
+        lines.append(
+            "invalid replies (out of range or masked; replaced): "
+            + ", ".join(f"{a} {k}" for a, k in invalid.items())
+        )
+    if summary.exit_status == EXIT_INCOMPLETE_TEAM:
+        lines.append(f"exit status {EXIT_INCOMPLETE_TEAM}: the run did not have its whole team")
+    return lines
 
 
 def _write_port_file(path: Path, port: int) -> None:

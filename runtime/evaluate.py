@@ -10,8 +10,8 @@ times, fallbacks, late replies and rejoins, all computed from the coordinator's 
 With no faults every episode's distributed return equals its reference return exactly: the agents
 run the same ONNX graphs on bit-identical float32 inputs.
 
-Fault plan (``--faults PLAN``: a JSON file or inline JSON list; team steps count from 0 over the
-whole run):
+Fault plan (``--faults PLAN``: inline JSON when the value starts with ``[`` or ``{``, of any length,
+else the path of a JSON file; team steps count from 0 over the whole run):
 
     [{"kind": "kill", "agent": "agent_0", "at_step": 5, "restart_after_ms": 300},
      {"kind": "stall", "agent": "agent_1", "at_step": 12, "duration_ms": 600},
@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import FaultPlanError, RuntimeFailure
+from .legal import legal_action
 from .netns import NetnsTopology, netns_unavailable
 from .records import read_records
 
@@ -79,14 +80,23 @@ class Fault:
 
 
 def parse_fault_plan(text_or_path: str, agent_ids: Sequence[str]) -> tuple[Fault, ...]:
-    """Read a fault plan (JSON list, inline or in a file) and check it against the team."""
-    path = Path(text_or_path)
+    """Read a fault plan and check it against the team. A value starting with ``[`` or ``{``
+    (after blanks) is the JSON itself, whatever its length; anything else is a file's path."""
+    inline = text_or_path.lstrip().startswith(("[", "{"))
     try:
-        text = path.read_text() if path.is_file() else text_or_path
-        raw = json.loads(text)
-    except (OSError, ValueError) as e:
+        text = text_or_path if inline else Path(text_or_path).read_text()
+    except OSError as e:
         raise FaultPlanError(
-            f"--faults must be a JSON list or a file holding one; could not read it ({e})"
+            f"--faults: expected inline JSON (starting with '[') or the path of a JSON file; "
+            f"could not read the file {text_or_path[:200]!r} ({e.strerror or e})"
+        ) from e
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        where = "the inline --faults value" if inline else f"the file {text_or_path!r}"
+        raise FaultPlanError(
+            f"--faults: {where} is not valid JSON ({e}); expected a JSON list of faults such as "
+            '[{"kind": "kill", "agent": "agent_0", "at_step": 5}]'
         ) from e
     if not isinstance(raw, list):
         raise FaultPlanError(f"a fault plan is a JSON list of faults; found {type(raw).__name__}")
@@ -479,14 +489,25 @@ def run_distributed(
 
 
 # ------------------------------------------------------------------------------ reference
-def run_reference(cfg: EvalConfig, agent_ids: Sequence[str]) -> list[float]:
-    """The same artifacts in one process: one AgentPolicy per agent, same env, same seeds."""
+def run_reference(
+    cfg: EvalConfig, agent_ids: Sequence[str], substituted: Collection[str] = ()
+) -> list[float]:
+    """The same artifacts in one process: one AgentPolicy per agent, same env, same seeds.
+
+    Every action goes through the legal-action rule the coordinator applies. The agents named in
+    ``substituted`` never decide: each of their steps is the rule's substitute (the fallback
+    action if allowed, else the lowest allowed one), which is what the coordinator applies for a
+    seat that is empty or whose every reply is invalid."""
     from .coordinator import TeamSpec, make_team_env
     from .policy import AgentPolicy
 
+    unknown = sorted(set(substituted) - set(agent_ids))
+    if unknown:
+        raise ValueError(f"substituted agents {unknown} are not in the team {list(agent_ids)}")
     team = TeamSpec.from_artifacts(cfg.artifacts)
     env = make_team_env(team, cfg.env, cfg.episode_limit)
     policies = [AgentPolicy.load(cfg.artifacts, a) for a in agent_ids]
+    deciding = [a not in substituted for a in agent_ids]
     returns = []
     try:
         for i in range(cfg.episodes):
@@ -500,7 +521,8 @@ def run_reference(cfg: EvalConfig, agent_ids: Sequence[str]) -> list[float]:
                     if ts.alive[k]:
                         obs = ts.obs[k, : p.obs_dim]  # (obs_dim,) float32
                         mask = np.array(ts.avail[k, : p.n_actions], dtype=bool)  # (n_actions,)
-                        actions[k] = p.act(obs, mask).action
+                        reply = int(p.act(obs, mask).action) if deciding[k] else None
+                        actions[k] = legal_action(reply, p.fallback_action, p.n_actions, mask)
                 result = env.step(actions)
                 total += float(result.reward)
                 ts = result.next
@@ -544,6 +566,7 @@ def build_report(
     per_agent: dict[str, dict[str, Any]] = {
         a: {
             "fallbacks": 0,
+            "invalid": 0,
             "late_replies": 0,
             "joins": 0,
             "decision_us": [],
@@ -554,10 +577,14 @@ def build_report(
     }
     per_episode_fallbacks: dict[int, int] = defaultdict(int)
     per_episode_late: dict[int, int] = defaultdict(int)
+    per_episode_invalid: dict[int, int] = defaultdict(int)
     for r in steps:
         for a in r["fallback"]:
             per_agent[a]["fallbacks"] += 1
         per_episode_fallbacks[int(r["episode_index"])] += len(r["fallback"])
+        for a in r.get("invalid", ()):  # records written before invalid replies were listed
+            per_agent[a]["invalid"] += 1
+            per_episode_invalid[int(r["episode_index"])] += 1
         for a, k in r["late"].items():
             per_agent[a]["late_replies"] += int(k)
             per_episode_late[int(r["episode_index"])] += int(k)
@@ -574,7 +601,8 @@ def build_report(
     for a, d in per_agent.items():
         # Every coordinator restart makes every agent join again; those are not agent faults.
         agents_out[a] = {
-            "fallbacks": d["fallbacks"],
+            "fallbacks": d["fallbacks"],  # steps the legal-action rule replaced (missing/invalid)
+            "invalid": d["invalid"],  # replies out of range or masked (among the fallbacks)
             "late_replies": d["late_replies"],
             "joins": d["joins"],
             "rejoins": max(0, d["joins"] - 1),
@@ -598,7 +626,10 @@ def build_report(
                 "steps": e["steps"] if e else None,
                 "reason": e["reason"] if e else "missing",
                 "fallbacks": per_episode_fallbacks.get(i, 0),
+                "invalid": per_episode_invalid.get(i, 0),
                 "late_replies": per_episode_late.get(i, 0),
+                "absent": e.get("absent", []) if e else [],  # seats empty at some step
+                "error": e.get("error") if e else None,  # reason env_error: what the env raised
             }
         )
     done = [e for e in episodes if e["return"] is not None]
@@ -624,7 +655,10 @@ def build_report(
         "agents": agents_out,
         "totals": {
             "fallbacks": sum(d["fallbacks"] for d in agents_out.values()),
+            "invalid": sum(d["invalid"] for d in agents_out.values()),
             "late_replies": sum(d["late_replies"] for d in agents_out.values()),
+            "incomplete_team_episodes": sum(1 for e in episodes if e["absent"]),
+            "env_errors": sum(1 for e in episodes if e["reason"] == "env_error"),
             "rejoins": sum(d["rejoins_after_agent_faults"] for d in agents_out.values()),
             "coordinator_restarts": starts - 1,
         },
@@ -649,15 +683,21 @@ def summary_text(report: Mapping[str, Any]) -> str:
             f"step latency us: p50 {lat['p50']:.0f}  p90 {lat['p90']:.0f}  p99 {lat['p99']:.0f}"
         )
     lines.append(
-        f"fallbacks {t['fallbacks']}, late replies {t['late_replies']}, agent rejoins "
-        f"{t['rejoins']}, coordinator restarts {t['coordinator_restarts']}"
+        f"fallbacks {t['fallbacks']} (invalid replies {t['invalid']}), late replies "
+        f"{t['late_replies']}, agent rejoins {t['rejoins']}, coordinator restarts "
+        f"{t['coordinator_restarts']}"
     )
+    if t["incomplete_team_episodes"] or t["env_errors"]:
+        lines.append(
+            f"episodes with an incomplete team {t['incomplete_team_episodes']}, ended by an "
+            f"environment error {t['env_errors']}"
+        )
     for a, d in report["agents"].items():
         dec = d["decision_us"]
         p50 = f"{dec['p50']:.0f}" if dec.get("n") else "-"
         lines.append(
-            f"  {a}: decision p50 {p50} us, fallbacks {d['fallbacks']}, late {d['late_replies']}, "
-            f"joins {d['joins']}"
+            f"  {a}: decision p50 {p50} us, fallbacks {d['fallbacks']}, invalid {d['invalid']}, "
+            f"late {d['late_replies']}, joins {d['joins']}"
         )
     return "\n".join(lines)
 

@@ -7,14 +7,19 @@ line has a ``type``:
 - ``join``: agent_id, session_id, client_name, rejoin (bool: this agent joined before in this run)
 - ``leave``: agent_id, reason ("left", "disconnected", "lease expired", "shutdown")
 - ``episode_start``: episode_id, episode_index, seed
-- ``step``: episode_id, episode_index, step, team_step, actions, fallback (agent ids that got their
-  fallback action), late (agent id -> replies discarded during this step), reward (simulation),
+- ``step``: episode_id, episode_index, step, team_step, actions (every one legal under the step's
+  mask), fallback (agent ids whose action the legal-action rule chose: reply missing or invalid),
+  invalid (agent ids whose reply was out of range or masked), late (agent id -> replies discarded
+  during this step), reward (simulation; None when not applied),
   exchange_us (requests sent -> last reply or deadline), t_ms (ms since the coordinator
   process started), decision_us (agent id -> what it reported),
   reports (field mode: agent id -> {name: value})
 - ``episode_end``: episode_id, episode_index, seed, steps, return, reason
-  ("terminated" | "truncated" | "limit" | "aborted: ..." | "stopped")
-- ``run_end``: finished (bool), team_steps, stats (per agent counters)
+  ("terminated" | "truncated" | "limit" | "aborted: ..." | "stopped" | "env_error"), absent
+  (agent ids whose seat was empty at some step of the episode), error (with env_error: what the
+  environment raised)
+- ``run_end``: finished (bool), team_steps, stats (per agent counters), never_joined (agent ids),
+  incomplete_team_episodes, failure (why the run could not go on, or null), exit_status
 
 Each line goes to the kernel in one ``write(2)`` when written (the file is unbuffered), so a crash
 loses at most the line being written; `read_records`

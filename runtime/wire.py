@@ -17,7 +17,7 @@ import numpy as np
 from .errors import WireError
 from .proto.v1 import team_pb2 as pb
 
-PROTOCOL_VERSION: Final = pb.PROTOCOL_VERSION_1
+PROTOCOL_VERSION: Final = pb.PROTOCOL_VERSION_2
 """The protocol version this package speaks."""
 HEALTH_SERVICE: Final = "qmix_edge.v1.Team"
 """The service name the coordinator reports on grpc.health.v1."""

@@ -61,3 +61,11 @@ def spread_artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         kind="gru",
         use_prev_action=True,
     )
+
+
+@pytest.fixture(scope="session")
+def masked_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two agents with 4 actions and fallback action 0, on masked_choice (random masks) and on
+    masked_noop (action 0, the fallback, masked on a schedule)."""
+    root = tmp_path_factory.mktemp("art")
+    return {env: export_tiny(env, root / env) for env in ("masked_choice", "masked_noop")}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qmix_edge.envs import EnvError, PettingZooTeamEnv, TeamEnv, make_env
-from qmix_edge.envs.toy import LeavingAgentsEnv, MaskedChoiceEnv, SpeakerPairEnv
+from qmix_edge.envs.toy import LeavingAgentsEnv, MaskedChoiceEnv, MaskedNoopEnv, SpeakerPairEnv
 
 
 def _random_episode(env: TeamEnv, seed: int, action_seed: int = 0) -> list:
@@ -53,8 +53,18 @@ def _equal_traces(a: list, b: list) -> bool:
         LeavingAgentsEnv,
         lambda: LeavingAgentsEnv(lifetimes=(2, 30, 40)),
         SpeakerPairEnv,
+        MaskedNoopEnv,
+        lambda: MaskedNoopEnv(n_agents=3, mask_in="info", on_masked="count"),
     ],
-    ids=["masked_obs", "masked_info", "leaving", "leaving_truncated", "speaker_pair"],
+    ids=[
+        "masked_obs",
+        "masked_info",
+        "leaving",
+        "leaving_truncated",
+        "speaker_pair",
+        "masked_noop",
+        "masked_noop_info",
+    ],
 )
 def test_envs_builtin_toys_pass_parallel_api_test(factory) -> None:
     from pettingzoo.test import parallel_api_test
@@ -63,6 +73,28 @@ def test_envs_builtin_toys_pass_parallel_api_test(factory) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the API test reports problems as warnings
         parallel_api_test(env, num_cycles=60)
+
+
+def test_envs_masked_noop_masks_action_0_on_its_schedule_and_raises_on_it() -> None:
+    env = MaskedNoopEnv(n_agents=2, n_actions=4, max_cycles=30)
+    obs, _ = env.reset(seed=3)
+    masked_noop = 0
+    for t in range(30):
+        for i, a in enumerate(env.agents):
+            mask, target = obs[a]["action_mask"], int(np.argmax(obs[a]["observation"][:4]))
+            assert mask[target]  # the target is always allowed
+            if t % 3 == 2:
+                assert mask.sum() == 1  # nothing but the target
+            elif (t + i) % 2 == 1 and target != 0:
+                assert not mask[0]
+            masked_noop += int(not mask[0])
+        obs, *_ = env.step({a: int(np.flatnonzero(obs[a]["action_mask"])[-1]) for a in env.agents})
+    assert masked_noop >= 15  # the default fallback action is masked often
+    obs, _ = env.reset(seed=3)
+    while all(obs[a]["action_mask"][0] for a in env.agents):
+        obs, *_ = env.step({a: int(np.flatnonzero(obs[a]["action_mask"])[-1]) for a in env.agents})
+    with pytest.raises(ValueError, match="took masked action 0"):
+        env.step(dict.fromkeys(env.agents, 0))
 
 
 # -- simple_spread -----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ coordinator harness on port 0. Imported by name (module names are unique across 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,3 +91,88 @@ class Harness:
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.target)
+
+
+def hostile_action(k: int, mask: np.ndarray) -> int:
+    """The k-th reply of a hostile agent: in turn out of range (``n_actions + 93``), negative (-1)
+    and masked (the lowest action the step's mask forbids; out of range when it forbids none)."""
+    n = mask.size
+    masked = np.flatnonzero(~mask)
+    return [n + 93, -1, int(masked[0]) if masked.size else n][k % 3]
+
+
+def highest_allowed(k: int, mask: np.ndarray) -> int:
+    """An honest reply: the highest action the step's mask allows."""
+    return int(np.flatnonzero(mask)[-1])
+
+
+class ScriptedLaneAgent:
+    """An agent double speaking the protocol on the coordinator's step lane, its replies chosen by
+    ``choose(k, mask) -> action`` (k counts the steps it answered; see `hostile_action`).
+
+    The constructor joins (JoinRequest with the given artifact hash) and returns once the
+    coordinator acknowledged the attach (Attached); a thread then answers every StepRequest. What
+    it saw is kept for the test: ``(episode_id, step, mask, sent action)`` per step."""
+
+    def __init__(
+        self,
+        port: int,
+        agent_id: str,
+        sha256: str,
+        choose: Callable[[int, np.ndarray], int] = hostile_action,
+    ) -> None:
+        from qmix_edge.runtime import wire
+        from qmix_edge.runtime.lane import LaneClient
+        from qmix_edge.runtime.proto.v1 import team_pb2 as pb
+
+        self._pb = pb
+        self.choose = choose
+        self.client = LaneClient("127.0.0.1", port, max_message_bytes=wire.MAX_MESSAGE_BYTES)
+        join = pb.JoinRequest(
+            protocol_version=wire.PROTOCOL_VERSION,
+            agent_id=agent_id,
+            artifact_sha256=sha256,
+            client_name="scripted double",
+        )
+        self.client.send(pb.AgentMessage(join=join))
+        first = self.client.recv()
+        assert first is not None and first.WhichOneof("kind") == "join_reply", first
+        self.join_reply = first.join_reply
+        second = self.client.recv()
+        assert second is not None and second.WhichOneof("kind") == "attached", second
+        self.attached = second.attached
+        self.steps: list[tuple[int, int, np.ndarray, int]] = []
+        self.goodbye: Any = None
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"double-{agent_id}")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        from qmix_edge.runtime import wire
+
+        pb = self._pb
+        n = int(self.join_reply.n_actions)
+        while (m := self.client.recv()) is not None:
+            kind = m.WhichOneof("kind")
+            if kind == "goodbye":
+                self.goodbye = m.goodbye
+                break
+            if kind != "step_request":
+                continue
+            req = m.step_request
+            mask = (
+                wire.decode(req.action_mask, name="action_mask", dtype=pb.DTYPE_BOOL, shape=(n,))
+                if req.HasField("action_mask")
+                else np.ones(n, dtype=bool)
+            )
+            action = self.choose(len(self.steps), mask)
+            self.steps.append((req.episode_id, req.step, mask.copy(), action))
+            reply = pb.StepReply(episode_id=req.episode_id, step=req.step, action=action)
+            self.client.send(pb.AgentMessage(step_reply=reply))
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Until the coordinator said goodbye (or closed the lane)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the coordinator never said goodbye"
+
+    def close(self) -> None:
+        self.client.close()

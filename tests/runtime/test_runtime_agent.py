@@ -62,6 +62,28 @@ def test_bad_observation_is_answered_with_the_fallback(obs: np.ndarray) -> None:
     assert runner.stats.bad_requests == 1 and policy.seen == []
 
 
+def test_a_failed_decision_under_a_mask_forbidding_the_fallback_sends_the_lowest_allowed() -> None:
+    policy = FakePolicy("agent_0", n_actions=4, fallback_action=1)
+    runner = AgentRunner(policy, "127.0.0.1:1")
+    req = step_request(np.array([np.nan, 0, 0], np.float32), np.array([False, False, True, True]))
+    out = runner.on_message(pb.CoordinatorMessage(step_request=req))
+    assert isinstance(out, pb.AgentMessage)
+    assert (out.step_reply.action, out.step_reply.is_fallback) == (2, True)
+    assert policy.seen == []
+
+
+def test_the_held_action_follows_the_legal_action_rule_under_the_last_mask() -> None:
+    policy = FakePolicy("agent_0", n_actions=4, fallback_action=1)
+    runner = AgentRunner(policy, "127.0.0.1:1")
+    assert runner.held_action() == 1  # no mask seen yet: the fallback
+    req = step_request(np.array([0, 0, 1], np.float32), np.array([False, False, False, True]))
+    runner.on_message(pb.CoordinatorMessage(step_request=req))
+    assert runner.held_action() == 3  # the fallback is masked: the lowest allowed action
+    req = step_request(np.array([0, 0, 1], np.float32), np.array([True, True, False, False]))
+    runner.on_message(pb.CoordinatorMessage(step_request=req))
+    assert runner.held_action() == 1
+
+
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
     b = Backoff(initial_s=0.1, max_s=1.0)
     rng = random.Random(0)

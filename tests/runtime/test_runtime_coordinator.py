@@ -100,6 +100,7 @@ def records(h: Harness) -> list[dict[str, Any]]:
         ({"sha": "xyz"}, grpc.StatusCode.INVALID_ARGUMENT, "64 lowercase hex"),
         ({"agent_id": ""}, grpc.StatusCode.INVALID_ARGUMENT, "agent_id is empty"),
         ({"protocol_version": 0}, grpc.StatusCode.FAILED_PRECONDITION, "protocol version"),
+        ({"protocol_version": 1}, grpc.StatusCode.FAILED_PRECONDITION, "version 1 is not spoken"),
     ],
 )
 def test_join_refusals_have_exact_status_codes(

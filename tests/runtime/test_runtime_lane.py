@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from runtime_doubles import FakePolicy, Harness
 
-from qmix_edge.runtime import lane
+from qmix_edge.runtime import lane, wire
 from qmix_edge.runtime.agent import AgentRunner
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
 from qmix_edge.runtime.errors import RuntimeFailure
@@ -246,7 +246,7 @@ def test_no_lane_on_the_coordinator_means_the_steps_stream(make_harness: Any) ->
     assert h.coordinator.lane_port == 0
     join = pb_grpc.TeamStub(h.channel()).Join(  # type: ignore[no-untyped-call]
         pb.JoinRequest(
-            protocol_version=pb.PROTOCOL_VERSION_1,
+            protocol_version=wire.PROTOCOL_VERSION,
             agent_id="agent_0",
             artifact_sha256=FakePolicy("agent_0").artifact_sha256,
             step_lane=True,
@@ -382,7 +382,7 @@ def read_frames(sock: socket.socket, until: Any) -> list[pb.CoordinatorMessage]:
 
 def lane_join_frame(agent_id: str = "agent_0") -> bytes:
     req = pb.JoinRequest(
-        protocol_version=pb.PROTOCOL_VERSION_1,
+        protocol_version=wire.PROTOCOL_VERSION,
         agent_id=agent_id,
         artifact_sha256=FakePolicy(agent_id).artifact_sha256,
     )

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%qmix_edge/runtime/proto/v1/team.proto\x12\x0cqmix_edge.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.qmix_edge.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa8\x01\n\x0bJoinRequest\x12\x37\n\x10protocol_version\x18\x01 \x01(\x0e\x32\x1d.qmix_edge.v1.ProtocolVersion\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x04 \x01(\t\x12\x11\n\tstep_lane\x18\x05 \x01(\x08\x12\r\n\x05token\x18\x06 \x01(\t\"\xe6\x02\n\tJoinReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x1c\n\x14\x63oordinator_instance\x18\x03 \x01(\t\x12 \n\x04mode\x18\x04 \x01(\x0e\x32\x12.qmix_edge.v1.Mode\x12\x13\n\x0b\x61gent_index\x18\x05 \x01(\r\x12\x10\n\x08n_agents\x18\x06 \x01(\r\x12\x17\n\x0f\x66\x61llback_action\x18\x07 \x01(\x03\x12\x18\n\x10step_deadline_ms\x18\x08 \x01(\r\x12\x13\n\x0blease_steps\x18\t \x01(\r\x12\x16\n\x0estep_period_ms\x18\n \x01(\r\x12\x15\n\repisode_limit\x18\x0b \x01(\r\x12\x0f\n\x07obs_dim\x18\x0c \x01(\r\x12\x11\n\tn_actions\x18\r \x01(\r\x12\x1a\n\x12\x63urrent_episode_id\x18\x0e \x01(\x04\x12\x16\n\x0estep_lane_port\x18\x0f \x01(\r\"\xc5\x01\n\x0c\x41gentMessage\x12&\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x14.qmix_edge.v1.AttachH\x00\x12-\n\nstep_reply\x18\x02 \x01(\x0b\x32\x17.qmix_edge.v1.StepReplyH\x00\x12)\n\x04join\x18\x03 \x01(\x0b\x32\x19.qmix_edge.v1.JoinRequestH\x00\x12+\n\x05leave\x18\x04 \x01(\x0b\x32\x1a.qmix_edge.v1.LeaveRequestH\x00\x42\x06\n\x04kind\"+\n\x06\x41ttach\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\xcb\x01\n\tStepReply\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_us\x18\x04 \x01(\r\x12\x13\n\x0bis_fallback\x18\x05 \x01(\x08\x12\x33\n\x06report\x18\x06 \x03(\x0b\x32#.qmix_edge.v1.StepReply.ReportEntry\x1a-\n\x0bReportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8e\x02\n\x12\x43oordinatorMessage\x12\x33\n\repisode_start\x18\x01 \x01(\x0b\x32\x1a.qmix_edge.v1.EpisodeStartH\x00\x12\x31\n\x0cstep_request\x18\x02 \x01(\x0b\x32\x19.qmix_edge.v1.StepRequestH\x00\x12/\n\x0b\x65pisode_end\x18\x03 \x01(\x0b\x32\x18.qmix_edge.v1.EpisodeEndH\x00\x12(\n\x07goodbye\x18\x04 \x01(\x0b\x32\x15.qmix_edge.v1.GoodbyeH\x00\x12-\n\njoin_reply\x18\x05 \x01(\x0b\x32\x17.qmix_edge.v1.JoinReplyH\x00\x42\x06\n\x04kind\"0\n\x0c\x45pisodeStart\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\xdf\x01\n\x0bStepRequest\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12)\n\x0bobservation\x18\x03 \x01(\x0b\x32\x14.qmix_edge.v1.Tensor\x12)\n\x0b\x61\x63tion_mask\x18\x04 \x01(\x0b\x32\x14.qmix_edge.v1.Tensor\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\r\x12\x11\n\tteam_step\x18\x06 \x01(\x04\x12\x1c\n\x0fprevious_action\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x12\n\x10_previous_action\"T\n\nEpisodeEnd\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\r\x12\x13\n\x0bteam_return\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"[\n\x07Goodbye\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.qmix_edge.v1.GoodbyeReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\"2\n\x0cLeaveRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0c\n\nLeaveReply*K\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01*R\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x0e\n\nDTYPE_BOOL\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03*A\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODE_SIMULATION\x10\x01\x12\x0e\n\nMODE_FIELD\x10\x02*\xab\x01\n\rGoodbyeReason\x12\x1e\n\x1aGOODBYE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_REASON_RUN_FINISHED\x10\x01\x12\x1b\n\x17GOODBYE_REASON_SHUTDOWN\x10\x02\x12 \n\x1cGOODBYE_REASON_LEASE_EXPIRED\x10\x03\x12\x1a\n\x16GOODBYE_REASON_REFUSED\x10\x04\x32\xcc\x01\n\x04Team\x12:\n\x04Join\x12\x19.qmix_edge.v1.JoinRequest\x1a\x17.qmix_edge.v1.JoinReply\x12I\n\x05Steps\x12\x1a.qmix_edge.v1.AgentMessage\x1a .qmix_edge.v1.CoordinatorMessage(\x01\x30\x01\x12=\n\x05Leave\x12\x1a.qmix_edge.v1.LeaveRequest\x1a\x18.qmix_edge.v1.LeaveReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%qmix_edge/runtime/proto/v1/team.proto\x12\x0cqmix_edge.v1\"I\n\x06Tensor\x12\"\n\x05\x64type\x18\x01 \x01(\x0e\x32\x13.qmix_edge.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xa8\x01\n\x0bJoinRequest\x12\x37\n\x10protocol_version\x18\x01 \x01(\x0e\x32\x1d.qmix_edge.v1.ProtocolVersion\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x17\n\x0f\x61rtifact_sha256\x18\x03 \x01(\t\x12\x13\n\x0b\x63lient_name\x18\x04 \x01(\t\x12\x11\n\tstep_lane\x18\x05 \x01(\x08\x12\r\n\x05token\x18\x06 \x01(\t\"\xe6\x02\n\tJoinReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x1c\n\x14\x63oordinator_instance\x18\x03 \x01(\t\x12 \n\x04mode\x18\x04 \x01(\x0e\x32\x12.qmix_edge.v1.Mode\x12\x13\n\x0b\x61gent_index\x18\x05 \x01(\r\x12\x10\n\x08n_agents\x18\x06 \x01(\r\x12\x17\n\x0f\x66\x61llback_action\x18\x07 \x01(\x03\x12\x18\n\x10step_deadline_ms\x18\x08 \x01(\r\x12\x13\n\x0blease_steps\x18\t \x01(\r\x12\x16\n\x0estep_period_ms\x18\n \x01(\r\x12\x15\n\repisode_limit\x18\x0b \x01(\r\x12\x0f\n\x07obs_dim\x18\x0c \x01(\r\x12\x11\n\tn_actions\x18\r \x01(\r\x12\x1a\n\x12\x63urrent_episode_id\x18\x0e \x01(\x04\x12\x16\n\x0estep_lane_port\x18\x0f \x01(\r\"\xc5\x01\n\x0c\x41gentMessage\x12&\n\x06\x61ttach\x18\x01 \x01(\x0b\x32\x14.qmix_edge.v1.AttachH\x00\x12-\n\nstep_reply\x18\x02 \x01(\x0b\x32\x17.qmix_edge.v1.StepReplyH\x00\x12)\n\x04join\x18\x03 \x01(\x0b\x32\x19.qmix_edge.v1.JoinRequestH\x00\x12+\n\x05leave\x18\x04 \x01(\x0b\x32\x1a.qmix_edge.v1.LeaveRequestH\x00\x42\x06\n\x04kind\"+\n\x06\x41ttach\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"\xcb\x01\n\tStepReply\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_us\x18\x04 \x01(\r\x12\x13\n\x0bis_fallback\x18\x05 \x01(\x08\x12\x33\n\x06report\x18\x06 \x03(\x0b\x32#.qmix_edge.v1.StepReply.ReportEntry\x1a-\n\x0bReportEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xba\x02\n\x12\x43oordinatorMessage\x12\x33\n\repisode_start\x18\x01 \x01(\x0b\x32\x1a.qmix_edge.v1.EpisodeStartH\x00\x12\x31\n\x0cstep_request\x18\x02 \x01(\x0b\x32\x19.qmix_edge.v1.StepRequestH\x00\x12/\n\x0b\x65pisode_end\x18\x03 \x01(\x0b\x32\x18.qmix_edge.v1.EpisodeEndH\x00\x12(\n\x07goodbye\x18\x04 \x01(\x0b\x32\x15.qmix_edge.v1.GoodbyeH\x00\x12-\n\njoin_reply\x18\x05 \x01(\x0b\x32\x17.qmix_edge.v1.JoinReplyH\x00\x12*\n\x08\x61ttached\x18\x06 \x01(\x0b\x32\x16.qmix_edge.v1.AttachedH\x00\x42\x06\n\x04kind\"e\n\x08\x41ttached\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x1a\n\x12\x63urrent_episode_id\x18\x02 \x01(\x04\x12\x17\n\x0f\x61gents_attached\x18\x03 \x01(\r\x12\x10\n\x08n_agents\x18\x04 \x01(\r\"0\n\x0c\x45pisodeStart\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\xdf\x01\n\x0bStepRequest\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\x0c\n\x04step\x18\x02 \x01(\r\x12)\n\x0bobservation\x18\x03 \x01(\x0b\x32\x14.qmix_edge.v1.Tensor\x12)\n\x0b\x61\x63tion_mask\x18\x04 \x01(\x0b\x32\x14.qmix_edge.v1.Tensor\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x05 \x01(\r\x12\x11\n\tteam_step\x18\x06 \x01(\x04\x12\x1c\n\x0fprevious_action\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x12\n\x10_previous_action\"T\n\nEpisodeEnd\x12\x12\n\nepisode_id\x18\x01 \x01(\x04\x12\r\n\x05steps\x18\x02 \x01(\r\x12\x13\n\x0bteam_return\x18\x03 \x01(\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\"[\n\x07Goodbye\x12+\n\x06reason\x18\x01 \x01(\x0e\x32\x1b.qmix_edge.v1.GoodbyeReason\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t\x12\x13\n\x0bstatus_code\x18\x03 \x01(\r\"2\n\x0cLeaveRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0c\n\nLeaveReply*c\n\x0fProtocolVersion\x12 \n\x1cPROTOCOL_VERSION_UNSPECIFIED\x10\x00\x12\x16\n\x12PROTOCOL_VERSION_1\x10\x01\x12\x16\n\x12PROTOCOL_VERSION_2\x10\x02*R\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x0e\n\nDTYPE_BOOL\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03*A\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x13\n\x0fMODE_SIMULATION\x10\x01\x12\x0e\n\nMODE_FIELD\x10\x02*\xab\x01\n\rGoodbyeReason\x12\x1e\n\x1aGOODBYE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n\x1bGOODBYE_REASON_RUN_FINISHED\x10\x01\x12\x1b\n\x17GOODBYE_REASON_SHUTDOWN\x10\x02\x12 \n\x1cGOODBYE_REASON_LEASE_EXPIRED\x10\x03\x12\x1a\n\x16GOODBYE_REASON_REFUSED\x10\x04\x32\xcc\x01\n\x04Team\x12:\n\x04Join\x12\x19.qmix_edge.v1.JoinRequest\x1a\x17.qmix_edge.v1.JoinReply\x12I\n\x05Steps\x12\x1a.qmix_edge.v1.AgentMessage\x1a .qmix_edge.v1.CoordinatorMessage(\x01\x30\x01\x12=\n\x05Leave\x12\x1a.qmix_edge.v1.LeaveRequest\x1a\x18.qmix_edge.v1.LeaveReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +33,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STEPREPLY_REPORTENTRY']._loaded_options = None
   _globals['_STEPREPLY_REPORTENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOLVERSION']._serialized_start=1907
-  _globals['_PROTOCOLVERSION']._serialized_end=1982
-  _globals['_DTYPE']._serialized_start=1984
-  _globals['_DTYPE']._serialized_end=2066
-  _globals['_MODE']._serialized_start=2068
-  _globals['_MODE']._serialized_end=2133
-  _globals['_GOODBYEREASON']._serialized_start=2136
-  _globals['_GOODBYEREASON']._serialized_end=2307
+  _globals['_PROTOCOLVERSION']._serialized_start=2054
+  _globals['_PROTOCOLVERSION']._serialized_end=2153
+  _globals['_DTYPE']._serialized_start=2155
+  _globals['_DTYPE']._serialized_end=2237
+  _globals['_MODE']._serialized_start=2239
+  _globals['_MODE']._serialized_end=2304
+  _globals['_GOODBYEREASON']._serialized_start=2307
+  _globals['_GOODBYEREASON']._serialized_end=2478
   _globals['_TENSOR']._serialized_start=55
   _globals['_TENSOR']._serialized_end=128
   _globals['_JOINREQUEST']._serialized_start=131
@@ -56,19 +56,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STEPREPLY_REPORTENTRY']._serialized_start=1066
   _globals['_STEPREPLY_REPORTENTRY']._serialized_end=1111
   _globals['_COORDINATORMESSAGE']._serialized_start=1114
-  _globals['_COORDINATORMESSAGE']._serialized_end=1384
-  _globals['_EPISODESTART']._serialized_start=1386
-  _globals['_EPISODESTART']._serialized_end=1434
-  _globals['_STEPREQUEST']._serialized_start=1437
-  _globals['_STEPREQUEST']._serialized_end=1660
-  _globals['_EPISODEEND']._serialized_start=1662
-  _globals['_EPISODEEND']._serialized_end=1746
-  _globals['_GOODBYE']._serialized_start=1748
-  _globals['_GOODBYE']._serialized_end=1839
-  _globals['_LEAVEREQUEST']._serialized_start=1841
-  _globals['_LEAVEREQUEST']._serialized_end=1891
-  _globals['_LEAVEREPLY']._serialized_start=1893
-  _globals['_LEAVEREPLY']._serialized_end=1905
-  _globals['_TEAM']._serialized_start=2310
-  _globals['_TEAM']._serialized_end=2514
+  _globals['_COORDINATORMESSAGE']._serialized_end=1428
+  _globals['_ATTACHED']._serialized_start=1430
+  _globals['_ATTACHED']._serialized_end=1531
+  _globals['_EPISODESTART']._serialized_start=1533
+  _globals['_EPISODESTART']._serialized_end=1581
+  _globals['_STEPREQUEST']._serialized_start=1584
+  _globals['_STEPREQUEST']._serialized_end=1807
+  _globals['_EPISODEEND']._serialized_start=1809
+  _globals['_EPISODEEND']._serialized_end=1893
+  _globals['_GOODBYE']._serialized_start=1895
+  _globals['_GOODBYE']._serialized_end=1986
+  _globals['_LEAVEREQUEST']._serialized_start=1988
+  _globals['_LEAVEREQUEST']._serialized_end=2038
+  _globals['_LEAVEREPLY']._serialized_start=2040
+  _globals['_LEAVEREPLY']._serialized_end=2052
+  _globals['_TEAM']._serialized_start=2481
+  _globals['_TEAM']._serialized_end=2685
 # @@protoc_insertion_point(module_scope)

@@ -11,6 +11,7 @@ class ProtocolVersion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PROTOCOL_VERSION_UNSPECIFIED: _ClassVar[ProtocolVersion]
     PROTOCOL_VERSION_1: _ClassVar[ProtocolVersion]
+    PROTOCOL_VERSION_2: _ClassVar[ProtocolVersion]
 
 class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -34,6 +35,7 @@ class GoodbyeReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GOODBYE_REASON_REFUSED: _ClassVar[GoodbyeReason]
 PROTOCOL_VERSION_UNSPECIFIED: ProtocolVersion
 PROTOCOL_VERSION_1: ProtocolVersion
+PROTOCOL_VERSION_2: ProtocolVersion
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_BOOL: DType
@@ -151,18 +153,32 @@ class StepReply(_message.Message):
     def __init__(self, episode_id: _Optional[int] = ..., step: _Optional[int] = ..., action: _Optional[int] = ..., decision_us: _Optional[int] = ..., is_fallback: _Optional[bool] = ..., report: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class CoordinatorMessage(_message.Message):
-    __slots__ = ("episode_start", "step_request", "episode_end", "goodbye", "join_reply")
+    __slots__ = ("episode_start", "step_request", "episode_end", "goodbye", "join_reply", "attached")
     EPISODE_START_FIELD_NUMBER: _ClassVar[int]
     STEP_REQUEST_FIELD_NUMBER: _ClassVar[int]
     EPISODE_END_FIELD_NUMBER: _ClassVar[int]
     GOODBYE_FIELD_NUMBER: _ClassVar[int]
     JOIN_REPLY_FIELD_NUMBER: _ClassVar[int]
+    ATTACHED_FIELD_NUMBER: _ClassVar[int]
     episode_start: EpisodeStart
     step_request: StepRequest
     episode_end: EpisodeEnd
     goodbye: Goodbye
     join_reply: JoinReply
-    def __init__(self, episode_start: _Optional[_Union[EpisodeStart, _Mapping]] = ..., step_request: _Optional[_Union[StepRequest, _Mapping]] = ..., episode_end: _Optional[_Union[EpisodeEnd, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., join_reply: _Optional[_Union[JoinReply, _Mapping]] = ...) -> None: ...
+    attached: Attached
+    def __init__(self, episode_start: _Optional[_Union[EpisodeStart, _Mapping]] = ..., step_request: _Optional[_Union[StepRequest, _Mapping]] = ..., episode_end: _Optional[_Union[EpisodeEnd, _Mapping]] = ..., goodbye: _Optional[_Union[Goodbye, _Mapping]] = ..., join_reply: _Optional[_Union[JoinReply, _Mapping]] = ..., attached: _Optional[_Union[Attached, _Mapping]] = ...) -> None: ...
+
+class Attached(_message.Message):
+    __slots__ = ("session_id", "current_episode_id", "agents_attached", "n_agents")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_ATTACHED_FIELD_NUMBER: _ClassVar[int]
+    N_AGENTS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    current_episode_id: int
+    agents_attached: int
+    n_agents: int
+    def __init__(self, session_id: _Optional[str] = ..., current_episode_id: _Optional[int] = ..., agents_attached: _Optional[int] = ..., n_agents: _Optional[int] = ...) -> None: ...
 
 class EpisodeStart(_message.Message):
     __slots__ = ("episode_id", "seed")
