@@ -371,6 +371,12 @@ class Trainer:
         metrics: MetricsLogger,
     ) -> dict[str, Any]:
         cfg = self.config
+        if self.env_steps >= total:
+            raise ConfigError(
+                f"{self.run_dir} already holds {self.env_steps} env steps, so total_timesteps="
+                f"{total} leaves nothing to train (it counts every step of the run, not steps to "
+                f"add); pass more than {self.env_steps}, e.g. {self.env_steps + total}"
+            )
         start_steps, start_time = self.env_steps, time.perf_counter()
         session_offset = self.wall_offset
 
