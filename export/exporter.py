@@ -419,7 +419,7 @@ def export_run(
         raise ExportConfigError(f"cannot load run {run_dir}: {e}") from e
     config = run.config
     env_options = {
-        "n_agents": config.get("n_agents"),
+        "n_agents": run.spec.n_agents,  # the team the run had (older configs kept the request)
         "team_reward": config.get("team_reward"),
         "episode_limit": config.get("episode_limit"),
     }
@@ -452,7 +452,7 @@ def _make_env(spec: EnvSpec, config: Mapping[str, Any]) -> TeamEnv | None:
     try:
         env = make_env(
             str(config.get("env", spec.env_id)),
-            n_agents=int(config.get("n_agents", spec.n_agents)),
+            n_agents=spec.n_agents,
             team_reward=config.get("team_reward", "sum"),
             episode_limit=config.get("episode_limit"),
             env_kwargs=config.get("env_kwargs") or {},

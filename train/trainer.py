@@ -158,6 +158,10 @@ class Trainer:
         )
         self.spec: EnvSpec = probe.spec
         probe.close()
+        if self.spec.n_agents != cfg.n_agents:
+            # A fixed team (simple_speaker_listener, the matrix games) or env_kwargs' own N: the
+            # run records, and its envs are made with, the team size it really has.
+            self.config = cfg = cfg.replace(n_agents=self.spec.n_agents)
         self.episode_limit = self.spec.episode_limit
         self.buffer_episodes = cfg.buffer_episodes(self.episode_limit)
 
