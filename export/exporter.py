@@ -355,7 +355,7 @@ def _check_unchanged(data: bytes, w: _AgentWork, rec: parity.Recording, spec: En
     )
     if not (np.array_equal(again.q, w.replay.q) and np.array_equal(again.action, w.replay.action)):
         raise ExportError(
-            f"agent {w.graph.agent_id!r}'s final graph computes differently from the gated one; "
+            f"the final graph of agent {w.graph.agent_id!r} computes differently from the gated one; "
             "this is an exporter bug, please report it"
         )
 
