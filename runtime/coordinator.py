@@ -427,6 +427,7 @@ class Coordinator:
         _add_team_service(_TeamServicer(self), server)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        _check_port_free(address)  # before gRPC, whose C core prints its own bind error
         try:
             if self.tls is not None:
                 port = server.add_secure_port(address, self.tls.credentials())
@@ -1339,7 +1340,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             log.warning("refused %s of %r from %s: bad token", what, agent_id[:80], self.peer)
             self._refuse(
                 grpc.StatusCode.UNAUTHENTICATED,
-                f"this coordinator requires agent {agent_id[:80]!r}'s bearer token on the step "
+                f"this coordinator requires the bearer token of agent {agent_id[:80]!r} on the step "
                 "lane, in Attach.token or JoinRequest.token (qmix-agent --token-file)",
             )
             return False
@@ -1555,11 +1556,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_lane=not args.no_step_lane,
             step_lane_port=step_lane_port(args.port, args.step_lane_port),
         )
-        env = (
-            make_team_env(team, args.env, args.episode_limit)
-            if config.mode == "simulation"
-            else None
-        )
+        try:
+            env = (
+                make_team_env(team, args.env, args.episode_limit)
+                if config.mode == "simulation"
+                else None
+            )
+        except TeamMismatchError as e:
+            _refuse_an_edited_manifest(args.artifacts, team, args.public_key, e)
+            raise
         coordinator = Coordinator(
             team, config, env=env, record_path=args.record, tls=tls, tokens=tokens
         )
@@ -1584,17 +1589,73 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         coordinator.close()
         stop_handler()
-    returns = [e["return"] for e in summary.episodes]
-    mean = sum(returns) / len(returns) if returns else float("nan")
-    log.info(
-        "%s after %d episodes here (mean return %.4f), %d team steps in the run",
-        "finished" if summary.finished else "stopped",
-        len(summary.episodes),
-        mean,
-        summary.team_steps,
-    )
-    log.info("run record appended to %s", args.record or "(no --record given)")
+    for line in closing_lines(summary, args.record):
+        log.info("%s", line)
     return 0
+
+
+def closing_lines(summary: RunSummary, record: str | None) -> list[str]:
+    """What the coordinator's last log lines say about a run: episodes and their mean return
+    (none when no episode ended here), and the record written, when there is one."""
+    returns = [e["return"] for e in summary.episodes]
+    state = "finished" if summary.finished else "stopped"
+    lines = [
+        f"{state} after {len(returns)} episodes here (mean return {sum(returns) / len(returns):.4f})"
+        f", {summary.team_steps} team steps in the run"
+        if returns
+        else f"{state} before any episode ended here, {summary.team_steps} team steps in the run"
+    ]
+    if record:
+        lines.append(f"run record appended to {record}")
+    return lines
+
+
+def _check_port_free(address: str) -> None:
+    """Raise `RuntimeFailure` when no address ``address`` resolves to can be bound (a port in use):
+    our message alone on the user's terminal, not gRPC's C-core log line before it. Like gRPC,
+    one bindable address of several is enough; port 0 always is."""
+    host, _, port_text = address.rpartition(":")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None,
+            int(port_text),
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+    except OSError:
+        return  # an unresolvable host is gRPC's to report
+    first: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listener
+            try:
+                sock.bind(sockaddr)
+                return
+            except OSError as e:
+                first = first or e
+    if first is not None:
+        raise RuntimeFailure(
+            f"cannot bind {address}: the port is in use or not permitted ({first.strerror}). "
+            "Stop the other server or choose another --port (0 = any free port)."
+        ) from first
+
+
+def _refuse_an_edited_manifest(
+    artifacts: str, team: TeamSpec, public_key: Any, cause: Exception
+) -> None:
+    """When the env disagrees with manifest.json, the manifest may be what is wrong: load each
+    agent's graph (hash, the mirror of the manifest it was exported with) so an edited manifest
+    is named as such, instead of advice to change the env."""
+    from .artifact import ArtifactError
+    from .policy import AgentPolicy
+
+    for agent in team.agents:
+        try:
+            AgentPolicy.load(artifacts, agent.agent_id, public_key=public_key)
+        except ArtifactError as e:
+            raise e from cause
 
 
 def _write_port_file(path: Path, port: int) -> None:
