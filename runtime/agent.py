@@ -157,6 +157,8 @@ class AgentStats:
     fallbacks_held: int = 0
     bad_requests: int = 0
     dropped: int = 0
+    silences_ended: int = 0
+    """Times the coordinator was heard again after a silence (its first contact is not one)."""
 
 
 class AgentRunner:
@@ -218,6 +220,7 @@ class AgentRunner:
         self._stop = threading.Event()
         self._last_heard = time.monotonic()
         self._holding = True  # nothing heard yet: the fallback is what the device does
+        self._heard_once = False
         self._lane: LaneClient | None = None  # the open step lane, whichever carrier opened it
         self._carrier: Carrier
         if target is None:
@@ -486,7 +489,12 @@ class AgentRunner:
         self._last_heard = time.monotonic()
         if self._holding:
             self._holding = False
-            log.info("coordinator heard again: acting on decisions")
+            if self._heard_once:
+                self.stats.silences_ended += 1
+                log.info("coordinator heard again: acting on decisions")
+            else:
+                log.info("coordinator heard: acting on decisions")
+        self._heard_once = True
 
     def _hold_fallback(self, why: str) -> None:
         if not self._holding:
