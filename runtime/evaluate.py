@@ -673,6 +673,19 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
+def _why_unequal(report: Mapping[str, Any]) -> str:
+    """Whether the unequal episodes are explained by fallbacks or late replies (faults at work)
+    or diverged without one (what parity exists to catch)."""
+    unexplained = [
+        e["episode_index"]
+        for e in report["episodes"]
+        if not e["equal"] and e["return"] is not None and not (e["fallbacks"] or e["late_replies"])
+    ]
+    if unexplained:
+        return f"; {unexplained} had no fallback nor late reply: a real divergence"
+    return " (each had a fallback or a late reply, or did not finish)"
+
+
 def summary_text(report: Mapping[str, Any]) -> str:
     lat = report["step_latency_us"]
     t = report["totals"]
@@ -684,7 +697,8 @@ def summary_text(report: Mapping[str, Any]) -> str:
         f"{_num(report['fault_cost'])} ({FAULT_COST_MEANS})",
         "parity: every episode equal to the reference"
         if report["parity"]["all_equal"]
-        else f"parity: episodes {report['parity']['unequal_episodes']} differ from the reference",
+        else f"parity: episodes {report['parity']['unequal_episodes']} differ from the reference"
+        + _why_unequal(report),
     ]
     if lat.get("n"):
         lines.append(

@@ -125,6 +125,8 @@ def test_report_defines_the_sign_of_the_return_the_faults_cost(
     text = summary_text(report)
     assert "return the faults cost 0.500 (reference mean minus distributed mean" in text
     assert "mean return -1.500  (reference -1.000)" in text
+    # episode 0 had a fallback; episode 1 differs with none: that one is a real divergence
+    assert "[1] had no fallback nor late reply: a real divergence" in text
 
 
 def test_coordinator_closing_lines_say_only_what_happened() -> None:
