@@ -7,6 +7,8 @@ prints, all measured in this run:
   of the session's unvalidated inner ``run`` (`act` itself runs through onnxruntime I/O binding on
   fixed buffers, so it can beat the baseline), and of the same agent network in torch eager mode
   (``torch.inference_mode``), with the ratios;
+- the cost of a float64 observation, which `act` converts into its float32 input buffer, against
+  the same call with float32;
 - the artifact size per agent (fp32 graph; int8 and fp16 variants);
 - process start to first action (a fresh interpreter that imports the runtime, loads and verifies
   the artifact, warms up and acts once) and its peak RSS, against a baseline process that only
@@ -140,6 +142,7 @@ def bench_kind(kind: str, root: Path, calls: int, repeats: int) -> dict[str, flo
     policy = AgentPolicy.load(out, "agent_0")
     rng = np.random.default_rng(0)
     obs = rng.normal(size=OBS_DIM).astype(np.float32)
+    obs64 = obs.astype(np.float64)  # a sensor's float64 array: act() converts it in its buffer
     mask = np.ones(N_ACTIONS, dtype=bool)
 
     session = ort.InferenceSession(
@@ -168,6 +171,7 @@ def bench_kind(kind: str, root: Path, calls: int, repeats: int) -> dict[str, flo
             "inner_ort_us": (lambda: session._sess.run(names, feed, None), calls),
             "torch_eager_us": (torch_call, max(calls // 4, 1000)),
             "act_no_mask_us": (lambda: policy.act(obs), calls),
+            "act_float64_us": (lambda: policy.act(obs64, mask), calls),
         },
         repeats,
     )
@@ -202,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{kind}: act {r['act_us']:.2f} us (no mask {r['act_no_mask_us']:.2f}), bare "
                 f"onnxruntime {r['bare_ort_us']:.2f} us (its unvalidated inner run "
                 f"{r['inner_ort_us']:.2f} us), torch eager {r['torch_eager_us']:.2f} us"
+            )
+            print(
+                f"{kind}:   float64 obs: act {r['act_float64_us']:.2f} us, "
+                f"{r['act_float64_us'] - r['act_us']:+.2f} us against float32 "
+                f"({r['act_float64_us'] / r['act_us']:.3f}x): the conversion into the input buffer"
             )
             print(
                 f"{kind}:   act / bare = {vs_bare:.2f}x (goal <= 1.5x), torch / act = "

@@ -28,13 +28,15 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import pkgutil
+import re
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .base import TeamEnv
-from .errors import EnvError, UnsupportedEnvError
+from .errors import EnvError, UnsupportedEnvError, did_you_mean
 from .matrix import PENALTY_PAYOFF, MatrixGame, TwoStepGame
 from .pettingzoo_env import TEAM_REWARDS, PettingZooTeamEnv, TeamReward
 
@@ -155,6 +157,29 @@ def import_sim_module(module_name: str) -> types.ModuleType:
         ) from e
 
 
+_VERSIONED = re.compile(r"_v\d+$")
+
+
+def _env_entry_points(module: types.ModuleType) -> list[str]:
+    """What could follow ``module:`` in an env id: its public submodules (found on disk, not
+    imported) and the public callables it defines. PettingZoo's versioned names (``simple_spread_v3``) alone when
+    the package follows that convention, so mpe2 lists its scenarios, not its helpers."""
+    names = {
+        m.name
+        for m in pkgutil.iter_modules(getattr(module, "__path__", None) or [])
+        if not m.name.startswith("_")
+    }
+    for n in dir(module):
+        value = getattr(module, n, None)
+        if n.startswith("_") or isinstance(value, types.ModuleType) or not callable(value):
+            continue
+        if not str(getattr(value, "__module__", "")).startswith(module.__name__):
+            continue  # imported helpers (typing.Any, numpy ...) are not this module's envs
+        names.add(n)
+    versioned = sorted(n for n in names if _VERSIONED.search(n))
+    return versioned or sorted(names)
+
+
 def _team_size_kwarg(factory: Callable[..., Any], module: types.ModuleType | None) -> str | None:
     """The factory's team-size keyword (``N``, ``n_agents``, ``num_agents``), if it has one."""
     candidates: list[Any] = [factory]
@@ -195,9 +220,12 @@ def _from_entry_point(
             if e.name != f"{module_name}.{attr}":
                 obj = import_sim_module(f"{module_name}.{attr}")  # re-raise with the install hint
     if obj is None:
-        public = sorted(n for n in dir(module) if not n.startswith("_"))[:20]
+        offered = _env_entry_points(module)
+        shown = offered[:30] + (["..."] if len(offered) > 30 else [])
         raise EnvError(
-            f"module {module_name!r} has no attribute or submodule {attr!r}; it has: {public}"
+            f"module {module_name!r} has no attribute or submodule {attr!r}."
+            + did_you_mean(attr, offered)
+            + f" Its env modules and factories: {', '.join(shown) or '(none)'}"
         )
     owner: types.ModuleType | None = None
     if isinstance(obj, types.ModuleType):
@@ -319,8 +347,9 @@ def make_env(
 
             return make_gym_team(env_id, **common)
         tried.append("Gymnasium ids (not registered)")
+    known = [*BUILTIN_ENVS, *(registry if registry is not None else ())]
     raise EnvError(
-        f"unknown env id {env_id!r}; tried: {'; '.join(tried)}. "
+        f"unknown env id {env_id!r}.{did_you_mean(env_id, known)} Tried: {'; '.join(tried)}. "
         + _ACCEPTED_FORMS.format(builtins=", ".join(BUILTIN_ENVS))
     )
 

@@ -398,7 +398,7 @@ def _check_unchanged(data: bytes, w: _AgentWork, rec: parity.Recording, spec: En
     )
     if not (np.array_equal(again.q, w.replay.q) and np.array_equal(again.action, w.replay.action)):
         raise ExportError(
-            f"agent {w.graph.agent_id!r}'s final graph computes differently from the gated one; "
+            f"the final graph of agent {w.graph.agent_id!r} computes differently from the gated one; "
             "this is an exporter bug, please report it"
         )
 
@@ -469,7 +469,7 @@ def export_run(
     )
     config = run.config
     env_options = {
-        "n_agents": config.get("n_agents"),
+        "n_agents": run.spec.n_agents,  # the team the run had (older configs kept the request)
         "team_reward": config.get("team_reward"),
         "episode_limit": config.get("episode_limit"),
     }
@@ -502,7 +502,7 @@ def _make_env(spec: EnvSpec, config: Mapping[str, Any]) -> TeamEnv | None:
     try:
         env = make_env(
             str(config.get("env", spec.env_id)),
-            n_agents=int(config.get("n_agents", spec.n_agents)),
+            n_agents=spec.n_agents,
             team_reward=config.get("team_reward", "sum"),
             episode_limit=config.get("episode_limit"),
             env_kwargs=config.get("env_kwargs") or {},

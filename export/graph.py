@@ -207,11 +207,13 @@ def check_model(model: onnx.ModelProto, graph: AgentGraph) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"onnx.checker rejected agent {graph.agent_id!r}'s graph: {e}") from e
+        raise ExportError(
+            f"onnx.checker rejected the graph of agent {graph.agent_id!r}: {e}"
+        ) from e
     domains = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node}
     if not domains <= ALLOWED_DOMAINS or len(model.functions) > 0:
         raise ExportError(
-            f"agent {graph.agent_id!r}'s graph uses operator domains {sorted(domains)} or local "
+            f"the graph of agent {graph.agent_id!r} uses operator domains {sorted(domains)} or local "
             f"functions ({len(model.functions)}); only standard ONNX operators are allowed"
         )
     opsets = {op.domain: op.version for op in model.opset_import}

@@ -163,6 +163,8 @@ class AgentStats:
     fallbacks_held: int = 0
     bad_requests: int = 0
     dropped: int = 0
+    silences_ended: int = 0
+    """Times the coordinator was heard again after a silence (its first contact is not one)."""
 
 
 class AgentRunner:
@@ -227,6 +229,7 @@ class AgentRunner:
         # The most recent action mask this agent saw (None: none yet, every action allowed): what
         # the watchdog's hold and a failed decision choose their legal substitute under.
         self._last_mask: np.ndarray | None = None
+        self._heard_once = False
         self._lane: LaneClient | None = None  # the open step lane, whichever carrier opened it
         self._carrier: Carrier
         if target is None:
@@ -515,7 +518,12 @@ class AgentRunner:
         self._last_heard = time.monotonic()
         if self._holding:
             self._holding = False
-            log.info("coordinator heard again: acting on decisions")
+            if self._heard_once:
+                self.stats.silences_ended += 1
+                log.info("coordinator heard again: acting on decisions")
+            else:
+                log.info("coordinator heard: acting on decisions")
+        self._heard_once = True
 
     def held_action(self) -> int:
         """The action the agent holds while the coordinator is away: the legal-action rule under

@@ -232,8 +232,11 @@ class Manifest:
         return json.dumps(self.mirror_dict(), sort_keys=True, separators=(",", ":"))
 
     def check_mirror(self, metadata: Mapping[str, str], agent_id: str, precision: str) -> None:
-        """Raise `ArtifactIntegrityError` unless a graph's metadata matches this manifest."""
-        where = f"agent {agent_id!r}'s {precision} graph"
+        """Raise `ArtifactIntegrityError` unless a graph's metadata matches this manifest.
+
+        The message names the fields that differ: the same run and step means ``manifest.json``
+        was edited after export; another run or step means the files come from two exports."""
+        where = f"the {precision} graph of agent {agent_id!r}"
         if metadata.get(METADATA_AGENT_KEY) != agent_id:
             raise ArtifactIntegrityError(
                 f"{where} says it belongs to agent {metadata.get(METADATA_AGENT_KEY)!r}; "
@@ -248,12 +251,35 @@ class Manifest:
             mirrored = json.loads(raw) if raw is not None else None
         except ValueError as e:
             raise ArtifactIntegrityError(f"{where} has an unreadable manifest mirror") from e
-        if mirrored != self.mirror_dict():
+        mine = self.mirror_dict()
+        if mirrored == mine:
+            return
+        if not isinstance(mirrored, dict):
+            raise ArtifactIntegrityError(f"{where} carries no manifest mirror; re-export")
+        diffs = _differences(mine, mirrored)
+        shown = "; ".join(f"{k}: {MANIFEST_FILE} {a}, graph {b}" for k, a, b in diffs[:6])
+        if (mirrored.get("run_id"), mirrored.get("step")) != (self.run_id, self.step):
             raise ArtifactIntegrityError(
-                f"{where} was exported with a different manifest than {MANIFEST_FILE} (run "
-                f"{self.run_id}, step {self.step}); the graph and the manifest come from "
-                "different exports. Re-copy the whole artifact directory."
+                f"{where} comes from another export than {MANIFEST_FILE} ({shown}). Re-copy the "
+                "whole artifact directory from one export."
             )
+        fallback = [
+            f"--fallback-action {k.split('[', 1)[1].split(']', 1)[0]}={a}"
+            for k, a, _ in diffs
+            if k.startswith("agents[") and k.endswith("].fallback_action")
+        ]
+        raise ArtifactIntegrityError(
+            f"{MANIFEST_FILE} disagrees with {where} although both come from the same export "
+            f"(run {self.run_id}, step {self.step}): {shown}. {MANIFEST_FILE} was edited after "
+            "export, and each graph carries the manifest it was exported with. Restore "
+            f"{MANIFEST_FILE} (re-copy the artifact directory)"
+            + (
+                f", or re-export with qmix-export RUN --out DIR {' '.join(fallback)} to change "
+                "the fallback action."
+                if fallback
+                else ", or re-export the run."
+            )
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Manifest:
@@ -472,3 +498,21 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _differences(mine: Any, theirs: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, this value, that value) of every leaf where two JSON values differ; agents
+    are named by their id (``agents[speaker_0].fallback_action``)."""
+    if isinstance(mine, dict) and isinstance(theirs, dict):
+        out: list[tuple[str, Any, Any]] = []
+        for k in sorted(set(mine) | set(theirs)):
+            sub = f"{path}.{k}" if path else str(k)
+            out += _differences(mine.get(k), theirs.get(k), sub)
+        return out
+    if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+        out = []
+        for i, (a, b) in enumerate(zip(mine, theirs, strict=True)):
+            name = a.get("agent_id", i) if isinstance(a, dict) else i
+            out += _differences(a, b, f"{path}[{name}]")
+        return out
+    return [] if mine == theirs else [(path, mine, theirs)]

@@ -468,6 +468,7 @@ class Coordinator:
         _add_team_service(_TeamServicer(self), server)
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        _check_port_free(address)  # before gRPC, whose C core prints its own bind error
         try:
             if self.tls is not None:
                 port = server.add_secure_port(address, self.tls.credentials())
@@ -1479,7 +1480,7 @@ class _LaneConnection(asyncio.BufferedProtocol):
             log.warning("refused %s of %r from %s: bad token", what, agent_id[:80], self.peer)
             self._refuse(
                 grpc.StatusCode.UNAUTHENTICATED,
-                f"this coordinator requires agent {agent_id[:80]!r}'s bearer token on the step "
+                f"this coordinator requires the bearer token of agent {agent_id[:80]!r} on the step "
                 "lane, in Attach.token or JoinRequest.token (qmix-agent --token-file)",
             )
             return False
@@ -1711,11 +1712,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             step_lane=not args.no_step_lane,
             step_lane_port=step_lane_port(args.port, args.step_lane_port),
         )
-        env = (
-            make_team_env(team, args.env, args.episode_limit)
-            if config.mode == "simulation"
-            else None
-        )
+        try:
+            env = (
+                make_team_env(team, args.env, args.episode_limit)
+                if config.mode == "simulation"
+                else None
+            )
+        except TeamMismatchError as e:
+            _refuse_an_edited_manifest(args.artifacts, team, args.public_key, e)
+            raise
         coordinator = Coordinator(
             team, config, env=env, record_path=args.record, tls=tls, tokens=tokens
         )
@@ -1740,22 +1745,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         coordinator.close()
         stop_handler()
-    for line in summary_lines(summary):
+    for line in summary_lines(summary, args.record):
         log.log(logging.INFO if summary.exit_status == EXIT_OK else logging.ERROR, "%s", line)
-    log.info("run record appended to %s", args.record or "(no --record given)")
     return summary.exit_status
 
 
-def summary_lines(summary: RunSummary) -> list[str]:
-    """What a run did, for the last lines of qmix-coordinator: the outcome first, then who never
-    joined, the episodes played with an empty seat, and the invalid replies per agent."""
-    played = [e for e in summary.episodes if e["reason"] != "stopped"]
+def summary_lines(summary: RunSummary, record: str | None = None) -> list[str]:
+    """What a run did, for the last lines of qmix-coordinator: the outcome first (episodes and
+    their mean return, none when no episode ended here), then who never joined, the episodes
+    played with an empty seat, the invalid replies per agent, and the record written, if any."""
+    played = [e for e in summary.episodes if e.get("reason") != "stopped"]
     returns = [e["return"] for e in played]
-    mean = f"{sum(returns) / len(returns):.4f}" if returns else "n/a"
     outcome = "failed" if summary.failure else "finished" if summary.finished else "stopped"
+    counts = f"{summary.team_steps} team steps in the run, {summary.decisions} agent decisions"
     lines = [
-        f"{outcome} after {len(played)} episodes here (mean return {mean}), "
-        f"{summary.team_steps} team steps in the run, {summary.decisions} agent decisions"
+        f"{outcome} after {len(played)} episodes here "
+        f"(mean return {sum(returns) / len(returns):.4f}), {counts}"
+        if returns
+        else f"{outcome} before any episode ended here, {counts}"
     ]
     if summary.failure:
         lines.append(summary.failure)
@@ -1772,7 +1779,7 @@ def summary_lines(summary: RunSummary) -> list[str]:
             f"{summary.incomplete_team_episodes} of {len(played)} episodes were played with an "
             "incomplete team (see each episode_end's 'absent' in the record)"
         )
-    env_errors = sum(1 for e in played if e["reason"] == "env_error")
+    env_errors = sum(1 for e in played if e.get("reason") == "env_error")
     if env_errors:
         lines.append(f"{env_errors} episodes ended by an environment error (reason env_error)")
     invalid = {a: c.invalid_actions for a, c in summary.counters.items() if c.invalid_actions}
@@ -1783,7 +1790,57 @@ def summary_lines(summary: RunSummary) -> list[str]:
         )
     if summary.exit_status == EXIT_INCOMPLETE_TEAM:
         lines.append(f"exit status {EXIT_INCOMPLETE_TEAM}: the run did not have its whole team")
+    if record:
+        lines.append(f"run record appended to {record}")
     return lines
+
+
+def _check_port_free(address: str) -> None:
+    """Raise `RuntimeFailure` when no address ``address`` resolves to can be bound (a port in use):
+    our message alone on the user's terminal, not gRPC's C-core log line before it. Like gRPC,
+    one bindable address of several is enough; port 0 always is."""
+    host, _, port_text = address.rpartition(":")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host.strip("[]") or None,
+            int(port_text),
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE,
+        )
+    except OSError:
+        return  # an unresolvable host is gRPC's to report
+    first: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's listener
+            try:
+                sock.bind(sockaddr)
+                return
+            except OSError as e:
+                first = first or e
+    if first is not None:
+        raise RuntimeFailure(
+            f"cannot bind {address}: the port is in use or not permitted ({first.strerror}). "
+            "Stop the other server or choose another --port (0 = any free port)."
+        ) from first
+
+
+def _refuse_an_edited_manifest(
+    artifacts: str, team: TeamSpec, public_key: Any, cause: Exception
+) -> None:
+    """When the env disagrees with manifest.json, the manifest may be what is wrong: load each
+    agent's graph (hash, the mirror of the manifest it was exported with) so an edited manifest
+    is named as such, instead of advice to change the env."""
+    from .artifact import ArtifactError
+    from .policy import AgentPolicy
+
+    for agent in team.agents:
+        try:
+            AgentPolicy.load(artifacts, agent.agent_id, public_key=public_key)
+        except ArtifactError as e:
+            raise e from cause
 
 
 def _write_port_file(path: Path, port: int) -> None:

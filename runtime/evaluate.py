@@ -26,7 +26,8 @@ Hosts: with ``--netns`` the coordinator and every agent run in their own network
 (`qmix_edge.runtime.netns`: veth links, a private /30 per agent, optional ``--netns-rate`` shaping),
 so each agent really is another host; the namespaces are always deleted afterwards.
 
-No torch here (matplotlib is imported lazily for the picture and skipped with a note if absent).
+No torch here (the picture is `report_picture`'s: matplotlib is imported lazily, skipped with a note
+if absent).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +53,7 @@ from .errors import FaultPlanError, RuntimeFailure
 from .legal import legal_action
 from .netns import NetnsTopology, netns_unavailable
 from .records import read_records
+from .report_picture import write_picture
 
 log = logging.getLogger(__name__)
 
@@ -336,8 +339,8 @@ class _Procs:
         while not all(f.exists() for f in wanted):
             if self.coordinator.poll() is not None:
                 raise RuntimeFailure(
-                    f"the coordinator exited with {self.coordinator.returncode} before serving; "
-                    f"see {self.workdir / 'coordinator.log'}"
+                    f"the coordinator exited with {self.coordinator.returncode} before serving: "
+                    f"{self.why('coordinator')}"
                 )
             if time.monotonic() > deadline:
                 raise RuntimeFailure("the coordinator did not report its port within 120 s")
@@ -388,6 +391,14 @@ class _Procs:
         )
         self.agent_starts[agent_id] += 1
 
+    def why(self, name: str) -> str:
+        """A child's own last error line and where its whole log is: what a failure message
+        quotes, so the cause is on the terminal the user is looking at."""
+        path = self.workdir / f"{name}.log"
+        for f in self._logs:
+            f.flush()
+        return f"{last_error_line(path)} (full log: {path})"
+
     def _dial(self, host: str) -> list[str]:
         """The flag and address by which an agent reaches the coordinator at ``host``."""
         if self.cfg.lane_only:
@@ -407,6 +418,24 @@ class _Procs:
                 p.wait(5)
         for f in self._logs:
             f.close()
+
+
+def last_error_line(log_path: Path) -> str:
+    """The last ERROR or CRITICAL message of a child's log without its time and logger prefix,
+    else its last line (an argparse usage error, the end of a traceback)."""
+    try:
+        lines = [x.strip() for x in log_path.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "(no log)"
+    lines = [x for x in lines if x]
+    for line in reversed(lines):
+        for level in (" ERROR ", " CRITICAL "):
+            if level in f" {line}":
+                text = f" {line}".split(level, 1)[1]
+                head, sep, rest = text.partition(": ")
+                # "<logger>: msg" or "<agent> <logger>: msg" (qmix-agent's format)
+                return rest if sep and ("qmix_edge" in head or "__main__" in head) else text
+    return lines[-1] if lines else "(empty log)"
 
 
 def run_distributed(
@@ -435,8 +464,8 @@ def run_distributed(
             if coord.poll() is not None:
                 if coord.returncode != 0:
                     raise RuntimeFailure(
-                        f"the coordinator failed (exit {coord.returncode}); see "
-                        f"{workdir / 'coordinator.log'}"
+                        f"the coordinator failed (exit {coord.returncode}): "
+                        f"{procs.why('coordinator')}"
                     )
                 ends = [r for r in read_records(procs.record) if r["type"] == "run_end"]
                 if ends and ends[-1]["finished"]:
@@ -456,9 +485,7 @@ def run_distributed(
                     log.info("agent %s died (exit %d) as planned", a, p.returncode)
                     pending_restart[a] = time.monotonic() + kill.restart_after_ms / 1000.0
                 else:
-                    raise RuntimeFailure(
-                        f"agent {a} exited with {p.returncode}; see {workdir / (a + '.log')}"
-                    )
+                    raise RuntimeFailure(f"agent {a} exited with {p.returncode}: {procs.why(a)}")
             for a, when in list(pending_restart.items()):
                 if time.monotonic() >= when:
                     log.info("restarting agent %s", a)
@@ -639,6 +666,7 @@ def build_report(
         "artifacts": str(cfg.artifacts),
         "env": cfg.env,
         "seed": cfg.seed,
+        "step_deadline_ms": cfg.step_deadline_ms,
         "n_episodes": cfg.episodes,
         "faults": [asdict(f) for f in cfg.faults],
         "parity": {
@@ -650,6 +678,7 @@ def build_report(
         "fault_cost": (mean_ref - mean_ret)
         if mean_ret is not None and mean_ref is not None
         else None,
+        "fault_cost_means": FAULT_COST_MEANS,
         "team_steps": len(steps),
         "step_latency_us": _percentiles(latency),
         "agents": agents_out,
@@ -667,16 +696,43 @@ def build_report(
     }
 
 
+FAULT_COST_MEANS = (
+    "reference mean minus distributed mean: positive = the faults lowered the team return, "
+    "negative = the faulty run happened to score higher"
+)
+"""What the report's ``fault_cost`` is, said in the report itself and its summary."""
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _why_unequal(report: Mapping[str, Any]) -> str:
+    """Whether the unequal episodes are explained by fallbacks or late replies (faults at work)
+    or diverged without one (what parity exists to catch)."""
+    unexplained = [
+        e["episode_index"]
+        for e in report["episodes"]
+        if not e["equal"] and e["return"] is not None and not (e["fallbacks"] or e["late_replies"])
+    ]
+    if unexplained:
+        return f"; {unexplained} had no fallback nor late reply: a real divergence"
+    return " (each had a fallback or a late reply, or did not finish)"
+
+
 def summary_text(report: Mapping[str, Any]) -> str:
     lat = report["step_latency_us"]
     t = report["totals"]
     lines = [
         f"{report['n_episodes']} episodes, {report['team_steps']} team steps, "
         f"{len(report['faults'])} faults planned",
-        f"mean return {report['mean_return']}  (reference {report['mean_reference_return']})",
+        f"mean return {_num(report['mean_return'])}  (reference "
+        f"{_num(report['mean_reference_return'])}); return the faults cost "
+        f"{_num(report['fault_cost'])} ({FAULT_COST_MEANS})",
         "parity: every episode equal to the reference"
         if report["parity"]["all_equal"]
-        else f"parity: episodes {report['parity']['unequal_episodes']} differ from the reference",
+        else f"parity: episodes {report['parity']['unequal_episodes']} differ from the reference"
+        + _why_unequal(report),
     ]
     if lat.get("n"):
         lines.append(
@@ -702,45 +758,6 @@ def summary_text(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_picture(
-    report: Mapping[str, Any], records: Sequence[Mapping[str, Any]], path: Path
-) -> str:
-    """Latency histogram and returns per episode; returns a note of what was written."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "no picture: matplotlib is missing (pip install 'qmix-edge[sim]')"
-    lat = [r["exchange_us"] for r in records if r["type"] == "step"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    if lat:
-        ax1.hist(np.asarray(lat) / 1000.0, bins=50, color="tab:blue")
-    ax1.set_xlabel("team step exchange (ms)")
-    ax1.set_ylabel("steps")
-    ax1.set_title("step latency")
-    eps = report["episodes"]
-    x = [e["episode_index"] for e in eps]
-    ax2.plot(x, [e["reference_return"] for e in eps], "o-", label="reference (1 process)")
-    ax2.plot(
-        x,
-        [np.nan if e["return"] is None else e["return"] for e in eps],
-        "x--",
-        label="distributed",
-    )
-    ax2.set_xlabel("episode")
-    ax2.set_ylabel("team return")
-    ax2.set_title("returns")
-    ax2.legend()
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return f"picture written to {path}"
-
-
 def _atomic_write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -758,21 +775,28 @@ def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
 
     manifest = Manifest.load(cfg.artifacts)
     agent_ids = list(manifest.agent_ids)
-    own_tmp = None
     cfg.report.parent.mkdir(parents=True, exist_ok=True)
-    if workdir is None:
-        own_tmp = tempfile.mkdtemp(prefix="qmix-eval-", dir=cfg.report.parent)
-        workdir = Path(own_tmp)
+    # Without --workdir the records and logs live in a temporary folder, removed after a run
+    # that succeeded and kept (and named) after one that failed.
+    own = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="qmix-eval-")) if workdir is None else workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    if cfg.netns:
-        with NetnsTopology(agent_ids, rate=cfg.netns_rate) as topology:
-            facts = run_distributed(cfg, agent_ids, workdir, topology)
-    else:
-        facts = run_distributed(cfg, agent_ids, workdir)
-    records = list(read_records(workdir / "episodes.jsonl"))
-    reference = run_reference(cfg, agent_ids)
+    try:
+        if cfg.netns:
+            with NetnsTopology(agent_ids, rate=cfg.netns_rate) as topology:
+                facts = run_distributed(cfg, agent_ids, workdir, topology)
+        else:
+            facts = run_distributed(cfg, agent_ids, workdir)
+        records = list(read_records(workdir / "episodes.jsonl"))
+        reference = run_reference(cfg, agent_ids)
+    except BaseException:
+        log.error("the failed run's records and logs are kept in %s", workdir)
+        raise
     report = build_report(cfg, agent_ids, records, reference, facts)
-    report["workdir"] = str(workdir)
+    if own:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report["process"]["record"] = None  # removed with the work folder (keep it: --workdir)
+    report["workdir"] = None if own else str(workdir)
     _atomic_write_json(cfg.report, report)
     report["picture_note"] = write_picture(report, records, cfg.report.with_suffix(".png"))
     return report
@@ -789,7 +813,7 @@ def build_parser() -> argparse.ArgumentParser:
             "equal the reference's.\n\n"
             "example:\n"
             "  qmix-eval --artifacts artifacts/run1 --env two_step --episodes 20 --seed 0 \\\n"
-            '      --report eval/report.json --faults \'[{"kind": "kill", "agent": "agent_0", '
+            '      --report reports/run1/report.json --faults \'[{"kind": "kill", "agent": "agent_0", '
             '"at_step": 5}]\''
         ),
     )
@@ -809,7 +833,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="default continue_degraded",
     )
     p.add_argument("--timeout-s", type=float, default=600.0, help="default 600")
-    p.add_argument("--workdir", default=None, help="keep records and logs here")
+    p.add_argument(
+        "--workdir",
+        default=None,
+        help="keep the run record (episodes.jsonl) and the processes' logs here (default: a "
+        "temporary folder, removed after a successful run and named after a failed one)",
+    )
     p.add_argument("--tls-ca", default=None, help="TLS: CA of the coordinator's certificate")
     p.add_argument("--tls-cert", default=None, help="TLS: the coordinator's certificate")
     p.add_argument("--tls-key", default=None, help="TLS: the coordinator's private key")

@@ -288,7 +288,7 @@ class AgentPolicy:
         if not known_finite and row.dot(self._zeros) != 0.0:
             bad = np.flatnonzero(~np.isfinite(row)).tolist()
             raise PolicyInputError(
-                f"agent {self.agent_id!r}'s observation has NaN or inf at indices {bad[:10]}; "
+                f"the observation of agent {self.agent_id!r} has NaN or inf at indices {bad[:10]}; "
                 "the sensor or the sender is faulty. The policy state is unchanged."
             )
         if mask is None:
@@ -313,12 +313,12 @@ class AgentPolicy:
             # (or when the Q-values are not finite, e.g. for absurdly large observations).
             if not mask.any():
                 raise PolicyInputError(
-                    f"agent {self.agent_id!r}'s action mask allows no action (all "
+                    f"the action mask of agent {self.agent_id!r} allows no action (all "
                     f"{self.n_actions} are False); at least one must be allowed. Use the "
                     f"fallback action ({self.fallback_action}) or skip this agent's step."
                 )
             raise PolicyInputError(
-                f"agent {self.agent_id!r}'s Q-values are not finite for this observation "
+                f"the Q-values of agent {self.agent_id!r} are not finite for this observation "
                 f"(max |obs| = {float(np.abs(row).max()):.3g}); the observation is far outside "
                 "anything seen in training. The policy state is unchanged."
             )
@@ -351,7 +351,16 @@ class AgentPolicy:
 def _check_session(
     session: ort.InferenceSession, manifest: Manifest, entry: AgentEntry, precision: str
 ) -> None:
-    """The graph must take and return exactly what the manifest says, and carry its mirror."""
+    """The graph must carry the manifest's mirror and take and return exactly what it says.
+
+    The mirror first: when ``manifest.json`` was edited, its message names the edited field."""
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_MANIFEST_KEY not in meta:
+        raise ArtifactIntegrityError(
+            f"the graph of agent {entry.agent_id!r} carries no {METADATA_MANIFEST_KEY!r} "
+            "metadata: it was not written by qmix-export. Re-export."
+        )
+    manifest.check_mirror(meta, entry.agent_id, precision)
     want_in: dict[str, tuple[str, Any]] = {
         TensorNames.OBS: ("tensor(float)", entry.obs_dim),
         TensorNames.ACTION_MASK: ("tensor(bool)", entry.n_actions),
@@ -373,13 +382,6 @@ def _check_session(
         found = {a.name: (a.type, a.shape[1] if len(a.shape) > 1 else None) for a in have}
         if found != want:
             raise ArtifactIntegrityError(
-                f"agent {entry.agent_id!r}'s graph has {kind} {found}, but the manifest implies "
+                f"the graph of agent {entry.agent_id!r} has {kind} {found}, but the manifest implies "
                 f"{want}; the graph and manifest do not belong together. Re-export."
             )
-    meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_MANIFEST_KEY not in meta:
-        raise ArtifactIntegrityError(
-            f"agent {entry.agent_id!r}'s graph carries no {METADATA_MANIFEST_KEY!r} metadata: it "
-            "was not written by qmix-export. Re-export."
-        )
-    manifest.check_mirror(meta, entry.agent_id, precision)

@@ -20,7 +20,14 @@ from typing import Any, Literal, get_args, get_origin
 
 from qmix_edge.envs import EnvError
 
-from .config import TrainConfig, field_docs, field_names, field_types, load_config_file
+from .config import (
+    RUN_KEYS,
+    TrainConfig,
+    field_docs,
+    field_names,
+    field_types,
+    read_config_file,
+)
 from .errors import CheckpointError, ConfigError, TrainError
 
 logger = logging.getLogger("qmix_edge.train.cli")
@@ -41,6 +48,7 @@ example:
 """
 
 _SPECIAL = {"algo", "env", "seed"}  # declared first, with their own help
+DEFAULT_TOTAL_TIMESTEPS = 50_000
 
 
 def _flag(name: str) -> str:
@@ -71,12 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--config", type=Path, help="YAML file of config keys (one layer)")
+    run.add_argument(
+        "--config",
+        type=Path,
+        help="YAML file of config keys, and of total_timesteps and run_dir (one layer; flags win)",
+    )
     run.add_argument(
         "--total-timesteps",
         type=int,
-        default=50_000,
-        help="train until this many env steps in all (default: %(default)s)",
+        default=None,
+        help=f"train until this many env steps in all, earlier sessions of a resumed run "
+        f"included (default: {DEFAULT_TOTAL_TIMESTEPS})",
     )
     run.add_argument(
         "--run-dir", type=Path, help="run directory (default: runs/<algo>-<env>-s<seed>-<time>)"
@@ -121,10 +134,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults < YAML file < flags, as a dict of config keys (validated by TrainConfig)."""
+    """Defaults < YAML file < flags, as a dict of config keys (validated by TrainConfig).
+
+    The file's run keys (`RUN_KEYS`) fill ``args.total_timesteps`` and ``args.run_dir`` where
+    no flag set them."""
     values: dict[str, Any] = {}
     if args.config is not None:
-        values.update(load_config_file(args.config))
+        values.update(read_config_file(args.config))
+    run = {k: values.pop(k) for k in RUN_KEYS if k in values}
+    if args.total_timesteps is None:
+        total = run.get("total_timesteps", DEFAULT_TOTAL_TIMESTEPS)
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise ConfigError(
+                f"total_timesteps in {args.config} must be a positive integer; found {total!r}"
+            )
+        args.total_timesteps = total
+    if args.run_dir is None and run.get("run_dir") is not None:
+        if not isinstance(run["run_dir"], str):
+            raise ConfigError(
+                f"run_dir in {args.config} must be a path string; found {run['run_dir']!r}"
+            )
+        args.run_dir = Path(run["run_dir"])
     values.update({n: getattr(args, n) for n in field_names() if hasattr(args, n)})
     return values
 

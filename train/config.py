@@ -66,6 +66,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from qmix_edge.envs.errors import did_you_mean
+
 from .errors import ConfigError
 
 Algo = Literal["qmix", "vdn", "iql"]
@@ -247,7 +249,8 @@ class TrainConfig:
         unknown = sorted(set(values) - set(valid))
         if unknown:
             raise ConfigError(
-                f"unknown {source} key(s) {unknown}; valid keys are: {', '.join(valid)}"
+                f"unknown {source} key(s) {unknown}.{_suggest(unknown, valid)} "
+                f"Valid keys are: {', '.join(valid)}"
             )
         coerced = {k: _coerce(k, v) for k, v in values.items()}
         try:
@@ -289,8 +292,14 @@ def field_docs() -> dict[str, str]:
     return docs
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read one YAML (or JSON) config file into a dict of config keys (one layer, no includes)."""
+RUN_KEYS = ("total_timesteps", "run_dir")
+"""Keys a ``--config`` file may hold besides the `TrainConfig` fields: how long and where this
+run goes, which ``qmix-train`` takes from the file below its flags. They are not saved in
+``config.yaml`` (a resumed run is told its total afresh, and its folder is where it is)."""
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read one YAML (or JSON) file of config keys and run keys (`RUN_KEYS`), one layer."""
     import yaml
 
     p = Path(path)
@@ -308,12 +317,37 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(
             f"config file {p} must hold a mapping of config keys; found {type(data).__name__}"
         )
-    unknown = sorted(set(data) - set(field_names()))
+    valid = [*field_names(), *RUN_KEYS]
+    unknown = sorted(set(data) - set(valid))
     if unknown:
         raise ConfigError(
-            f"unknown key(s) {unknown} in config file {p}; valid keys are: {', '.join(field_names())}"
+            f"unknown key(s) {unknown} in config file {p}.{_suggest(unknown, valid)} "
+            f"Valid keys are: {', '.join(valid)}"
         )
     return dict(data)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read one YAML (or JSON) config file into a dict of config keys (one layer, no includes).
+
+    The run keys `RUN_KEYS` are refused here (they are not `TrainConfig` fields); ``qmix-train``
+    reads them with `read_config_file`."""
+    values = read_config_file(path)
+    run = sorted(set(values) & set(RUN_KEYS))
+    if run:
+        raise ConfigError(
+            f"{run} in config file {path} are qmix-train's run keys, not TrainConfig fields; "
+            "pass them to Trainer(run_dir=...) and train(total_timesteps=...), or give the file "
+            "to qmix-train --config, which reads them"
+        )
+    return values
+
+
+def _suggest(unknown: list[str], valid: list[str]) -> str:
+    """The "did you mean" hint of each unknown key that is close to a valid one."""
+    if len(unknown) == 1:
+        return did_you_mean(unknown[0], valid)
+    return "".join(f" {k!r}:{hint}" for k in unknown if (hint := did_you_mean(k, valid)))
 
 
 def save_config(config: TrainConfig, run_dir: Path) -> None:

@@ -169,6 +169,10 @@ class Trainer:
         )
         self.spec: EnvSpec = probe.spec
         probe.close()
+        if self.spec.n_agents != cfg.n_agents:
+            # A fixed team (simple_speaker_listener, the matrix games) or env_kwargs' own N: the
+            # run records, and its envs are made with, the team size it really has.
+            self.config = cfg = cfg.replace(n_agents=self.spec.n_agents)
         self.episode_limit = self.spec.episode_limit
         self.buffer_episodes = cfg.buffer_episodes(self.episode_limit)
 
@@ -395,6 +399,12 @@ class Trainer:
         metrics: MetricsLogger,
     ) -> dict[str, Any]:
         cfg = self.config
+        if self.env_steps >= total:
+            raise ConfigError(
+                f"{self.run_dir} already holds {self.env_steps} env steps, so total_timesteps="
+                f"{total} leaves nothing to train (it counts every step of the run, not steps to "
+                f"add); pass more than {self.env_steps}, e.g. {self.env_steps + total}"
+            )
         start_steps, start_time = self.env_steps, time.perf_counter()
         session_offset = self.wall_offset
 

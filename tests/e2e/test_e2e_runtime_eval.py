@@ -64,7 +64,7 @@ def no_torch_path(tmp_path: Path) -> str:
 def run_eval(
     artifacts: Path, tmp_path: Path, *extra: str, own_workdir: bool = False
 ) -> dict[str, Any]:
-    """Run qmix-eval; with ``own_workdir`` it makes its work directory beside the report itself."""
+    """Run qmix-eval; with ``own_workdir`` it makes (and removes) its own temporary work folder."""
     report = tmp_path / "eval" / "nested" / "report.json"  # parents do not exist yet
     workdir = [] if own_workdir else ["--workdir", str(tmp_path / "work")]
     code = eval_main(
@@ -84,8 +84,7 @@ def run_eval(
             *strip(extra, "--episodes"),
         ]
     )
-    logs = sorted((tmp_path / "eval" / "nested").glob("qmix-eval-*")) if own_workdir else []
-    coordinator_log = (logs[0] if logs else tmp_path / "work") / "coordinator.log"
+    coordinator_log = tmp_path / "work" / "coordinator.log"
     assert code == 0, coordinator_log.read_text()[-3000:] if coordinator_log.exists() else code
     return dict(json.loads(report.read_text()))
 

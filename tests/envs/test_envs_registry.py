@@ -63,7 +63,7 @@ def test_envs_env_kwargs_are_forwarded() -> None:
             "no_such_env",
             {},
             EnvError,
-            r"unknown env id 'no_such_env'; tried: .*built-in names.*Gymnasium ids .*accepted forms",
+            r"unknown env id 'no_such_env'\. Tried: .*built-in names.*Gymnasium ids .*accepted forms",
         ),
         (
             "nonexistent_pkg_xyz:thing",
@@ -155,6 +155,28 @@ def test_envs_env_kwargs_are_forwarded() -> None:
 def test_envs_error_paths(env_id: str, kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         make_env(env_id, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "suggestion"),
+    [
+        ("mpe2:simple_sprd_v3", "'simple_spread_v3'"),  # a package's env submodule
+        ("qmix_edge.envs.toy:MaskedChoic", "'MaskedChoiceEnv'"),  # a module's factory
+        ("simple_sprad", "'simple_spread'"),  # a built-in name
+        ("CartPol-v1", "'CartPole-v1'"),  # a Gymnasium id
+    ],
+)
+def test_envs_unknown_names_suggest_the_closest(env_id: str, suggestion: str) -> None:
+    with pytest.raises(EnvError, match=f"Did you mean {suggestion}"):
+        make_env(env_id)
+
+
+def test_envs_unknown_attribute_lists_the_env_modules_not_the_package_internals() -> None:
+    with pytest.raises(EnvError) as info:
+        make_env("mpe2:simple_sprd_v3")
+    listed = str(info.value).split("Its env modules and factories: ")[1].split(", ")
+    assert {"simple_spread_v3", "simple_speaker_listener_v4", "simple_tag_v3"} <= set(listed)
+    assert not {"sys", "notifications", "all_modules"} & set(listed)
 
 
 def test_envs_unlimited_env_works_with_episode_limit() -> None:

@@ -45,6 +45,7 @@ def test_export_run_signed_with_int8(
     latest = json.loads((trained_run / "checkpoints" / "latest.json").read_text())
     assert manifest.step == latest["env_steps"] >= 300
     assert manifest.env_id == "two_step"
+    assert manifest.env_options["n_agents"] == 2  # the game's team, not the default 3 asked for
     assert [a.fallback_action for a in manifest.agents] == [0, 1]
     for a in manifest.agents:
         assert a.parity.sources == ("env", "synthetic")

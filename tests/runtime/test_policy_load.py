@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -228,8 +229,34 @@ def test_swapped_graphs_with_rehashed_manifest_are_caught(artifact: Path) -> Non
 def test_graph_from_another_export_is_caught(artifact: Path) -> None:
     """A manifest edited after export (here the run id) no longer matches the graphs' mirror."""
     _rewrite_manifest(artifact, lambda d: d.update(run_id="another-run"))
-    with pytest.raises(ArtifactIntegrityError, match="different manifest"):
+    with pytest.raises(
+        ArtifactIntegrityError,
+        match=r"comes from another export than manifest\.json \(run_id: manifest\.json "
+        r"another-run, graph .*\)\. Re-copy",
+    ):
         AgentPolicy.load(artifact, "agent_0")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "advice"),
+    [
+        ("fallback_action", 3, r"qmix-export RUN --out DIR --fallback-action agent_0=3"),
+        ("obs_dim", 7, r"re-export the run"),
+    ],
+)
+def test_a_hand_edited_manifest_names_the_field_and_what_to_do(
+    artifact: Path, field: str, value: int, advice: str
+) -> None:
+    """Same export, manifest.json edited: the message says so (not "different exports"), names
+    the field with both values, and the quote around the agent id is not doubled."""
+    _rewrite_manifest(artifact, lambda d: d["agents"][0].update({field: value}))
+    with pytest.raises(ArtifactIntegrityError) as info:
+        AgentPolicy.load(artifact, "agent_0")
+    message = str(info.value)
+    assert "although both come from the same export" in message
+    assert f"agents[agent_0].{field}: manifest.json {value}, graph " in message
+    assert re.search(advice, message), message
+    assert "''" not in message
 
 
 def test_unknown_agent(artifact: Path) -> None:

@@ -67,3 +67,60 @@ def test_existing_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--resume", str(run_dir), "--total-timesteps", "200", "-q"]) == 0
     assert load_run(run_dir).step == 200
+
+
+def test_yaml_gives_total_timesteps_and_run_dir_below_the_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"env: two_step\ntotal_timesteps: 120\nrun_dir: {tmp_path / 'from_yaml'}\nhidden_dim: 8\n"
+    )
+    assert main(["--config", str(config), *TINY, "-q"]) == 0
+    assert load_run(tmp_path / "from_yaml").step == 120
+    saved = yaml.safe_load((tmp_path / "from_yaml" / "config.yaml").read_text())
+    assert "total_timesteps" not in saved and "run_dir" not in saved  # run keys, not config
+    flags = ["--run-dir", str(tmp_path / "from_flag"), "--total-timesteps", "80"]
+    assert main(["--config", str(config), *TINY, *flags, "-q"]) == 0
+    assert load_run(tmp_path / "from_flag").step == 80
+    config.write_text("total_timesteps: -5\n")
+    assert main(["--config", str(config)]) == 2
+    assert "total_timesteps in" in capsys.readouterr().err
+
+
+def test_unknown_yaml_key_suggests_the_closest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("hiden_dim: 8\ntotal_timestep: 100\n")
+    assert main(["--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "'hiden_dim': Did you mean 'hidden_dim'?" in err
+    assert "'total_timestep': Did you mean 'total_timesteps'?" in err
+
+
+def test_resume_to_a_total_already_reached_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = tmp_path / "run"
+    assert (
+        main(
+            [
+                "--env",
+                "two_step",
+                *TINY,
+                "--run-dir",
+                str(run_dir),
+                "--total-timesteps",
+                "100",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    assert main(["--resume", str(run_dir), "--total-timesteps", "100", "-q"]) == 2
+    captured = capsys.readouterr()
+    assert "already holds 100 env steps" in captured.err
+    assert "env steps/s" not in captured.out  # no success line for a run that trained nothing
+    assert load_run(run_dir).step == 100

@@ -59,7 +59,9 @@ def test_bad_values_name_the_value_and_the_range(changes: dict, message: str) ->
 
 def test_unknown_keys_list_the_valid_ones() -> None:
     with pytest.raises(
-        ConfigError, match=r"unknown config key\(s\) \['hiden_dim'\]; valid keys are: algo, env"
+        ConfigError,
+        match=r"unknown config key\(s\) \['hiden_dim'\]\. Did you mean 'hidden_dim'\? Valid keys "
+        r"are: algo, env",
     ):
         TrainConfig.from_dict({"hiden_dim": 32})
 
@@ -72,6 +74,9 @@ def test_yaml_file(tmp_path: Path) -> None:
     assert c.hidden_dim == 32 and c.learning_rate == 1.0 and c.env_kwargs == {"N": 4}
     path.write_text("nope: 1\n")
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['nope'\] in config file"):
+        load_config_file(path)
+    path.write_text("total_timesteps: 100\n")
+    with pytest.raises(ConfigError, match=r"\['total_timesteps'\] in config file .* run keys"):
         load_config_file(path)
     path.write_text("- a list\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):

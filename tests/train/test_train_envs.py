@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from train_helpers import tiny
 
 from qmix_edge.envs import EnvError, UnsupportedEnvError
@@ -21,6 +23,20 @@ def test_heterogeneous_agents_train(env: str, tmp_path: Path) -> None:
     assert np.isfinite(result["mean_reward"]) and result["updates"] > 0
     run = load_run(tmp_path / "r")
     assert run.spec.agents == trainer.spec.agents  # each agent keeps its own obs size and actions
+
+
+def test_a_fixed_team_records_its_real_size_and_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """speaker_pair is a team of 2 whatever n_agents asks: the run says 2, and the registry's
+    note that n_agents does not apply comes once, not once per env made."""
+    caplog.set_level(logging.INFO, logger="qmix_edge.envs.registry")
+    trainer = Trainer("qmix", env="speaker_pair", seed=0, config=tiny(n_agents=3), run_dir=tmp_path)
+    trainer.train(total_timesteps=200)
+    assert trainer.config.n_agents == 2
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["n_agents"] == 2
+    notes = [r for r in caplog.records if r.name == "qmix_edge.envs.registry"]
+    assert len(notes) == 1
 
 
 @pytest.mark.parametrize("algo", ["qmix", "iql"])
