@@ -136,15 +136,17 @@ def test_coordinator_closing_lines_say_only_what_happened() -> None:
     ]
     two = RunSummary(
         finished=True,
-        episodes=({"return": 1.0}, {"return": 2.0}),
+        episodes=({"return": 1.0, "steps": 4}, {"return": 2.0, "steps": 4}),
         team_steps=8,
         counters={},
     )
-    assert summary_lines(two, "r.jsonl") == [
+    lines = summary_lines(two, "r.jsonl")
+    assert lines[0] == (
         "finished after 2 episodes here (mean return 1.5000), 8 team steps in the run, "
-        "0 agent decisions",
-        "run record appended to r.jsonl",
-    ]
+        "0 agent decisions"
+    )
+    assert lines[-1] == "run record appended to r.jsonl"
+    assert not any("nan" in line or "no --record" in line for line in summary_lines(nothing))
 
 
 def test_first_contact_is_not_a_silence_that_ended() -> None:
