@@ -69,7 +69,7 @@ from typing import Any, Literal, get_args, get_type_hints
 from .errors import ConfigError
 
 Algo = Literal["qmix", "vdn", "iql"]
-VectorKind = Literal["auto", "sync", "subprocess"]
+VectorKind = Literal["auto", "batched", "sync", "subprocess"]
 
 ALGO_TO_MIXER: dict[str, str] = {"qmix": "qmix", "vdn": "vdn", "iql": "none"}
 """Which mixer each algorithm uses (IQL has none: each agent learns from the team reward)."""
@@ -151,7 +151,11 @@ class TrainConfig:
     n_envs: int = 16
     """Training environments stepped together (one batched forward per vector step)."""
     vector: VectorKind = "auto"
-    """How training envs run: sync (in this process), subprocess (worker process), auto (choose)."""
+    """Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to
+    mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's
+    own objects in a worker process), or auto: batched where it applies, else subprocess for costly
+    envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always
+    steps the env's own implementation (mpe2 for simple_spread)."""
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------
     eval_interval: int = 20_000

@@ -6,7 +6,8 @@
 One iteration of the loop (the order is fixed, so sync and subprocess envs give identical runs):
 
     1. the collector picks every env's joint action in one batched forward (epsilon-greedy);
-    2. the envs step (in worker processes when ``vector`` is subprocess);
+    2. the envs step (in worker processes when ``vector`` is subprocess; in one array call when it
+       is batched);
     3. the learner runs the updates owed (``updates_per_episode`` per finished episode, once replay
        holds ``min_episodes_to_learn`` episodes), each on ``batch_size`` sampled episodes;
     4. the step is recorded; finished episodes go to replay and their envs restart with new seeds;
@@ -40,7 +41,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from qmix_edge.envs import EnvSpec, SyncVectorEnv, TeamEnv, VectorTeamEnv, make_env
+from qmix_edge.envs import (
+    BatchedSimpleSpread,
+    EnvSpec,
+    SyncVectorEnv,
+    TeamEnv,
+    VectorTeamEnv,
+    make_env,
+    supports_batched_spread,
+)
 from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
 
 from . import checkpoint as ckpt
@@ -190,12 +199,22 @@ class Trainer:
         self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
         self.vector_kind = self._choose_vector_kind()
+        if cfg.vector != self.vector_kind:  # the saved config names the engine that stepped
+            self.config = cfg.replace(vector=self.vector_kind)
 
     # --- setup ------------------------------------------------------------------------------------
     def _choose_vector_kind(self) -> str:
         cfg = self.config
+        if cfg.vector == "batched" and not supports_batched_spread(cfg.env, cfg.env_kwargs):
+            raise ConfigError(
+                f"vector='batched' steps simple_spread only, with its default options; found env "
+                f"{cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use vector='auto', 'sync' or "
+                "'subprocess'."
+            )
         if cfg.vector != "auto":
             return cfg.vector
+        if supports_batched_spread(cfg.env, cfg.env_kwargs):
+            return "batched"
         if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
             return "subprocess"
         return "sync"
@@ -208,6 +227,22 @@ class Trainer:
 
     def _make_train_envs(self) -> VectorTeamEnv:
         n = self.config.n_envs
+        if self.vector_kind == "batched":
+            cfg = self.config
+            venv = BatchedSimpleSpread(
+                n,
+                env_id=cfg.env,
+                n_agents=cfg.n_agents,
+                team_reward=cfg.team_reward,
+                episode_limit=cfg.episode_limit,
+                env_kwargs=dict(cfg.env_kwargs),
+            )
+            if venv.spec != self.spec:  # a guard: the two engines must describe one env
+                raise ConfigError(
+                    f"the batched engine's spec {venv.spec} differs from the env's {self.spec}; "
+                    "train with vector='sync'"
+                )
+            return venv
         if self.vector_kind == "sync":
             factory = self._factory()
             return SyncVectorEnv([factory() for _ in range(n)])
