@@ -1,6 +1,7 @@
 """``qmix-train``: train a team from the command line (flags generated from `TrainConfig`).
 
-Precedence, lowest to highest: `TrainConfig` defaults < the ``--config`` YAML file < flags.
+Precedence, lowest to highest: `TrainConfig` defaults < ``--preset`` < the ``--config`` YAML file
+< flags.
 Exit codes: 0 trained, 2 usage/config error (bad flag, bad value, unknown env, bad run dir),
 1 runtime failure or interruption (a checkpoint is written first on Ctrl-C).
 """
@@ -18,7 +19,15 @@ from typing import Any, Literal, get_args, get_origin
 
 from qmix_edge.envs import EnvError
 
-from .config import TrainConfig, field_docs, field_names, field_types, load_config_file
+from .config import (
+    PRESETS,
+    TrainConfig,
+    field_docs,
+    field_names,
+    field_types,
+    load_config_file,
+    preset_values,
+)
 from .errors import CheckpointError, ConfigError
 
 logger = logging.getLogger("qmix_edge.train.cli")
@@ -34,6 +43,7 @@ paper's matrix games, or a Gymnasium id run as a team of independent copies.
 EPILOG = """\
 example:
   qmix-train --env simple_spread --algo qmix --total-timesteps 200000 --seed 1
+  qmix-train --env simple_spread --preset fast --total-timesteps 3000000
   qmix-train --config my.yaml --hidden-dim 128 --run-dir runs/wide
   qmix-train --resume runs/wide --total-timesteps 400000     # continue a stopped run
 """
@@ -69,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named set of config values under --config and the flags (fast: the learner for "
+        "the batched simple_spread, after JaxMARL's QMIX; see TrainConfig's table)",
+    )
     run.add_argument("--config", type=Path, help="YAML file of config keys (one layer)")
     run.add_argument(
         "--total-timesteps",
@@ -119,8 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults < YAML file < flags, as a dict of config keys (validated by TrainConfig)."""
-    values: dict[str, Any] = {}
+    """Defaults < preset < YAML file < flags, as a dict of config keys (validated by TrainConfig)."""
+    values: dict[str, Any] = preset_values(args.preset) if args.preset else {}
     if args.config is not None:
         values.update(load_config_file(args.config))
     values.update({n: getattr(args, n) for n in field_names() if hasattr(args, n)})

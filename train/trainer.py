@@ -191,7 +191,9 @@ class Trainer:
         self._action_rng, self._env_seed_rng = action_rng, env_seed_rng
         self.env_steps = 0
         self.episodes = 0
-        self.pacer = UpdatePacer(cfg.updates_per_episode, cfg.n_envs, self.episode_limit)
+        self.pacer = UpdatePacer(
+            cfg.updates_per_episode, cfg.n_envs, self.episode_limit, cfg.env_steps_per_update
+        )
         self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
         self.run_id = uuid.uuid4().hex
         self.last_eval: dict[str, float] = {}
@@ -431,6 +433,7 @@ class Trainer:
                 epsilon = cfg.epsilon(self.env_steps)
                 actions = collector.act(epsilon)
                 collector.venv.step_async(actions)  # workers step while the learner updates
+                self.learner.set_learning_rate(cfg.learning_rate_at(self.env_steps, total))
                 for _ in range(self.pacer.due()):
                     train_info = self.learner.update(self.replay.sample(cfg.batch_size))
                 result = collector.venv.step_wait()
@@ -455,6 +458,7 @@ class Trainer:
                     values = {"rollout/epsilon": epsilon, "time/steps_per_s": sps}
                     values["rollout/episodes"] = float(self.episodes)
                     values["train/updates"] = float(self.learner.updates)
+                    values["train/learning_rate"] = self.learner.learning_rate
                     if recent:
                         values["rollout/ep_return_mean"] = float(
                             np.mean([e.team_return for e in recent])
@@ -527,35 +531,52 @@ class UpdatePacer:
     """How many learner updates to run at each vector step.
 
     The contract is EPyMARL's ratio: ``updates_per_episode`` updates are *owed* for every finished
-    episode (once replay can be sampled). Paying them the moment a wave of episodes ends would
+    episode (once replay can be sampled); or, when ``env_steps_per_update`` is given (JaxMARL's
+    ratio), one update is owed per that many env steps of every finished episode. Paying them the moment a wave of episodes ends would
     leave the env workers idle during a burst of updates, so the debt is paid at the observed
     rate (updates per env step = updates_per_episode / mean episode length), spread evenly over the
     vector steps, never ahead of what is owed and never more than ``2 * n_envs`` episodes behind.
     Integer and float bookkeeping only, so it is deterministic and checkpointable.
     """
 
-    def __init__(self, updates_per_episode: float, n_envs: int, episode_limit: int) -> None:
+    def __init__(
+        self,
+        updates_per_episode: float,
+        n_envs: int,
+        episode_limit: int,
+        env_steps_per_update: int | None = None,
+    ) -> None:
         self.updates_per_episode = updates_per_episode
+        self.env_steps_per_update = env_steps_per_update
         self.n_envs = n_envs
         self.episode_limit = episode_limit
         self.owed = 0.0
         self.allowance = 0.0
         self.episodes = 0
         self.episode_steps = 0
-        self.max_lag = 2.0 * n_envs * updates_per_episode + 1.0
+        per_episode = (
+            episode_limit / env_steps_per_update if env_steps_per_update else updates_per_episode
+        )
+        self.max_lag = 2.0 * n_envs * per_episode + 1.0
 
     def episodes_finished(self, lengths: list[int], learning: bool) -> None:
         self.episodes += len(lengths)
         self.episode_steps += sum(lengths)
         if learning:
-            self.owed += self.updates_per_episode * len(lengths)
+            if self.env_steps_per_update:
+                self.owed += sum(lengths) / self.env_steps_per_update
+            else:
+                self.owed += self.updates_per_episode * len(lengths)
 
     def due(self) -> int:
         """Updates to run now (called once per vector step)."""
         if self.owed < 1.0:
             return 0
-        mean_len = self.episode_steps / self.episodes if self.episodes else self.episode_limit
-        per_step = self.n_envs * self.updates_per_episode / max(mean_len, 1.0)
+        if self.env_steps_per_update:
+            per_step = self.n_envs / self.env_steps_per_update
+        else:
+            mean_len = self.episode_steps / self.episodes if self.episodes else self.episode_limit
+            per_step = self.n_envs * self.updates_per_episode / max(mean_len, 1.0)
         self.allowance = min(self.allowance + per_step, self.owed)
         n = int(self.allowance)
         n = max(n, int(self.owed - self.max_lag))

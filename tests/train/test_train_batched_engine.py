@@ -59,3 +59,24 @@ def test_batched_engine_refused_for_other_envs(tmp_path: Path) -> None:
 def test_help_names_the_engines() -> None:
     text = build_parser().format_help()
     assert "batched" in text and "mpe2" in text
+
+
+def test_update_ratio_in_env_steps_and_decaying_learning_rate(tmp_path: Path) -> None:
+    updates = {}
+    for name, extra in {
+        "per_episode": {},
+        "per_50_steps": {"env_steps_per_update": 50, "lr_schedule": "linear", "lr_end": 1e-5},
+    }.items():
+        cfg = tiny(vector="batched", learning_starts=8, learning_rate=1e-3, **extra)
+        trainer = Trainer("qmix", env="simple_spread", seed=0, config=cfg, run_dir=tmp_path / name)
+        result = trainer.train(total_timesteps=1000)
+        updates[name] = result["updates"]
+        if name == "per_50_steps":  # decayed over the run's 1000 env steps
+            # set before each vector step: the last one started at 996 env steps
+            assert trainer.learner.learning_rate == pytest.approx(1e-3 - (1e-3 - 1e-5) * 0.996)
+        else:
+            assert trainer.learner.learning_rate == 1e-3
+    # 4 worlds end an episode every 25 steps; learning owes from the 2nd wave (8 episodes) on:
+    # 9 waves of 100 env steps = 18 updates owed at 1 per 50 (the last wave's are paid later).
+    assert 14 <= updates["per_50_steps"] <= 18
+    assert updates["per_episode"] >= 30  # one per episode: 36 owed

@@ -67,3 +67,18 @@ def test_existing_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--resume", str(run_dir), "--total-timesteps", "200", "-q"]) == 0
     assert load_run(run_dir).step == 200
+
+
+def test_preset_is_a_layer_under_the_file_and_the_flags(tmp_path: Path) -> None:
+    from qmix_edge.train.cli import build_parser, resolve_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("gamma: 0.8\n")
+    args = build_parser().parse_args(
+        ["--preset", "fast", "--config", str(config), "--batch-size", "16"]
+    )
+    values = resolve_config(args)
+    assert values["optimizer"] == "radam" and values["env_steps_per_update"] == 208  # the preset
+    assert values["gamma"] == 0.8  # the file beats the preset
+    assert values["batch_size"] == 16  # the flag beats both
+    assert main(["--preset", "nope"]) == 2
