@@ -21,6 +21,7 @@ of an uninterrupted one. Ctrl-C stops at the end of the current iteration and wr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -50,6 +51,7 @@ from qmix_edge.envs import (
     make_env,
     supports_batched_spread,
 )
+from qmix_edge.envs.baselines import random_team_return
 from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
 
 from . import checkpoint as ckpt
@@ -197,6 +199,10 @@ class Trainer:
         self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
         self.run_id = uuid.uuid4().hex
         self.last_eval: dict[str, float] = {}
+        self.best_eval: dict[
+            str, float
+        ] = {}  # the best greedy evaluation so far (its step, return)
+        self._random_return: float | None = None
         self.last_checkpoint_step = -1
         self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
@@ -336,6 +342,7 @@ class Trainer:
         self.learner.reward_stats.load_state_dict(state["reward_stats"])
         self.wall_offset = float(state["wall_seconds"])
         self.last_eval = dict(state.get("last_eval", {}))
+        self.best_eval = _read_best_eval(self.run_dir)
         self.learner.load_state_dict(model["learner"], int(state["updates"]))
         torch.set_rng_state(model["torch_rng"])
         self.replay.load_state_dict(state["replay"])
@@ -353,8 +360,12 @@ class Trainer:
         )
 
     # --- the loop ---------------------------------------------------------------------------------
-    def train(self, total_timesteps: int) -> dict[str, Any]:
+    def train(self, total_timesteps: int, *, max_seconds: float | None = None) -> dict[str, Any]:
         """Train until ``total_timesteps`` env steps in all (a resumed run counts its earlier steps).
+
+        ``max_seconds`` ends this call earlier, at the first vector step after that many wall
+        seconds of it (then the final evaluation and checkpoint run as usual); schedules (epsilon,
+        a linear learning rate decaying over the run) still span ``total_timesteps``.
 
         Returns ``mean_reward`` (greedy evaluation team return, mean over ``eval_episodes``),
         ``std_reward``, ``episodes``, ``env_steps``, ``updates``, ``wall_time_s``, ``steps_per_s``
@@ -367,6 +378,12 @@ class Trainer:
         ):
             raise ConfigError(
                 f"total_timesteps must be a positive integer; found {total_timesteps!r}"
+            )
+        if max_seconds is not None and not (
+            isinstance(max_seconds, int | float) and max_seconds > 0
+        ):
+            raise ConfigError(
+                f"max_seconds must be a positive number or None; found {max_seconds!r}"
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if not self.resuming:
@@ -391,8 +408,9 @@ class Trainer:
             else:
                 collector.start()
                 metrics = MetricsLogger(self.run_dir)
+                self._evaluate(eval_venv, metrics, 0.0)  # every curve starts at step 0
             with _stop_on_sigint(self):
-                return self._loop(total_timesteps, collector, eval_venv, metrics)
+                return self._loop(total_timesteps, collector, eval_venv, metrics, max_seconds)
         finally:
             self._carry = collector.snapshot()
             if metrics is not None:
@@ -406,6 +424,7 @@ class Trainer:
         collector: Collector,
         eval_venv: VectorTeamEnv,
         metrics: MetricsLogger,
+        max_seconds: float | None = None,
     ) -> dict[str, Any]:
         cfg = self.config
         start_steps, start_time = self.env_steps, time.perf_counter()
@@ -421,6 +440,11 @@ class Trainer:
         last_log_time, last_log_steps = time.perf_counter(), self.env_steps
         try:
             while self.env_steps < total:
+                if max_seconds is not None and time.perf_counter() - start_time >= max_seconds:
+                    logger.info(
+                        "stopping at %d env steps: %.0f s passed", self.env_steps, max_seconds
+                    )
+                    break
                 if self._stop_requested:
                     # Only here, between iterations, is the state consistent enough to save.
                     folder = self.save_checkpoint(collector, wall())
@@ -449,7 +473,7 @@ class Trainer:
                         learning=len(self.replay) >= cfg.min_episodes_to_learn,
                     )
                 if bar is not None:
-                    bar.update(n_envs)
+                    bar.update(min(n_envs, max(total - bar.n, 0)))  # the last wave may overshoot
 
                 if _crossed(prev_steps, self.env_steps, cfg.log_interval):
                     now = time.perf_counter()
@@ -469,6 +493,7 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(
                             ret=f"{values.get('rollout/ep_return_mean', math.nan):.1f}",
+                            best_eval=f"{self.best_eval.get('return_mean', math.nan):.1f}",
                             eps=f"{epsilon:.2f}",
                             sps=f"{sps:.0f}",
                         )
@@ -518,13 +543,52 @@ class Trainer:
                 "eval/ep_len_mean": float(np.mean([e.length for e in stats])),
             },
         )
-        metrics.plot(f"{self.config.algo} on {self.config.env} (seed {self.config.seed})")
+        if not self.best_eval or self.last_eval["return_mean"] > self.best_eval["return_mean"]:
+            self._save_best()
+        if self._random_return is None:
+            with contextlib.closing(self._factory()()) as env:
+                self._random_return = random_team_return(env, self.eval_seeds)
+        metrics.plot(
+            f"{self.config.algo} on {self.config.env} (seed {self.config.seed})",
+            random_return=self._random_return,
+            exported_step=int(self.best_eval["step"]),
+            eval_episodes=len(self.eval_seeds),
+        )
         logger.info(
             "eval at %d env steps: greedy return %.2f +- %.2f",
             self.env_steps,
             returns.mean(),
             returns.std(),
         )
+
+    def _save_best(self) -> None:
+        """Keep the networks of this evaluation as the run's best (what export takes)."""
+        self.best_eval = dict(self.last_eval)
+        nets = {"agent_net": self.agent_net.state_dict()}
+        if self.mixer is not None:
+            nets["mixer"] = self.mixer.state_dict()
+        state = {
+            "run_id": self.run_id,
+            "env_steps": self.env_steps,
+            "config": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "eval": self.best_eval,
+        }
+        folder = ckpt.write_best(self.run_dir, {"learner": nets}, state)
+        logger.info(
+            "new best greedy return %.2f at %d env steps: %s",
+            self.best_eval["return_mean"],
+            self.env_steps,
+            folder,
+        )
+
+
+def _read_best_eval(run_dir: Path) -> dict[str, float]:
+    """The evaluation of the run's best checkpoint on disk ({} if it has none)."""
+    folder = ckpt.best_checkpoint(run_dir)
+    if folder is None:
+        return {}
+    return dict(ckpt.read_state(folder).get("eval", {}))
 
 
 class UpdatePacer:

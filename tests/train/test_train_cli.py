@@ -32,7 +32,7 @@ def test_cli_trains_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture
     for name in ("metrics.jsonl", "learning_curve.png", "spec.json", "run.json"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").iterdir())
-    assert load_run(run_dir).step == 200
+    assert load_run(run_dir, "last").step == 200
 
 
 def test_help_has_purpose_and_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +66,7 @@ def test_existing_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([*base, "--total-timesteps", "100"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--resume", str(run_dir), "--total-timesteps", "200", "-q"]) == 0
-    assert load_run(run_dir).step == 200
+    assert load_run(run_dir, "last").step == 200
 
 
 def test_preset_is_a_layer_under_the_file_and_the_flags(tmp_path: Path) -> None:
