@@ -63,7 +63,9 @@ def test_export_run_picks_a_named_checkpoint(trained_run: Path, tmp_path: Path) 
     assert Manifest.load(out).step == int(ckpts[0].name.split("_")[1])
 
 
-def test_export_takes_the_best_evaluation_unless_told_last(trained_run: Path, tmp_path: Path) -> None:
+def test_export_takes_the_best_evaluation_unless_told_last(
+    trained_run: Path, tmp_path: Path
+) -> None:
     best = json.loads((trained_run / "checkpoints" / "best" / "state.json").read_text())
     latest = json.loads((trained_run / "checkpoints" / "latest.json").read_text())
     last = latest["env_steps"]

@@ -51,5 +51,5 @@ def test_a_run_without_a_best_exports_its_latest(tmp_path: Path) -> None:
         p.unlink()
     (run_dir / "checkpoints" / "best").rmdir()
     assert load_run(run_dir).step == 48
-    with pytest.raises(CheckpointError, match="no best checkpoint.*--checkpoint last"):
+    with pytest.raises(CheckpointError, match=r"no best checkpoint.*--checkpoint last"):
         load_run(run_dir, "best")
