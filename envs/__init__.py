@@ -6,12 +6,14 @@ package, and it must never import torch.
 
 Entry points: `make_env` (an id -> a `TeamEnv`; `BUILTIN_ENVS` is the table of short names),
 `PettingZooTeamEnv` (the Parallel API adapter), and the vector envs the trainer's collector drives
-(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`).
+(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`), and
+`BatchedSimpleSpread`, mpe2's simple_spread as one array engine stepping many worlds.
 """
 
 from __future__ import annotations
 
 from .base import TeamEnv
+from .batched_mpe import BatchedSimpleSpread, supports_batched_spread
 from .errors import EnvError, UnsupportedEnvError
 from .matrix import MatrixGame, TwoStepGame
 from .pettingzoo_env import PettingZooTeamEnv
@@ -29,6 +31,7 @@ from .vector import (
 __all__ = [
     "BUILTIN_ENVS",
     "AgentSpec",
+    "BatchedSimpleSpread",
     "BuiltinEnv",
     "EnvError",
     "EnvFactory",
@@ -47,4 +50,5 @@ __all__ = [
     "builtin_env_names",
     "make_env",
     "make_vector_env",
+    "supports_batched_spread",
 ]

@@ -588,12 +588,29 @@ def make_vector_env(
     episode_limit: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> VectorTeamEnv:
-    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"`` or ``"subproc"``."""
+    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"``, ``"subproc"`` or
+    ``"batched"`` (the array engine of `batched_mpe`, for simple_spread only)."""
     if n_envs < 1:
         raise EnvError(f"n_envs must be a positive integer; found {n_envs}")
+    if backend == "batched":
+        from .batched_mpe import SPREAD_IDS, BatchedSimpleSpread
+
+        if env_id not in SPREAD_IDS:
+            raise EnvError(
+                f"the batched engine steps simple_spread only ({sorted(SPREAD_IDS)}); found "
+                f"{env_id!r}. Use backend='sync' or 'subproc' for other envs."
+            )
+        return BatchedSimpleSpread(
+            n_envs,
+            env_id=env_id,
+            n_agents=n_agents,
+            team_reward=team_reward,
+            episode_limit=episode_limit,
+            env_kwargs=env_kwargs,
+        )
     factory = EnvFactory(env_id, n_agents, team_reward, episode_limit, dict(env_kwargs or {}))
     if backend == "sync":
         return SyncVectorEnv([factory() for _ in range(n_envs)])
     if backend == "subproc":
         return SubprocVectorEnv([factory] * n_envs, n_workers=n_workers)
-    raise EnvError(f"backend must be 'sync' or 'subproc'; found {backend!r}")
+    raise EnvError(f"backend must be 'sync', 'subproc' or 'batched'; found {backend!r}")

@@ -44,7 +44,8 @@ def _export_parser() -> argparse.ArgumentParser:
         "--checkpoint",
         metavar="PATH",
         default=None,
-        help="checkpoint folder or name inside the run (default: the latest)",
+        help="best (the run's best greedy evaluation), last (the latest checkpoint), or a checkpoint "
+        "folder or name inside the run (default: best, or last for a run that has no best)",
     )
     p.add_argument(
         "--sign",

@@ -447,7 +447,8 @@ def export_run(
     seed: int = 0,
     progress: bool = False,
 ) -> Manifest:
-    """Export a training run (latest checkpoint, or ``checkpoint``) to ``out_dir``.
+    """Export a training run to ``out_dir``: the checkpoint of its best greedy evaluation (or, for
+    a run without one, its latest), or ``checkpoint`` (``"best"``, ``"last"``, a folder).
 
     With ``use_env`` the parity recording includes rollouts of the run's own environment (made
     with the run's config); when the environment cannot be made here, synthetic inputs are used

@@ -2,7 +2,7 @@
 
 Modules, one idea each: `config` (TrainConfig: every hyperparameter and its unit), `networks` (agent
 utility networks), `mixers` (QMIX / VDN mixing), `replay` (episode replay), `learner` (the TD
-update), `collector` (batched acting in vector envs, greedy evaluation), `finite` (NaN/inf guards
+update), `pacer` (when updates run: the update ratio), `collector` (batched acting in vector envs, greedy evaluation), `finite` (NaN/inf guards
 on env inputs and checkpoint tensors), `checkpoint` (atomic checkpoints, exact resume, `load_run`
 for the exporter), `metrics` (JSONL, TensorBoard, the learning-curve picture), `trainer` (the
 loop), `cli` (``qmix-train``).

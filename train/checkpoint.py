@@ -9,6 +9,8 @@ A run directory (``runs/<name>/``)::
     learning_curve.png         greedy return vs env steps and vs wall seconds
     checkpoints/
         latest.json            {"checkpoint": "step_000050000"}: the commit point, written last
+        best/                  the networks at the best greedy evaluation so far (model.pt and
+                               state.json only); `qmix-export` takes it by default
         step_000050000/
             model.pt           torch state_dicts (+ torch RNG state as a uint8 tensor)
             state.json         counters, config, spec, numpy RNG states, collector bookkeeping
@@ -67,6 +69,8 @@ REPLAY_FILE = "replay.npz"
 COLLECTOR_FILE = "collector.npz"
 STOP_FILE = "stopped.json"
 CHECKPOINT_PREFIX = "step_"
+BEST_DIR = "best"
+"""``checkpoints/best/``: the networks of the best greedy evaluation so far (what export takes)."""
 
 
 # --- atomic writes ----------------------------------------------------------------------------------
@@ -202,10 +206,29 @@ def resume_point(run_dir: Path) -> Path:
     return folder
 
 
+def best_checkpoint(run_dir: Path) -> Path | None:
+    """The folder of the run's best greedy evaluation, or None (older runs, or no evaluation yet)."""
+    base = Path(run_dir) / CHECKPOINTS_DIR
+    for name in (BEST_DIR, _BEST_OLD):  # _BEST_OLD: a crash between write_best's two renames
+        if (base / name / STATE_FILE).is_file():
+            return base / name
+    return None
+
+
 def resolve_checkpoint(run_dir: Path, checkpoint: str | Path | None) -> Path:
-    """A checkpoint folder from None (latest), a folder name, a folder path or a model.pt path."""
+    """A checkpoint folder from None (the best evaluation's, else the latest), ``"best"``,
+    ``"last"`` (the latest), a folder name, a folder path or a model.pt path."""
     run_dir = Path(run_dir)
-    if checkpoint is None:
+    if checkpoint is None or str(checkpoint) == BEST_DIR:
+        best = best_checkpoint(run_dir)
+        if best is not None:
+            return best
+        if checkpoint is not None:
+            raise CheckpointError(
+                f"{run_dir} has no best checkpoint (runs record one at every greedy evaluation "
+                "that beats the previous best); pass --checkpoint last for the latest"
+            )
+    if checkpoint is None or str(checkpoint) in ("last", "latest"):
         found = latest_checkpoint(run_dir)
         if found is None:
             raise CheckpointError(
@@ -367,6 +390,52 @@ def write_checkpoint(
                     with contextlib.suppress(FileNotFoundError):
                         (old / name).unlink()
     return folder
+
+
+_BEST_OLD = ".best-old"
+
+
+def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> Path:
+    """Replace ``checkpoints/best/`` with these networks and their evaluation (crash-safe).
+
+    Written complete into a temp folder, then swapped in by two renames; a crash between them
+    leaves the previous best under ``.best-old``, which `best_checkpoint` still finds.
+    """
+    bad = non_finite_tensors(model)
+    if bad:
+        raise NonFiniteCheckpointError(
+            f"refusing to write the best checkpoint: {len(bad)} tensors hold NaN or inf "
+            f"({', '.join(bad[:6])}); the previous best is kept",
+            tensors=bad,
+        )
+    base = Path(run_dir) / CHECKPOINTS_DIR
+    final, old = base / BEST_DIR, base / _BEST_OLD
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    model_bytes = buf.getvalue()
+    state_bytes = json.dumps({"format": CHECKPOINT_FORMAT, **state}, indent=1).encode()
+    tmp: Path | None = None
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".best-new-", dir=base))
+        _write_synced(tmp / MODEL_FILE, lambda f: f.write(model_bytes))
+        _write_synced(tmp / STATE_FILE, lambda f: f.write(state_bytes))
+        _fsync_dir(tmp)
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        tmp = None
+        _fsync_dir(base)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        raise write_error(
+            final, len(model_bytes) + len(state_bytes), e, what="the best checkpoint"
+        ) from e
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
 
 
 def read_model(folder: Path) -> dict[str, Any]:

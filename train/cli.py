@@ -1,6 +1,7 @@
 """``qmix-train``: train a team from the command line (flags generated from `TrainConfig`).
 
-Precedence, lowest to highest: `TrainConfig` defaults < the ``--config`` YAML file < flags.
+Precedence, lowest to highest: `TrainConfig` defaults < ``--preset`` < the ``--config`` YAML file
+< flags.
 Exit codes: 0 trained, 2 usage/config error (bad flag, bad value, unknown env, bad run dir),
 1 runtime failure or interruption (a checkpoint is written first on Ctrl-C). A run stopped by a
 `TrainError` (a NaN or inf from the env, a non-finite loss, a full disk) prints one line, without a
@@ -21,11 +22,13 @@ from typing import Any, Literal, get_args, get_origin
 from qmix_edge.envs import EnvError
 
 from .config import (
+    PRESETS,
     RUN_KEYS,
     TrainConfig,
     field_docs,
     field_names,
     field_types,
+    preset_values,
     read_config_file,
 )
 from .errors import CheckpointError, ConfigError, TrainError
@@ -43,6 +46,7 @@ paper's matrix games, or a Gymnasium id run as a team of independent copies.
 EPILOG = """\
 example:
   qmix-train --env simple_spread --algo qmix --total-timesteps 200000 --seed 1
+  qmix-train --env simple_spread --preset fast --total-timesteps 3000000
   qmix-train --config my.yaml --hidden-dim 128 --run-dir runs/wide
   qmix-train --resume runs/wide --total-timesteps 400000     # continue a stopped run
 """
@@ -79,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run = parser.add_argument_group("run")
+    run.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="a named set of config values under --config and the flags (fast: the learner for "
+        "the batched simple_spread, after JaxMARL's QMIX; see TrainConfig's table)",
+    )
     run.add_argument(
         "--config",
         type=Path,
@@ -134,11 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults < YAML file < flags, as a dict of config keys (validated by TrainConfig).
+    """Defaults < preset < YAML file < flags, as a dict of config keys (validated by TrainConfig).
 
     The file's run keys (`RUN_KEYS`) fill ``args.total_timesteps`` and ``args.run_dir`` where
     no flag set them."""
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = preset_values(args.preset) if args.preset else {}
     if args.config is not None:
         values.update(read_config_file(args.config))
     run = {k: values.pop(k) for k in RUN_KEYS if k in values}

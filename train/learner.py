@@ -163,6 +163,9 @@ class Learner:
         if config.optimizer == "adam":
             # fused: one kernel for all parameters (measurably faster for these small networks).
             self.optimizer = torch.optim.Adam(self.params, lr=config.learning_rate, fused=True)
+        elif config.optimizer == "radam":
+            # RAdam (Liu et al. 2020), JaxMARL's optimizer: Adam with its early variance rectified.
+            self.optimizer = torch.optim.RAdam(self.params, lr=config.learning_rate, foreach=True)
         else:
             self.optimizer = torch.optim.RMSprop(
                 self.params, lr=config.learning_rate, alpha=config.optim_alpha, eps=config.optim_eps
@@ -177,6 +180,15 @@ class Learner:
         if self.target_mixer is not None:
             ps += list(self.target_mixer.parameters())
         return ps
+
+    def set_learning_rate(self, lr: float) -> None:
+        """Set the step size of every parameter group (the trainer's LR schedule calls this)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def update_targets(self) -> None:
         """Hard copy of the online networks into the targets."""

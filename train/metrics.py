@@ -107,10 +107,20 @@ class MetricsLogger:
         except OSError as e:
             raise write_error(self.path, None, e) from e
 
-    def plot(self, title: str) -> Path | None:
+    def plot(
+        self,
+        title: str,
+        *,
+        random_return: float | None = None,
+        exported_step: int | None = None,
+        eval_episodes: int | None = None,
+    ) -> Path | None:
         """Rewrite the learning curve (greedy return vs env steps and vs wall seconds).
 
-        The band is +- one standard deviation over the evaluation episodes.
+        The band is +- one standard deviation of the return over the ``eval_episodes`` evaluation
+        episodes of each point (the spread of episodes, not an error of the mean). A dashed line
+        marks ``random_return`` (the uniform-random policy on the same seeds) and a star the
+        evaluation at ``exported_step`` (the checkpoint `qmix-export` takes by default).
         """
         if not self.eval_points:
             return None
@@ -129,18 +139,46 @@ class MetricsLogger:
         std = [p[3] for p in self.eval_points]
         lo = [m - s for m, s in zip(mean, std, strict=True)]
         hi = [m + s for m, s in zip(mean, std, strict=True)]
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+        band = "±1 std over " + (f"{eval_episodes} " if eval_episodes else "") + "eval episodes"
+        exported = [i for i, s in enumerate(steps) if s == exported_step][-1:]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
         for ax, x, label in ((axes[0], steps, "env steps"), (axes[1], secs, "wall seconds")):
-            ax.plot(x, mean, marker="o", ms=3)
-            ax.fill_between(x, lo, hi, alpha=0.2)
+            ax.plot(x, mean, marker="o", ms=3, label="greedy return (mean)")
+            ax.fill_between(x, lo, hi, alpha=0.2, label=band)
+            if random_return is not None and math.isfinite(random_return):
+                ax.axhline(
+                    random_return,
+                    color="grey",
+                    linestyle="--",
+                    linewidth=1,
+                    label=f"random policy ({random_return:.1f})",
+                )
+            for i in exported:
+                ax.plot(
+                    [x[i]],
+                    [mean[i]],
+                    marker="*",
+                    ms=14,
+                    color="tab:red",
+                    linestyle="none",
+                    label=f"exported: best ({mean[i]:.1f} at {steps[i]:,} steps)",
+                )
             ax.set_xlabel(label)
+            ax.set_xlim(left=0)  # every curve starts at the start of training
             ax.grid(alpha=0.3)
         axes[0].xaxis.set_major_formatter(EngFormatter(sep=""))  # 800k, not 800000 (labels overlap)
         axes[0].set_ylabel("greedy team return")
+        axes[0].legend(loc="lower right", fontsize="small")
         fig.suptitle(title)
         fig.tight_layout()
         buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=100)
+        # The picture says what it marks in its PNG text too (for tools and tests).
+        meta = {"Title": title, "band": band, "x_starts_at": "0"}
+        if random_return is not None:
+            meta["random_return"] = f"{random_return:.4f}"
+        if exported:
+            meta["exported_step"] = str(steps[exported[0]])
+        fig.savefig(buf, format="png", dpi=100, metadata=meta)
         plt.close(fig)
         path = self.run_dir / CURVE_FILE
         atomic_write_bytes(path, buf.getvalue())

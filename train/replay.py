@@ -86,11 +86,16 @@ class EpisodeReplay:
 
     def add(self, episodes: EpisodeBatch, rows: np.ndarray | list[int]) -> None:
         """Copy episodes ``rows`` of ``episodes`` (same T and sizes) into the ring."""
-        for r in rows:
-            for name, dst in zip(EPISODE_FIELDS, self.data, strict=True):
-                dst[self.pos] = getattr(episodes, name)[r]
-            self.pos = (self.pos + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+        all_rows = np.asarray(rows, dtype=np.int64)
+        k = all_rows.size
+        if k == 0:
+            return
+        src = all_rows[-self.capacity :]  # more than fit: the last ones, where a loop leaves them
+        slots = (self.pos + k - src.size + np.arange(src.size)) % self.capacity
+        for name, dst in zip(EPISODE_FIELDS, self.data, strict=True):
+            dst[slots] = getattr(episodes, name)[src]  # one array copy per field
+        self.pos = (self.pos + k) % self.capacity
+        self.size = min(self.size + k, self.capacity)
 
     def sample(self, batch_size: int) -> EpisodeBatch:
         """``batch_size`` distinct episodes drawn uniformly, trimmed to the longest one's length."""

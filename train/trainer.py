@@ -6,7 +6,8 @@
 One iteration of the loop (the order is fixed, so sync and subprocess envs give identical runs):
 
     1. the collector picks every env's joint action in one batched forward (epsilon-greedy);
-    2. the envs step (in worker processes when ``vector`` is subprocess);
+    2. the envs step (in worker processes when ``vector`` is subprocess; in one array call when it
+       is batched);
     3. the learner runs the updates owed (``updates_per_episode`` per finished episode, once replay
        holds ``min_episodes_to_learn`` episodes), each on ``batch_size`` sampled episodes;
     4. the step is recorded; finished episodes go to replay and their envs restart with new seeds;
@@ -20,6 +21,7 @@ of an uninterrupted one. Ctrl-C stops at the end of the current iteration and wr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
@@ -40,7 +42,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from qmix_edge.envs import EnvSpec, SyncVectorEnv, TeamEnv, VectorTeamEnv, make_env
+from qmix_edge.envs import (
+    BatchedSimpleSpread,
+    EnvSpec,
+    SyncVectorEnv,
+    TeamEnv,
+    VectorTeamEnv,
+    make_env,
+    supports_batched_spread,
+)
+from qmix_edge.envs.baselines import random_team_return
 from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
 
 from . import checkpoint as ckpt
@@ -49,6 +60,7 @@ from .config import TrainConfig, save_config
 from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError
 from .learner import Learner, build_models
 from .metrics import MetricsLogger
+from .pacer import UpdatePacer
 from .replay import EpisodeReplay
 
 logger = logging.getLogger(__name__)
@@ -197,20 +209,36 @@ class Trainer:
         self._action_rng, self._env_seed_rng = action_rng, env_seed_rng
         self.env_steps = 0
         self.episodes = 0
-        self.pacer = UpdatePacer(cfg.updates_per_episode, cfg.n_envs, self.episode_limit)
+        self.pacer = UpdatePacer(
+            cfg.updates_per_episode, cfg.n_envs, self.episode_limit, cfg.env_steps_per_update
+        )
         self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
         self.run_id = uuid.uuid4().hex
         self.last_eval: dict[str, float] = {}
+        self.best_eval: dict[
+            str, float
+        ] = {}  # the best greedy evaluation so far (its step, return)
+        self._random_return: float | None = None
         self.last_checkpoint_step = -1
         self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
         self.vector_kind = self._choose_vector_kind()
+        if cfg.vector != self.vector_kind:  # the saved config names the engine that stepped
+            self.config = cfg.replace(vector=self.vector_kind)
 
     # --- setup ------------------------------------------------------------------------------------
     def _choose_vector_kind(self) -> str:
         cfg = self.config
+        if cfg.vector == "batched" and not supports_batched_spread(cfg.env, cfg.env_kwargs):
+            raise ConfigError(
+                f"vector='batched' steps simple_spread only, with its default options; found env "
+                f"{cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use vector='auto', 'sync' or "
+                "'subprocess'."
+            )
         if cfg.vector != "auto":
             return cfg.vector
+        if supports_batched_spread(cfg.env, cfg.env_kwargs):
+            return "batched"
         if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
             return "subprocess"
         return "sync"
@@ -223,6 +251,22 @@ class Trainer:
 
     def _make_train_envs(self) -> VectorTeamEnv:
         n = self.config.n_envs
+        if self.vector_kind == "batched":
+            cfg = self.config
+            venv = BatchedSimpleSpread(
+                n,
+                env_id=cfg.env,
+                n_agents=cfg.n_agents,
+                team_reward=cfg.team_reward,
+                episode_limit=cfg.episode_limit,
+                env_kwargs=dict(cfg.env_kwargs),
+            )
+            if venv.spec != self.spec:  # a guard: the two engines must describe one env
+                raise ConfigError(
+                    f"the batched engine's spec {venv.spec} differs from the env's {self.spec}; "
+                    "train with vector='sync'"
+                )
+            return venv
         if self.vector_kind == "sync":
             factory = self._factory()
             return SyncVectorEnv([factory() for _ in range(n)])
@@ -311,6 +355,7 @@ class Trainer:
         self.learner.reward_stats.load_state_dict(state["reward_stats"])
         self.wall_offset = float(state["wall_seconds"])
         self.last_eval = dict(state.get("last_eval", {}))
+        self.best_eval = _read_best_eval(self.run_dir)
         self.learner.load_state_dict(model["learner"], int(state["updates"]))
         torch.set_rng_state(model["torch_rng"])
         self.replay.load_state_dict(state["replay"])
@@ -337,8 +382,12 @@ class Trainer:
         )
 
     # --- the loop ---------------------------------------------------------------------------------
-    def train(self, total_timesteps: int) -> dict[str, Any]:
+    def train(self, total_timesteps: int, *, max_seconds: float | None = None) -> dict[str, Any]:
         """Train until ``total_timesteps`` env steps in all (a resumed run counts its earlier steps).
+
+        ``max_seconds`` ends this call earlier, at the first vector step after that many wall
+        seconds of it (then the final evaluation and checkpoint run as usual); schedules (epsilon,
+        a linear learning rate decaying over the run) still span ``total_timesteps``.
 
         Returns ``mean_reward`` (greedy evaluation team return, mean over ``eval_episodes``),
         ``std_reward``, ``episodes``, ``env_steps``, ``updates``, ``wall_time_s``, ``steps_per_s``
@@ -351,6 +400,12 @@ class Trainer:
         ):
             raise ConfigError(
                 f"total_timesteps must be a positive integer; found {total_timesteps!r}"
+            )
+        if max_seconds is not None and not (
+            isinstance(max_seconds, int | float) and max_seconds > 0
+        ):
+            raise ConfigError(
+                f"max_seconds must be a positive number or None; found {max_seconds!r}"
             )
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -378,8 +433,9 @@ class Trainer:
             else:
                 collector.start()
                 metrics = MetricsLogger(self.run_dir)
+                self._evaluate(eval_venv, metrics, 0.0)  # every curve starts at step 0
             with _stop_on_sigint(self):
-                return self._loop(total_timesteps, collector, eval_venv, metrics)
+                return self._loop(total_timesteps, collector, eval_venv, metrics, max_seconds)
         except (NonFiniteError, RunDirWriteError) as e:
             # Nothing of this failure reached a checkpoint; say why for --resume.
             ckpt.write_stop_record(self.run_dir, self.env_steps, e)
@@ -397,6 +453,7 @@ class Trainer:
         collector: Collector,
         eval_venv: VectorTeamEnv,
         metrics: MetricsLogger,
+        max_seconds: float | None = None,
     ) -> dict[str, Any]:
         cfg = self.config
         if self.env_steps >= total:
@@ -418,6 +475,11 @@ class Trainer:
         last_log_time, last_log_steps = time.perf_counter(), self.env_steps
         try:
             while self.env_steps < total:
+                if max_seconds is not None and time.perf_counter() - start_time >= max_seconds:
+                    logger.info(
+                        "stopping at %d env steps: %.0f s passed", self.env_steps, max_seconds
+                    )
+                    break
                 if self._stop_requested:
                     # Only here, between iterations, is the state consistent enough to save.
                     folder = self.save_checkpoint(collector, wall())
@@ -430,6 +492,7 @@ class Trainer:
                 epsilon = cfg.epsilon(self.env_steps)
                 actions = collector.act(epsilon)
                 collector.venv.step_async(actions)  # workers step while the learner updates
+                self.learner.set_learning_rate(cfg.learning_rate_at(self.env_steps, total))
                 for _ in range(self.pacer.due()):
                     train_info = self.learner.update(self.replay.sample(cfg.batch_size))
                 result = collector.venv.step_wait()
@@ -445,7 +508,7 @@ class Trainer:
                         learning=len(self.replay) >= cfg.min_episodes_to_learn,
                     )
                 if bar is not None:
-                    bar.update(n_envs)
+                    bar.update(min(n_envs, max(total - bar.n, 0)))  # the last wave may overshoot
 
                 if _crossed(prev_steps, self.env_steps, cfg.log_interval):
                     now = time.perf_counter()
@@ -454,6 +517,7 @@ class Trainer:
                     values = {"rollout/epsilon": epsilon, "time/steps_per_s": sps}
                     values["rollout/episodes"] = float(self.episodes)
                     values["train/updates"] = float(self.learner.updates)
+                    values["train/learning_rate"] = self.learner.learning_rate
                     if recent:
                         values["rollout/ep_return_mean"] = float(
                             np.mean([e.team_return for e in recent])
@@ -464,6 +528,7 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(
                             ret=f"{values.get('rollout/ep_return_mean', math.nan):.1f}",
+                            best_eval=f"{self.best_eval.get('return_mean', math.nan):.1f}",
                             eps=f"{epsilon:.2f}",
                             sps=f"{sps:.0f}",
                         )
@@ -513,7 +578,17 @@ class Trainer:
                 "eval/ep_len_mean": float(np.mean([e.length for e in stats])),
             },
         )
-        metrics.plot(f"{self.config.algo} on {self.config.env} (seed {self.config.seed})")
+        if not self.best_eval or self.last_eval["return_mean"] > self.best_eval["return_mean"]:
+            self._save_best()
+        if self._random_return is None:
+            with contextlib.closing(self._factory()()) as env:
+                self._random_return = random_team_return(env, self.eval_seeds)
+        metrics.plot(
+            f"{self.config.algo} on {self.config.env} (seed {self.config.seed})",
+            random_return=self._random_return,
+            exported_step=int(self.best_eval["step"]),
+            eval_episodes=len(self.eval_seeds),
+        )
         logger.info(
             "eval at %d env steps: greedy return %.2f +- %.2f",
             self.env_steps,
@@ -521,60 +596,34 @@ class Trainer:
             returns.std(),
         )
 
-
-class UpdatePacer:
-    """How many learner updates to run at each vector step.
-
-    The contract is EPyMARL's ratio: ``updates_per_episode`` updates are *owed* for every finished
-    episode (once replay can be sampled). Paying them the moment a wave of episodes ends would
-    leave the env workers idle during a burst of updates, so the debt is paid at the observed
-    rate (updates per env step = updates_per_episode / mean episode length), spread evenly over the
-    vector steps, never ahead of what is owed and never more than ``2 * n_envs`` episodes behind.
-    Integer and float bookkeeping only, so it is deterministic and checkpointable.
-    """
-
-    def __init__(self, updates_per_episode: float, n_envs: int, episode_limit: int) -> None:
-        self.updates_per_episode = updates_per_episode
-        self.n_envs = n_envs
-        self.episode_limit = episode_limit
-        self.owed = 0.0
-        self.allowance = 0.0
-        self.episodes = 0
-        self.episode_steps = 0
-        self.max_lag = 2.0 * n_envs * updates_per_episode + 1.0
-
-    def episodes_finished(self, lengths: list[int], learning: bool) -> None:
-        self.episodes += len(lengths)
-        self.episode_steps += sum(lengths)
-        if learning:
-            self.owed += self.updates_per_episode * len(lengths)
-
-    def due(self) -> int:
-        """Updates to run now (called once per vector step)."""
-        if self.owed < 1.0:
-            return 0
-        mean_len = self.episode_steps / self.episodes if self.episodes else self.episode_limit
-        per_step = self.n_envs * self.updates_per_episode / max(mean_len, 1.0)
-        self.allowance = min(self.allowance + per_step, self.owed)
-        n = int(self.allowance)
-        n = max(n, int(self.owed - self.max_lag))
-        self.allowance = max(self.allowance - n, 0.0)
-        self.owed -= n
-        return n
-
-    def state_dict(self) -> dict[str, float | int]:
-        return {
-            "owed": self.owed,
-            "allowance": self.allowance,
-            "episodes": self.episodes,
-            "episode_steps": self.episode_steps,
+    def _save_best(self) -> None:
+        """Keep the networks of this evaluation as the run's best (what export takes)."""
+        self.best_eval = dict(self.last_eval)
+        nets = {"agent_net": self.agent_net.state_dict()}
+        if self.mixer is not None:
+            nets["mixer"] = self.mixer.state_dict()
+        state = {
+            "run_id": self.run_id,
+            "env_steps": self.env_steps,
+            "config": self.config.to_dict(),
+            "spec": self.spec.to_dict(),
+            "eval": self.best_eval,
         }
+        folder = ckpt.write_best(self.run_dir, {"learner": nets}, state)
+        logger.info(
+            "new best greedy return %.2f at %d env steps: %s",
+            self.best_eval["return_mean"],
+            self.env_steps,
+            folder,
+        )
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.owed = float(state["owed"])
-        self.allowance = float(state["allowance"])
-        self.episodes = int(state["episodes"])
-        self.episode_steps = int(state["episode_steps"])
+
+def _read_best_eval(run_dir: Path) -> dict[str, float]:
+    """The evaluation of the run's best checkpoint on disk ({} if it has none)."""
+    folder = ckpt.best_checkpoint(run_dir)
+    if folder is None:
+        return {}
+    return dict(ckpt.read_state(folder).get("eval", {}))
 
 
 def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:

@@ -42,8 +42,8 @@ def test_export_run_signed_with_int8(
     manifest = Manifest.load(out, public_key=keys / "qmix-signing.pub")
     run_info = json.loads((trained_run / "run.json").read_text())
     assert manifest.run_id == run_info["run_id"]
-    latest = json.loads((trained_run / "checkpoints" / "latest.json").read_text())
-    assert manifest.step == latest["env_steps"] >= 300
+    best = json.loads((trained_run / "checkpoints" / "best" / "state.json").read_text())
+    assert manifest.step == best["env_steps"]  # the best greedy evaluation's, by default
     assert manifest.env_id == "two_step"
     assert manifest.env_options["n_agents"] == 2  # the game's team, not the default 3 asked for
     assert [a.fallback_action for a in manifest.agents] == [0, 1]
@@ -62,6 +62,20 @@ def test_export_run_picks_a_named_checkpoint(trained_run: Path, tmp_path: Path) 
     out = tmp_path / "art"
     assert cli.main([str(trained_run), "--out", str(out), "--checkpoint", ckpts[0].name, "-q"]) == 0
     assert Manifest.load(out).step == int(ckpts[0].name.split("_")[1])
+
+
+def test_export_takes_the_best_evaluation_unless_told_last(
+    trained_run: Path, tmp_path: Path
+) -> None:
+    best = json.loads((trained_run / "checkpoints" / "best" / "state.json").read_text())
+    latest = json.loads((trained_run / "checkpoints" / "latest.json").read_text())
+    last = latest["env_steps"]
+    for choice, step in ((None, best["env_steps"]), ("best", best["env_steps"]), ("last", last)):
+        out = tmp_path / f"art-{choice}"
+        argv = [str(trained_run), "--out", str(out), "-q", "--no-env"]
+        argv += ["--checkpoint", choice] if choice else []
+        assert cli.main(argv) == 0
+        assert Manifest.load(out).step == step
 
 
 @pytest.mark.parametrize(

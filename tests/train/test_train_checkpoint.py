@@ -29,7 +29,7 @@ def two_step_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_load_run_rebuilds_networks_in_eval_mode(two_step_run: Path) -> None:
-    run = load_run(two_step_run)
+    run = load_run(two_step_run, "last")  # the default is the best evaluation's (tested apart)
     assert isinstance(run.agent_net, AgentNetwork)
     assert isinstance(run.mixer, QMixer)
     assert not run.agent_net.training and not run.mixer.training

@@ -32,7 +32,7 @@ def test_cli_trains_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture
     for name in ("metrics.jsonl", "learning_curve.png", "spec.json", "run.json"):
         assert (run_dir / name).is_file(), name
     assert any((run_dir / "tb").iterdir())
-    assert load_run(run_dir).step == 200
+    assert load_run(run_dir, "last").step == 200
 
 
 def test_help_has_purpose_and_example(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +66,7 @@ def test_existing_run_dir_is_refused(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main([*base, "--total-timesteps", "100"]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert main(["--resume", str(run_dir), "--total-timesteps", "200", "-q"]) == 0
-    assert load_run(run_dir).step == 200
+    assert load_run(run_dir, "last").step == 200
 
 
 def test_yaml_gives_total_timesteps_and_run_dir_below_the_flags(
@@ -77,12 +77,12 @@ def test_yaml_gives_total_timesteps_and_run_dir_below_the_flags(
         f"env: two_step\ntotal_timesteps: 120\nrun_dir: {tmp_path / 'from_yaml'}\nhidden_dim: 8\n"
     )
     assert main(["--config", str(config), *TINY, "-q"]) == 0
-    assert load_run(tmp_path / "from_yaml").step == 120
+    assert load_run(tmp_path / "from_yaml", "last").step == 120
     saved = yaml.safe_load((tmp_path / "from_yaml" / "config.yaml").read_text())
     assert "total_timesteps" not in saved and "run_dir" not in saved  # run keys, not config
     flags = ["--run-dir", str(tmp_path / "from_flag"), "--total-timesteps", "80"]
     assert main(["--config", str(config), *TINY, *flags, "-q"]) == 0
-    assert load_run(tmp_path / "from_flag").step == 80
+    assert load_run(tmp_path / "from_flag", "last").step == 80
     config.write_text("total_timesteps: -5\n")
     assert main(["--config", str(config)]) == 2
     assert "total_timesteps in" in capsys.readouterr().err
@@ -123,4 +123,19 @@ def test_resume_to_a_total_already_reached_exits_2(
     captured = capsys.readouterr()
     assert "already holds 100 env steps" in captured.err
     assert "env steps/s" not in captured.out  # no success line for a run that trained nothing
-    assert load_run(run_dir).step == 100
+    assert load_run(run_dir, "last").step == 100
+
+
+def test_preset_is_a_layer_under_the_file_and_the_flags(tmp_path: Path) -> None:
+    from qmix_edge.train.cli import build_parser, resolve_config
+
+    config = tmp_path / "c.yaml"
+    config.write_text("gamma: 0.8\n")
+    args = build_parser().parse_args(
+        ["--preset", "fast", "--config", str(config), "--batch-size", "16"]
+    )
+    values = resolve_config(args)
+    assert values["optimizer"] == "radam" and values["env_steps_per_update"] == 208  # the preset
+    assert values["gamma"] == 0.8  # the file beats the preset
+    assert values["batch_size"] == 16  # the flag beats both
+    assert main(["--preset", "nope"]) == 2

@@ -46,7 +46,7 @@ def test_derived_values() -> None:
         ({"epsilon_end": -0.1}, r"epsilon_end must be in \[0.0, 1.0\]"),
         ({"hypernet_layers": 3}, r"hypernet_layers must be one of \[1, 2\]; found 3"),
         ({"agent_network": "lstm"}, r"agent_network must be one of \['mlp', 'gru'\]"),
-        ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'rmsprop'\]"),
+        ({"optimizer": "sgd"}, r"optimizer must be one of \['adam', 'radam', 'rmsprop'\]"),
         ({"team_reward": "max"}, r"team_reward must be one of \['sum', 'mean'\]"),
         ({"n_envs": True}, r"n_envs must be an integer"),
         ({"env": ""}, r"env must be a non-empty environment id"),
@@ -92,3 +92,13 @@ def test_round_trip() -> None:
     c = TrainConfig(env_kwargs={"N": 2}, episode_limit=10)
     assert TrainConfig.from_dict(c.to_dict()) == c
     assert c.replace(seed=7).seed == 7
+
+
+def test_linear_learning_rate_schedule() -> None:
+    c = TrainConfig(learning_rate=0.005, lr_schedule="linear", lr_end=0.001)
+    assert c.learning_rate_at(0, 1000) == 0.005
+    assert c.learning_rate_at(500, 1000) == pytest.approx(0.003)
+    assert c.learning_rate_at(2000, 1000) == pytest.approx(0.001)
+    fixed_span = c.replace(lr_decay_steps=100)
+    assert fixed_span.learning_rate_at(50, 10**6) == pytest.approx(0.003)
+    assert TrainConfig(learning_rate=0.01).learning_rate_at(500, 1000) == 0.01

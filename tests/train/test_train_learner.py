@@ -172,3 +172,8 @@ def test_standardised_rewards_enter_the_target() -> None:
     b2 = _batch(length=1, terminated=True)
     b2.reward[:] = b.reward + 101.0
     assert _loss(learner, b2) == pytest.approx(before, rel=1e-5)
+
+
+def test_radam_option() -> None:
+    learner = _learner("qmix", optimizer="radam")
+    assert isinstance(learner.optimizer, torch.optim.RAdam)

@@ -42,6 +42,19 @@ def _losses(run_dir: Path) -> dict[int, float]:
         # CartPole: episodes of different lengths, so training envs are mid-episode at the checkpoint.
         ("CartPole-v1", {"n_agents": 2, "episode_limit": 60, "n_envs": 3, "agent_network": "gru"}),
         ("two_step", {"n_envs": 3}),
+        # The batched engine, mid-episode at the checkpoint (120 vector steps of 25-step episodes),
+        # with the update ratio in env steps and a learning rate decaying over the whole run.
+        (
+            "simple_spread",
+            {
+                "vector": "batched",
+                "n_envs": 5,
+                "env_steps_per_update": 30,
+                "lr_schedule": "linear",
+                "lr_decay_steps": 1200,
+                "optimizer": "radam",
+            },
+        ),
     ],
 )
 def test_resumed_run_equals_uninterrupted_run(env: str, extra: dict, tmp_path: Path) -> None:
