@@ -44,9 +44,8 @@ def import_ray() -> types.ModuleType:
     return ray
 
 
-@contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
-    """Ray initialised for the duration of the block (see the module docstring).
+def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> bool:
+    """Initialise Ray unless it already is; True when this call started or joined it.
 
     Args:
         address: an existing cluster to join; None starts a local Ray on this machine.
@@ -54,8 +53,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
     """
     ray = import_ray()
     if ray.is_initialized():
-        yield
-        return
+        return False
     # Usage statistics would be sent over the network; nothing here needs them.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
@@ -78,7 +76,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> I
             "(HOST:PORT of a running cluster's head, or none for a local Ray)."
         ) from e
     logger.info("Ray: using %s (%s CPUs)", where, ray.cluster_resources().get("CPU", "?"))
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, *, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray initialised for the duration of the block (see the module docstring and `start_ray`)."""
+    started = start_ray(address, num_cpus=num_cpus)
     try:
         yield
     finally:
-        ray.shutdown()
+        if started:
+            import_ray().shutdown()

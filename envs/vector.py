@@ -588,7 +588,7 @@ def make_vector_env(
     episode_limit: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> VectorTeamEnv:
-    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"`` or ``"subproc"``."""
+    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend``: ``"sync"``, ``"subproc"``, ``"ray"``."""
     if n_envs < 1:
         raise EnvError(f"n_envs must be a positive integer; found {n_envs}")
     factory = EnvFactory(env_id, n_agents, team_reward, episode_limit, dict(env_kwargs or {}))
@@ -596,4 +596,8 @@ def make_vector_env(
         return SyncVectorEnv([factory() for _ in range(n_envs)])
     if backend == "subproc":
         return SubprocVectorEnv([factory] * n_envs, n_workers=n_workers)
-    raise EnvError(f"backend must be 'sync' or 'subproc'; found {backend!r}")
+    if backend == "ray":  # Ray actors (ray_vector imports Ray: only on this path)
+        from .ray_vector import RayVectorEnv
+
+        return RayVectorEnv([factory] * n_envs, n_workers=n_workers)
+    raise EnvError(f"backend must be 'sync', 'subproc' or 'ray'; found {backend!r}")

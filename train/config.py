@@ -69,7 +69,7 @@ from typing import Any, Literal, get_args, get_type_hints
 from .errors import ConfigError
 
 Algo = Literal["qmix", "vdn", "iql"]
-VectorKind = Literal["auto", "sync", "subprocess"]
+VectorKind = Literal["auto", "sync", "subprocess", "ray"]
 
 ALGO_TO_MIXER: dict[str, str] = {"qmix": "qmix", "vdn": "vdn", "iql": "none"}
 """Which mixer each algorithm uses (IQL has none: each agent learns from the team reward)."""
@@ -151,7 +151,8 @@ class TrainConfig:
     n_envs: int = 16
     """Training environments stepped together (one batched forward per vector step)."""
     vector: VectorKind = "auto"
-    """How training envs run: sync (in this process), subprocess (worker process), auto (choose)."""
+    """How training envs run: sync (in this process), subprocess (worker process), ray (Ray actors on
+    the running Ray or a local one, one CPU each; needs qmix-edge[ray]), auto (sync or subprocess)."""
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------
     eval_interval: int = 20_000

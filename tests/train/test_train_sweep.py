@@ -177,3 +177,22 @@ def test_sweep_commands_run_and_resume(
     assert sweep_main([str(tmp_path / "seeds"), "-q"]) == 0  # a sweep directory resumes too
     assert train_main([*argv, "--hidden-dim", "32"]) == 2  # not the same sweep
     assert "holds a different sweep" in capsys.readouterr().err
+
+
+def test_train_with_ray_env_workers_equals_subprocess_workers(ray_local, tmp_path: Path) -> None:
+    cfg = tiny(env="masked_choice", n_agents=2, n_envs=4, eval_interval=200, batch_size=4)
+    runs = {
+        kind: Trainer(config={**cfg, "vector": kind}, run_dir=tmp_path / kind).train(400)
+        for kind in ("subprocess", "ray")
+    }
+    assert runs["ray"]["mean_reward"] == runs["subprocess"]["mean_reward"]
+    curves = {k: (tmp_path / k / "metrics.jsonl").read_text().splitlines() for k in runs}
+    strip = [
+        {k: v for k, v in json.loads(line).items() if not k.startswith("time")}
+        for line in curves["ray"]
+    ]
+    want = [
+        {k: v for k, v in json.loads(line).items() if not k.startswith("time")}
+        for line in curves["subprocess"]
+    ]
+    assert strip == want
