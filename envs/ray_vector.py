@@ -144,14 +144,14 @@ class RayVectorEnv(VectorTeamEnv):
                 if error is None:
                     error = (w, e)
         if error is not None:
-            w, e = error
-            cause = getattr(e, "cause", None)
+            w, remote = error
+            cause = getattr(remote, "cause", None)
             if isinstance(cause, EnvError):
-                raise type(cause)(*cause.args) from e
+                raise type(cause)(*cause.args) from remote
             a, b = self._slices[w]
             raise EnvError(
                 f"env worker {w} (envs {a}..{b - 1}) failed: {type(cause).__name__}: {cause}"
-            ) from e
+            ) from remote
         return results
 
     def reset_envs(
