@@ -35,8 +35,9 @@ from .vector import (
     _index_array,
     _seed_list,
     empty_steps,
+    in_request_order,
+    merge_slice_steps,
     reject_unavailable,
-    stack_parts,
 )
 
 logger = logging.getLogger(__name__)
@@ -174,11 +175,7 @@ class RayVectorEnv(VectorTeamEnv):
             return empty_steps(self.spec)
         parts = self._gather(refs)
         self._running[idx] = True
-        order = np.concatenate([np.asarray(p) for p in asked])
-        stacked = stack_parts(parts)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
-        first = TeamStep(*(arr[inverse] for arr in stacked))
+        first = in_request_order(parts, asked)
         self._avail[idx], self._alive[idx] = first.avail, first.alive
         return first
 
@@ -203,10 +200,7 @@ class RayVectorEnv(VectorTeamEnv):
         if self._refs is None:
             raise EnvError("no step in progress; call step_async(actions) first")
         refs, self._refs = self._refs, None
-        parts = self._gather(refs)
-        nexts = stack_parts([p[0] for p in parts])
-        rest = [np.concatenate([p[k] for p in parts]) for k in range(1, 6)]
-        result = VectorStepResult(nexts, *rest)
+        result = merge_slice_steps(self._gather(refs))
         self._running &= ~(result.terminated | result.truncated)
         self._avail, self._alive = result.next.avail, result.next.alive
         return result

@@ -227,23 +227,9 @@ def read_result(trial: Trial) -> dict[str, Any] | None:
 
 def eval_curve(run_dir: Path) -> list[tuple[int, float, float]]:
     """(env step, wall seconds, greedy return mean) of every evaluation in a run's metrics."""
-    from .metrics import METRICS_FILE
+    from .metrics import read_eval_points
 
-    points: list[tuple[int, float, float]] = []
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return points
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if rec.get("eval/return_mean") is not None:
-                points.append(
-                    (int(rec["step"]), float(rec["time"]), float(rec["eval/return_mean"]))
-                )
-    return points
+    return [(step, t, mean) for step, t, mean, _std in read_eval_points(run_dir)]
 
 
 def summarize(trial: Trial, train_result: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,8 @@ COLUMNS = (
 )
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, population std) of the values; (nan, nan) for none."""
     if not values:
         return math.nan, math.nan
     m = sum(values) / len(values)
@@ -61,8 +62,8 @@ def table_rows(
         n_trials = sum(1 for t in trials if t.config_name == name)
         finals = [float(r["final_return"]) for r in mine]
         bests = [float(r["best_return"]) for r in mine]
-        fm, fs = _mean_std(finals)
-        bm, bs = _mean_std(bests)
+        fm, fs = mean_std(finals)
+        bm, bs = mean_std(bests)
         hit = [r for r in mine if r.get("steps_to_target") is not None]
         rows.append(
             {
@@ -76,8 +77,8 @@ def table_rows(
                 "best_best": max(bests, default=math.nan),
                 "target": spec.target_return,
                 "reached": f"{len(hit)}/{len(mine)}" if spec.target_return is not None else "",
-                "steps_to_target": _mean_std([float(r["steps_to_target"]) for r in hit])[0],
-                "seconds_to_target": _mean_std([float(r["seconds_to_target"]) for r in hit])[0],
+                "steps_to_target": mean_std([float(r["steps_to_target"]) for r in hit])[0],
+                "seconds_to_target": mean_std([float(r["seconds_to_target"]) for r in hit])[0],
             }
         )
     return rows
