@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 RAY_INSTALL_HINT = "pip install 'qmix-edge[ray]'"
 """What to run when Ray is missing."""
 
+_LOOPBACK_ONLY_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
 LOCAL_OBJECT_STORE_BYTES = 256 * 1024 * 1024
 """Object store of a local Ray: ample for trial summaries and env-worker arrays, gentle on /dev/shm."""
 
@@ -57,6 +59,11 @@ def start_ray(address: str | None = None, *, num_cpus: int | None = None) -> boo
     # Usage statistics would be sent over the network; nothing here needs them.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
+        # Ray finds a "remotely reachable" node address (even for 127.0.0.1) unless clusters are
+        # off, as on macOS: then a local Ray lives on the loopback address alone. The variable is
+        # for the processes Ray starts; the constant for this one, which may have imported Ray.
+        os.environ[_LOOPBACK_ONLY_ENV] = "0"
+        ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
         kwargs: dict[str, object] = {
             "address": "local",
             "num_cpus": num_cpus,

@@ -153,3 +153,13 @@ def test_envs_do_not_import_ray_and_name_the_extra(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(EnvError, match=r"pip install 'qmix-edge\[ray\]'"):
         import_ray()
+
+
+def test_envs_local_ray_lives_on_loopback_without_dashboard() -> None:
+    import ray
+
+    nodes = ray.nodes()
+    assert [n["NodeManagerAddress"] for n in nodes] == ["127.0.0.1"]
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert ray.get_runtime_context().get_node_id() == nodes[0]["NodeID"]
+    assert not ray.worker.get_dashboard_url()  # type: ignore[attr-defined]
