@@ -43,7 +43,7 @@ The sweep file (YAML):
 EPILOG = """\
 example:
   qmix-sweep sweep.yaml                          # -> sweeps/sweep/
-  qmix-sweep sweep.yaml --out sweeps/lbf --ray-address 10.0.0.5:6379
+  qmix-sweep sweep.yaml --out sweeps/lbf --ray-address HEAD:6379   # on a cluster
   qmix-sweep sweeps/lbf                          # resume it
   qmix-train --env two_step --seeds 0,1,2 --total-timesteps 5000   # one config, three seeds
 """
@@ -154,6 +154,10 @@ def run_seeds(
 ) -> int:
     """``qmix-train --seeds``: the resolved config as a one-config sweep over ``seeds``."""
     base = {k: v for k, v in values.items() if k != "seed"}
+    if "seed" in values:
+        logging.getLogger(__name__).warning(
+            "seed %s does not apply: --seeds %s lists the seeds", values["seed"], seeds
+        )
     try:
         spec = SweepSpec(base=base, seeds=tuple(seeds), total_timesteps=total)
     except ConfigError as e:
