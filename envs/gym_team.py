@@ -26,7 +26,10 @@ from .errors import EnvError, UnsupportedEnvError
 from .pettingzoo_env import PettingZooTeamEnv, TeamReward
 from .registry import INSTALL_HINT, import_sim_module
 
-_SUPPORTED = "supported: Discrete actions and flat (1-D) Box observations"
+_SUPPORTED = (
+    "supported: Discrete actions and flat (1-D) Box observations (read as a single-agent Gymnasium "
+    "env run as n_agents independent copies, since its action space is not a Tuple of agents)"
+)
 
 
 def _parallel_env_base() -> type:
@@ -45,7 +48,10 @@ class GymCopiesParallelEnv(_parallel_env_base()):  # type: ignore[misc]
         try:
             self.copies = [gym.make(gym_id, **dict(env_kwargs or {})) for _ in range(n_agents)]
         except gym.error.Error as e:
-            raise EnvError(f"gymnasium could not make {gym_id!r}: {e}") from e
+            raise EnvError(
+                f"gymnasium could not make {gym_id!r} (a single-agent env run as independent "
+                f"copies): {e}"
+            ) from e
         except TypeError as e:
             raise EnvError(
                 f"gymnasium {gym_id!r} rejected env_kwargs {dict(env_kwargs or {})}: {e}"

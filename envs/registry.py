@@ -7,7 +7,9 @@ An id is resolved in this order (the first form that matches wins):
    module). A callable may also return a ready `TeamEnv`, which is used as is.
 2. A built-in short name from `BUILTIN_ENVS` (below): aliases of mpe2 scenarios, the QMIX paper's
    matrix games, and the small toy envs the tests use.
-3. A Gymnasium id (e.g. ``CartPole-v1``): ``n_agents`` independent copies (see `gym_team`).
+3. A Gymnasium id: a multi-agent env in EPyMARL's convention (Tuple spaces, e.g. lbforaging and
+   rware; see `gym_multiagent`) is a team of its own agents; a single-agent env (e.g.
+   ``CartPole-v1``) runs as ``n_agents`` independent copies (see `gym_team`).
    Gymnasium's ``"module:EnvId-v0"`` form (the part after ``:`` is not a Python name) imports the
    module, which registers the id, and is then a Gymnasium id.
 
@@ -318,9 +320,9 @@ def make_env(
             # Gymnasium's own "module:Env-v0" form: importing the module registers the id.
             import_sim_module(module_name)
             if attr in _gymnasium_ids():
-                from .gym_team import make_gym_team
+                from .gym_multiagent import make_gymnasium_team
 
-                return make_gym_team(attr, env_id=env_id, **common)
+                return make_gymnasium_team(attr, env_id=env_id, **common)
             raise EnvError(
                 f"{attr!r} is not a Python attribute name, so {env_id!r} was read as Gymnasium's "
                 f"'module:EnvId' form, but importing {module_name!r} did not register {attr!r}. "
@@ -343,9 +345,9 @@ def make_env(
         logger.debug("gymnasium lookup skipped: %s", e)
     if registry is not None:
         if env_id in registry:
-            from .gym_team import make_gym_team
+            from .gym_multiagent import make_gymnasium_team
 
-            return make_gym_team(env_id, **common)
+            return make_gymnasium_team(env_id, **common)
         tried.append("Gymnasium ids (not registered)")
     known = [*BUILTIN_ENVS, *(registry if registry is not None else ())]
     raise EnvError(

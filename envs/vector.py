@@ -500,12 +500,7 @@ class SubprocVectorEnv(VectorTeamEnv):
             return empty_steps(self.spec)
         parts = self._gather([w for w, _ in asked])
         self._running[idx] = True
-        # Reassemble in the order of `indices`.
-        order = np.concatenate([np.asarray(p) for _, p in asked])
-        stacked = TeamStep(*(np.concatenate(arrs) for arrs in zip(*parts, strict=True)))
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
-        first = TeamStep(*(arr[inverse] for arr in stacked))
+        first = in_request_order(parts, [p for _, p in asked])
         self._avail[idx], self._alive[idx] = first.avail, first.alive
         return first
 
@@ -529,10 +524,7 @@ class SubprocVectorEnv(VectorTeamEnv):
         if not self._stepping:
             raise EnvError("no step in progress; call step_async(actions) first")
         self._stepping = False
-        parts = self._gather(range(len(self._slices)))
-        nexts = stack_parts([p[0] for p in parts])
-        rest = [np.concatenate([p[k] for p in parts]) for k in range(1, 6)]
-        result = VectorStepResult(nexts, *rest)
+        result = merge_slice_steps(self._gather(range(len(self._slices))))
         self._running &= ~(result.terminated | result.truncated)
         self._avail, self._alive = result.next.avail, result.next.alive
         return result
@@ -577,6 +569,21 @@ def stack_parts(parts: Sequence[TeamStep]) -> TeamStep:
     return TeamStep(*(np.concatenate(arrs) for arrs in zip(*parts, strict=True)))
 
 
+def merge_slice_steps(parts: Sequence[tuple[Any, ...]]) -> VectorStepResult:
+    """One result for all envs from each worker's slice step (`_EnvSlice.step`), in slice order."""
+    rest = (np.concatenate([p[k] for p in parts]) for k in range(1, 6))
+    return VectorStepResult(stack_parts([p[0] for p in parts]), *rest)
+
+
+def in_request_order(parts: Sequence[TeamStep], positions: Sequence[Sequence[int]]) -> TeamStep:
+    """Workers' reset views (worker w answered the requested positions ``positions[w]``), stacked
+    in the order the indices were requested."""
+    order = np.concatenate([np.asarray(p) for p in positions])
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return TeamStep(*(arr[inverse] for arr in stack_parts(parts)))
+
+
 def make_vector_env(
     env_id: str,
     n_envs: int,
@@ -588,8 +595,8 @@ def make_vector_env(
     episode_limit: int | None = None,
     env_kwargs: Mapping[str, Any] | None = None,
 ) -> VectorTeamEnv:
-    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"``, ``"subproc"`` or
-    ``"batched"`` (the array engine of `batched_mpe`, for simple_spread only)."""
+    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"``, ``"subproc"``,
+    ``"ray"`` (Ray actors) or ``"batched"`` (the array engine of `batched_mpe`, simple_spread only)."""
     if n_envs < 1:
         raise EnvError(f"n_envs must be a positive integer; found {n_envs}")
     if backend == "batched":
@@ -613,4 +620,8 @@ def make_vector_env(
         return SyncVectorEnv([factory() for _ in range(n_envs)])
     if backend == "subproc":
         return SubprocVectorEnv([factory] * n_envs, n_workers=n_workers)
-    raise EnvError(f"backend must be 'sync', 'subproc' or 'batched'; found {backend!r}")
+    if backend == "ray":  # Ray actors (ray_vector imports Ray: only on this path)
+        from .ray_vector import RayVectorEnv
+
+        return RayVectorEnv([factory] * n_envs, n_workers=n_workers)
+    raise EnvError(f"backend must be 'sync', 'subproc', 'ray' or 'batched'; found {backend!r}")

@@ -49,6 +49,7 @@ example:
   qmix-train --env simple_spread --preset fast --total-timesteps 3000000
   qmix-train --config my.yaml --hidden-dim 128 --run-dir runs/wide
   qmix-train --resume runs/wide --total-timesteps 400000     # continue a stopped run
+  qmix-train --env two_step --seeds 0,1,2 --run-dir sweeps/ts  # 3 seeds in parallel on Ray
 """
 
 _SPECIAL = {"algo", "env", "seed"}  # declared first, with their own help
@@ -111,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run in RUN_DIR from its latest checkpoint (its saved config is used)",
     )
     run.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    run.add_argument(
+        "--seeds",
+        default=None,
+        metavar="LIST",
+        help="run this config once per seed (e.g. 0,1,2 or 0-3) in parallel on Ray, as a sweep in "
+        "--run-dir (see qmix-sweep; needs qmix-edge[ray]); run the same command to resume it",
+    )
+    from .sweep_cli import add_ray_flags  # the sweep's Ray flags, for --seeds
+
+    add_ray_flags(run)
 
     cfg = parser.add_argument_group("config (see TrainConfig; flags override --config)")
     docs, hints = field_docs(), field_types()
@@ -180,6 +191,19 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.seeds is not None:
+        from .sweep import parse_seeds
+        from .sweep_cli import run_seeds
+
+        try:
+            if args.resume is not None:
+                raise ConfigError("--seeds runs a sweep; resume it by running the same command")
+            values = resolve_config(args)
+            seeds = parse_seeds(args.seeds)
+        except ConfigError as e:
+            print(f"qmix-train: error: {e}", file=sys.stderr)
+            return 2
+        return run_seeds(values, seeds, args.total_timesteps, args)
     from .trainer import Trainer  # torch is imported only once the flags are fine
 
     try:

@@ -85,7 +85,7 @@ from qmix_edge.envs.errors import did_you_mean
 from .errors import ConfigError
 
 Algo = Literal["qmix", "vdn", "iql"]
-VectorKind = Literal["auto", "batched", "sync", "subprocess"]
+VectorKind = Literal["auto", "batched", "sync", "subprocess", "ray"]
 
 ALGO_TO_MIXER: dict[str, str] = {"qmix": "qmix", "vdn": "vdn", "iql": "none"}
 """Which mixer each algorithm uses (IQL has none: each agent learns from the team reward)."""
@@ -206,7 +206,8 @@ class TrainConfig:
     vector: VectorKind = "auto"
     """Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to
     mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's
-    own objects in a worker process), or auto: batched where it applies, else subprocess for costly
+    own objects in a worker process), ray (Ray actors on the running Ray or
+    a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly
     envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always
     steps the env's own implementation (mpe2 for simple_spread)."""
 

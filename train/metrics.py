@@ -69,23 +69,7 @@ class MetricsLogger:
 
     def load_eval_history(self) -> None:
         """Re-read earlier evaluation points (a resumed run's curve starts where it left off)."""
-        if not self.path.exists():
-            return
-        with self.path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a kill
-                if rec.get("eval/return_mean") is not None:
-                    self.eval_points.append(
-                        (
-                            int(rec["step"]),
-                            float(rec["time"]),
-                            float(rec["eval/return_mean"]),
-                            float(rec.get("eval/return_std") or 0.0),
-                        )
-                    )
+        self.eval_points.extend(read_eval_points(self.run_dir))
 
     def truncate_after(self, step: int) -> None:
         """Drop records newer than ``step`` (written after the checkpoint a resume starts from)."""
@@ -195,3 +179,27 @@ class MetricsLogger:
                 self._tb.close()
             except Exception as e:  # TensorBoard's writer thread may fail on a full disk
                 logger.warning("could not close the TensorBoard log: %s", e)
+
+
+def read_eval_points(run_dir: Path) -> list[tuple[int, float, float, float]]:
+    """(env step, wall seconds, greedy return mean, std) of every evaluation in a run's metrics."""
+    path = Path(run_dir) / METRICS_FILE
+    points: list[tuple[int, float, float, float]] = []
+    if not path.exists():
+        return points
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a kill
+            if rec.get("eval/return_mean") is not None:
+                points.append(
+                    (
+                        int(rec["step"]),
+                        float(rec["time"]),
+                        float(rec["eval/return_mean"]),
+                        float(rec.get("eval/return_std") or 0.0),
+                    )
+                )
+    return points

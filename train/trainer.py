@@ -270,6 +270,10 @@ class Trainer:
         if self.vector_kind == "sync":
             factory = self._factory()
             return SyncVectorEnv([factory() for _ in range(n)])
+        if self.vector_kind == "ray":
+            from qmix_edge.envs.ray_vector import RayVectorEnv
+
+            return RayVectorEnv([self._factory()] * n)
         # Workers ignore SIGINT (inherited disposition): Ctrl-C reaches only this process, which
         # checkpoints and then closes the workers itself.
         # fork (Linux) rather than spawn: spawn re-imports __main__, which breaks the quick-start

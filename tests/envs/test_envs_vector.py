@@ -105,7 +105,7 @@ def test_envs_vector_argument_errors() -> None:
     with pytest.raises(EnvError, match="were never reset"):
         vec.reset_envs([0])
         vec.step(np.zeros((2, 2), np.int64))
-    with pytest.raises(EnvError, match="backend must be 'sync', 'subproc' or 'batched'"):
+    with pytest.raises(EnvError, match="backend must be 'sync', 'subproc', 'ray' or 'batched'"):
         make_vector_env("two_step", 2, backend="threads")
     with pytest.raises(EnvError, match="share one spec"):
         SyncVectorEnv([make_env("two_step"), make_env("penalty")])
