@@ -19,6 +19,8 @@ def _poisoned_copy(trained_run: Path, tmp_path: Path, *, keep_earlier: bool) -> 
     """
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
+    # Runs of that time kept no best-evaluation checkpoint: export takes the latest.
+    shutil.rmtree(run / "checkpoints" / "best", ignore_errors=True)
     latest = sorted((run / "checkpoints").glob("step_*"))[-1]
     if keep_earlier:
         shutil.copytree(latest, run / "checkpoints" / "step_000000001")

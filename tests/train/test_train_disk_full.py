@@ -65,7 +65,8 @@ def _first_session(fs: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, 
 
 def _check_left_clean(run_dir: Path, good: Path) -> None:
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
-    assert names == ["latest.json", "step_000000100", good.name], names  # no new or temp folder
+    # No new or temp folder (best/ holds the best greedy evaluation's networks, written at step 0)
+    assert names == ["best", "latest.json", "step_000000100", good.name], names
     assert latest_checkpoint(run_dir) == good
     assert [p.name for p in list_checkpoints(run_dir)] == ["step_000000100", good.name]
     assert read_state(good)["env_steps"] == 200
@@ -92,7 +93,7 @@ def test_full_disk_stops_with_one_line_and_resumes(
     filler.unlink()
     assert main(["--resume", str(run_dir), "--total-timesteps", "400"]) == 0
     assert "from the last good checkpoint step_000000200" in capsys.readouterr().err
-    assert load_run(run_dir).step == 400
+    assert load_run(run_dir, "last").step == 400
 
 
 def test_read_only_run_dir_stops_with_one_line_and_resumes(
@@ -111,5 +112,5 @@ def test_read_only_run_dir_stops_with_one_line_and_resumes(
     finally:
         assert _mount("-o", "remount,rw", str(small_fs)).returncode == 0
     assert main(["--resume", str(run_dir), "--total-timesteps", "400"]) == 0
-    assert load_run(run_dir).step == 400
+    assert load_run(run_dir, "last").step == 400
     assert os.access(run_dir, os.W_OK)

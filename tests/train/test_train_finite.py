@@ -184,6 +184,7 @@ def test_checkpoint_with_a_non_finite_tensor_is_refused(tmp_path: Path) -> None:
     assert isinstance(e.value, TrainError)
     assert latest_checkpoint(run_dir) == good and _digest(good) == before
     assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+        "best",  # the best greedy evaluation's networks
         "latest.json",
         good.name,
     ]

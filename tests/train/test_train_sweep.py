@@ -98,7 +98,7 @@ def test_sweep_stops_resumes_and_equals_runs_one_by_one(ray_local, tmp_path: Pat
     # evaluated once each), it did not start again.
     assert json.loads((Path(killed.run_dir) / "run.json").read_text())["run_id"] == killed_run_id
     steps = [p[0] for p in json.loads((Path(killed.run_dir) / RESULT_FILE).read_text())["curve"]]
-    assert steps == [400, 800, 1200, 1600]
+    assert steps == [0, 400, 800, 1200, 1600]  # every run is also evaluated at step 0
 
     # The same trials one by one, in this process, give the same per-seed results.
     alone = [
