@@ -30,37 +30,20 @@ import contextlib
 import json
 import os
 import tempfile
-import time
 import timeit
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
+# The same bare-env baseline and EPyMARL's figure as the training-speed bench (bench/ is on
+# sys.path when a script of it runs).
+from train_speed import EPYMARL_STEPS_PER_S, bare_env_rate
+
 from qmix_edge.envs import make_env
 from qmix_edge.train import collector as collector_module
 from qmix_edge.train.finite import check_team_arrays
 from qmix_edge.train.trainer import Trainer
-
-EPYMARL_STEPS_PER_S = 880.0
-
-
-def bare_env_rate(seconds: float) -> float:
-    env = make_env("simple_spread")
-    rng = np.random.default_rng(0)
-    view = env.reset(seed=0)
-    steps, episode = 0, 0
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        scores = np.where(view.avail, rng.random(view.avail.shape), -1.0)
-        res = env.step(scores.argmax(-1))
-        steps += 1
-        if res.done:
-            episode += 1
-            view = env.reset(seed=episode)
-        else:
-            view = res.next
-    return steps / (time.perf_counter() - t0)
 
 
 def training_rate(steps: int, warmup: int, config: dict, run_dir: Path) -> dict[str, float]:
