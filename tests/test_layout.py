@@ -17,6 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # package folder -> top-level import names it must never use
 FORBIDDEN = {
+    "common": {
+        "qmix_edge.envs",
+        "qmix_edge.train",
+        "qmix_edge.export",
+        "qmix_edge.runtime",
+        "numpy",
+        "torch",
+        "yaml",
+    },
     "runtime": {"torch", "qmix_edge.train", "qmix_edge.export", "onnx"},
     "envs": {"torch", "qmix_edge.train", "qmix_edge.export", "qmix_edge.runtime"},
     "train": {"qmix_edge.export", "qmix_edge.runtime"},
