@@ -26,7 +26,6 @@ import json
 import types
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -103,9 +102,13 @@ def docs(cls: type) -> dict[str, str]:
     return {f.name: f.metadata.get(_DOC, "") for f in dataclasses.fields(cls)}
 
 
-@cache
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = get_type_hints(cls)
+    return _HINTS[cls]
 
 
 def flag_of(cls: type, name: str) -> str:
@@ -276,9 +279,13 @@ def to_argv(obj: Any, *, all_fields: bool = False, exclude: Sequence[str] = ()) 
             continue
         value = getattr(obj, f.name)
         default = _default(f)
-        if not all_fields and not meta["required"] and default is not dataclasses.MISSING:
-            if value == default:
-                continue
+        if (
+            not all_fields
+            and not meta["required"]
+            and default is not dataclasses.MISSING
+            and value == default
+        ):
+            continue
         flag = flag_of(cls, f.name)
         hint, optional = _optional(_hints(cls)[f.name])
         if hint is bool and not optional and meta["parse"] is None:

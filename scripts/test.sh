@@ -6,5 +6,5 @@ scripts/venv.sh dev
 export PYTHONHASHSEED=0
 echo "== ruff check"; .venv/bin/ruff check .
 echo "== ruff format --check"; .venv/bin/ruff format --check .
-echo "== mypy"; .venv/bin/mypy qmix_edge envs train export runtime
+echo "== mypy"; .venv/bin/mypy qmix_edge common envs train export runtime
 echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -51,10 +51,8 @@ def parse(argv: list[str]) -> Options:
 def test_defaults_and_types_come_from_the_declaration() -> None:
     o = parse(["--artifacts", "a"])
     assert o == Options(artifacts="a")
-    o = parse(
-        ["--artifacts", "a", "--mode", "field", "--limit", "25", "--no-lane", "--insecure"]
-        + ["--kwargs", '{"N": 4}', "--ids", "x,y", "--deadline-s", "0.25"]
-    )
+    flags = "--artifacts a --mode field --limit 25 --no-lane --insecure --ids x,y --deadline-s 0.25"
+    o = parse([*flags.split(), "--kwargs", '{"N": 4}'])
     assert (o.mode, o.limit, o.lane, o.insecure) == ("field", 25, False, True)
     assert (o.kwargs, o.ids, o.deadline_s) == ({"N": 4}, ("x", "y"), 0.25)
     assert parse(["--artifacts", "a", "--limit", "none"]).limit is None
