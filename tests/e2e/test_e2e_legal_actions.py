@@ -25,8 +25,8 @@ from e2e_helpers import agent_cmd, hostile_agent_cmd, replay_checked
 
 from qmix_edge.runtime.artifact import Manifest
 from qmix_edge.runtime.coordinator import EXIT_INCOMPLETE_TEAM
-from qmix_edge.runtime.evaluate import EvalConfig, run_reference
-from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.eval import EvalConfig, run_reference
+from qmix_edge.runtime.eval import main as eval_main
 from qmix_edge.runtime.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]

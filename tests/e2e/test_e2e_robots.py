@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from qmix_edge.export.cli import main as export_main
-from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.eval import main as eval_main
 from qmix_edge.train.cli import main as train_main
 
 LBF = "lbforaging:Foraging-5x5-2p-1f-coop-v3"

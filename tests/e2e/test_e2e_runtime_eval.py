@@ -23,7 +23,7 @@ import pytest
 from e2e_helpers import agent_cmd
 
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
-from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.eval import main as eval_main
 from qmix_edge.runtime.records import read_records
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,7 @@ import pytest
 from e2e_helpers import agent_cmd
 from trust_certs import TOKENS, make_certs
 
-from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.eval import main as eval_main
 from qmix_edge.runtime.records import read_records
 
 

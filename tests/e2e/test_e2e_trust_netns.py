@@ -18,7 +18,7 @@ import pytest
 from trust_certs import SERVER_NAME, make_certs
 
 from qmix_edge.runtime import netns
-from qmix_edge.runtime.evaluate import main as eval_main
+from qmix_edge.runtime.eval import main as eval_main
 from qmix_edge.runtime.netns import NetnsError, NetnsTopology, netns_unavailable
 
 pytestmark = pytest.mark.netns

@@ -51,7 +51,7 @@ def _edited_copy(artifacts: Path, tmp_path: Path, field: str, value: int) -> Pat
 def _eval(artifacts: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     report = tmp_path / "reports" / "report.json"
     return _run(
-        "qmix_edge.runtime.evaluate",
+        "qmix_edge.runtime.eval",
         *("--artifacts", str(artifacts), "--episodes", "2", "--report", str(report), *extra),
         tmpdir=tmp_path / "tmp",
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from qmix_edge.runtime.errors import FaultPlanError
-from qmix_edge.runtime.evaluate import Fault, parse_fault_plan
+from qmix_edge.runtime.eval import Fault, parse_fault_plan
 
 AGENTS = ("agent_0", "agent_1")
 

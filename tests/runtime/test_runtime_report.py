@@ -17,7 +17,7 @@ from runtime_doubles import FakePolicy
 
 from qmix_edge.runtime.agent import AgentRunner
 from qmix_edge.runtime.coordinator import RunSummary, summary_lines
-from qmix_edge.runtime.evaluate import EvalConfig, Fault, build_report, summary_text
+from qmix_edge.runtime.eval import EvalConfig, Fault, build_report, summary_text
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.report_picture import draw_report, fault_positions
 

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from .errors import JoinRefused
-from .proto.v1 import team_pb2 as pb
-from .proto.v1 import team_pb2_grpc as pb_grpc
-from .security import host_of, token_metadata
+from ..errors import JoinRefused
+from ..proto.v1 import team_pb2 as pb
+from ..proto.v1 import team_pb2_grpc as pb_grpc
+from ..security import host_of, token_metadata
 
 if TYPE_CHECKING:
-    from .agent import AgentRunner
+    from .runner import AgentRunner
 
 log = logging.getLogger(__name__)
 

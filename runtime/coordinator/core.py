@@ -55,14 +55,13 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import lane, wire
-from .errors import RuntimeFailure, TeamMismatchError
-from .interceptor import TokenInterceptor
-from .legal import is_allowed, substitute
-from .proto.v1 import team_pb2 as pb
-from .proto.v1 import team_pb2_grpc as pb_grpc
-from .records import RecordWriter, resume_point
-from .security import (
+from ..errors import RuntimeFailure, TeamMismatchError
+from ..interceptor import TokenInterceptor
+from ..legal import is_allowed, substitute
+from ..proto.v1 import team_pb2 as pb
+from ..proto.v1 import team_pb2_grpc as pb_grpc
+from ..records import RecordWriter, resume_point
+from ..security import (
     Authenticator,
     IdentityError,
     SecurityConfigError,
@@ -74,6 +73,7 @@ from .security import (
     require_secure_or_loopback,
     token_matches,
 )
+from .. import lane, wire
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ class TeamSpec:
     @classmethod
     def from_artifacts(cls, artifact_dir: str | Path, public_key: Any = None) -> TeamSpec:
         """Load and verify the manifest of an artifact directory and build the team from it."""
-        from .artifact import Manifest
+        from ..artifact import Manifest
 
         return cls.from_manifest(Manifest.load(artifact_dir, public_key=public_key))
 
@@ -1833,8 +1833,8 @@ def _refuse_an_edited_manifest(
     """When the env disagrees with manifest.json, the manifest may be what is wrong: load each
     agent's graph (hash, the mirror of the manifest it was exported with) so an edited manifest
     is named as such, instead of advice to change the env."""
-    from .artifact import ArtifactError
-    from .policy import AgentPolicy
+    from ..artifact import ArtifactError
+    from ..policy import AgentPolicy
 
     for agent in team.agents:
         try:

@@ -13,7 +13,7 @@ Two ways to reach the coordinator:
 - its step lane alone (``--step-lane-address``; `qmix_edge.runtime.lane`: plain TCP frames, TLS
   when the coordinator has TLS, a blocking socket): Join, steps and Leave all travel on the lane,
   and this process never loads gRPC (about 15 MiB less resident memory on a small device);
-- its gRPC port (``--coordinator``; `qmix_edge.runtime.agent_grpc`): Join and Leave over gRPC,
+- its gRPC port (``--coordinator``; `qmix_edge.runtime.agent.grpc_carrier`): Join and Leave over gRPC,
   steps on the step lane when the coordinator offers one, else on the gRPC Steps stream.
 
 Simulation: the observation and mask come in the StepRequest. Field: they come from a sensor
@@ -47,19 +47,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import wire
-from .errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
-from .field import Actuator, FieldStep, Sensor, as_reading, load_callable
-from .lane import LaneClient, parse_address
-from .legal import legal_action, substitute
-from .proto.v1 import team_pb2 as pb
-from .security import (
+from ..errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
+from ..field import Actuator, FieldStep, Sensor, as_reading, load_callable
+from ..lane import LaneClient, parse_address
+from ..legal import legal_action, substitute
+from ..proto.v1 import team_pb2 as pb
+from ..security import (
     ClientTls,
     SecurityConfigError,
     host_of,
     read_token_file,
     require_secure_or_loopback,
 )
+from .. import wire
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class AgentRunner:
         if target is None:
             self._carrier = _LaneCarrier(self)
         else:
-            from .agent_grpc import GrpcCarrier  # loads grpc: only agents that dial gRPC
+            from .grpc_carrier import GrpcCarrier  # loads grpc: only agents that dial gRPC
 
             self._carrier = GrpcCarrier(self, target)
 
@@ -707,7 +707,7 @@ def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | N
 
 def load_policy(artifacts: str, agent_id: str, public_key: str | None) -> PolicyLike:
     """Load the agent's verified ONNX policy (artifact hash/signature checked before the session)."""
-    from .policy import AgentPolicy
+    from ..policy import AgentPolicy
 
     policy: PolicyLike = AgentPolicy.load(artifacts, agent_id, public_key=public_key)
     return policy

@@ -49,11 +49,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import FaultPlanError, RuntimeFailure
-from .legal import legal_action
-from .netns import NetnsTopology, netns_unavailable
-from .records import read_records
-from .report_picture import write_picture
+from ..errors import FaultPlanError, RuntimeFailure
+from ..legal import legal_action
+from ..netns import NetnsTopology, netns_unavailable
+from ..records import read_records
+from ..report_picture import write_picture
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class EvalSecurity:
                 str(self.agent_certs / f"{agent_id}.key"),
             ]
         if self.tokens is not None:
-            from .security import load_tokens
+            from ..security import load_tokens
 
             token = load_tokens(self.tokens).get(agent_id)
             if token is None:
@@ -525,8 +525,8 @@ def run_reference(
     ``substituted`` never decide: each of their steps is the rule's substitute (the fallback
     action if allowed, else the lowest allowed one), which is what the coordinator applies for a
     seat that is empty or whose every reply is invalid."""
-    from .coordinator import TeamSpec, make_team_env
-    from .policy import AgentPolicy
+    from ..coordinator import TeamSpec, make_team_env
+    from ..policy import AgentPolicy
 
     unknown = sorted(set(substituted) - set(agent_ids))
     if unknown:
@@ -771,7 +771,7 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 
 def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
     """Run the distributed evaluation and the reference; write the report; return it."""
-    from .artifact import Manifest
+    from ..artifact import Manifest
 
     manifest = Manifest.load(cfg.artifacts)
     agent_ids = list(manifest.agent_ids)
@@ -879,7 +879,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
-        from .artifact import Manifest
+        from ..artifact import Manifest
 
         if args.episodes < 1:
             raise ValueError(f"--episodes must be >= 1; found {args.episodes}")

@@ -1,0 +1,7 @@
+"""``python -m qmix_edge.runtime.eval``."""
+
+import sys
+
+from .harness import main
+
+sys.exit(main())
