@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from .. import wire
 from ..errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
 from ..field import Actuator, FieldStep, Sensor, as_reading, load_callable
 from ..lane import LaneClient, parse_address
@@ -59,7 +60,6 @@ from ..security import (
     read_token_file,
     require_secure_or_loopback,
 )
-from .. import wire
 
 log = logging.getLogger(__name__)
 

@@ -55,6 +55,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from .. import lane, wire
 from ..errors import RuntimeFailure, TeamMismatchError
 from ..interceptor import TokenInterceptor
 from ..legal import is_allowed, substitute
@@ -73,7 +74,6 @@ from ..security import (
     require_secure_or_loopback,
     token_matches,
 )
-from .. import lane, wire
 
 log = logging.getLogger(__name__)
 
