@@ -36,6 +36,7 @@ __all__ = [
     "docs",
     "flag_of",
     "from_namespace",
+    "parse",
     "setting",
     "to_argv",
 ]
@@ -221,7 +222,7 @@ def add_settings(
             continue
         f = fields[name]
         meta = _cli(f)
-        if not meta["cli"]:
+        if not meta["cli"] or not f.init:
             continue
         kw = _argument(cls, f, suppress_defaults)
         kw["help"] = _help(f, kw, _default(f))
@@ -251,10 +252,24 @@ def build_parser(
 def from_namespace(cls: type, args: argparse.Namespace | dict[str, Any], **overrides: Any) -> Any:
     """``cls`` built from parsed flags (attributes named as its fields; others ignored)."""
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # derived fields are not flags
     kwargs = {k: v for k, v in values.items() if k in names}
     kwargs.update(overrides)
     return cls(**kwargs)
+
+
+def parse(
+    cls: type, parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[Any, argparse.Namespace]:
+    """Parse ``argv`` and build ``cls`` from it; (the value, the namespace, for extra flags).
+
+    A bad flag, or a value ``cls`` rejects (its ``__post_init__`` raising ``ValueError``), is a
+    usage error: the parser's message and ``SystemExit(2)``, as argparse does for bad flags."""
+    ns = parser.parse_args(argv)
+    try:
+        return from_namespace(cls, ns), ns
+    except ValueError as e:
+        parser.error(str(e))
 
 
 def _show(cls: type, f: dataclasses.Field[Any], value: Any) -> str:
@@ -275,7 +290,7 @@ def to_argv(obj: Any, *, all_fields: bool = False, exclude: Sequence[str] = ()) 
     out: list[str] = []
     for f in dataclasses.fields(cls):
         meta = _cli(f)
-        if not meta["cli"] or f.name in exclude:
+        if not meta["cli"] or not f.init or f.name in exclude:
             continue
         value = getattr(obj, f.name)
         default = _default(f)

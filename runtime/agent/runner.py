@@ -47,6 +47,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from qmix_edge.common import settings
+
 from .. import wire
 from ..errors import STATUS_CODES, JoinRefused, RuntimeFailure, WireError
 from ..field import Actuator, FieldStep, Sensor, as_reading, load_callable
@@ -60,6 +62,8 @@ from ..security import (
     read_token_file,
     require_secure_or_loopback,
 )
+from .config import GROUPS as CONFIG_GROUPS
+from .config import AgentConfig
 
 log = logging.getLogger(__name__)
 
@@ -601,79 +605,34 @@ class _LaneCarrier:
 
 
 # ---------------------------------------------------------------------------------- the CLI
+DESCRIPTION = """\
+Run one agent of a team on this device: load its ONNX graph from the artifact,
+dial the coordinator, and act greedily from this device's own inputs. Reconnects
+with backoff and holds the fallback action while the coordinator is away.
+
+Give the coordinator's gRPC port (--coordinator), or its step lane alone
+(--step-lane-address: Join, steps and Leave on the lane, and no gRPC in this process).
+
+example:
+  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator 10.0.0.2:50051
+  qmix-agent --artifacts artifacts/run1 --agent agent_0 --step-lane-address 10.0.0.2:50052
+  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator ground:50051 \\
+      --sensor examples.field_plugin:read_sensors --actuator examples.field_plugin:actuate
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qmix-agent",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Run one agent of a team on this device: load its ONNX graph from the artifact,\n"
-            "dial the coordinator, and act greedily from this device's own inputs. Reconnects\n"
-            "with backoff and holds the fallback action while the coordinator is away.\n\n"
-            "Give the coordinator's gRPC port (--coordinator), or its step lane alone\n"
-            "(--step-lane-address: Join, steps and Leave on the lane, and no gRPC in this process).\n\n"
-            "example:\n"
-            "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator 10.0.0.2:50051\n"
-            "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --step-lane-address 10.0.0.2:50052\n"
-            "  qmix-agent --artifacts artifacts/run1 --agent agent_0 --coordinator ground:50051 \\\n"
-            "      --sensor examples.field_plugin:read_sensors --actuator examples.field_plugin:actuate"
-        ),
-    )
-    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
-    p.add_argument("--agent", required=True, help="agent id in the manifest, e.g. agent_0")
-    p.add_argument(
-        "--coordinator",
-        default=None,
-        help="HOST:PORT of qmix-coordinator's gRPC port (Join and Leave over gRPC)",
-    )
-    p.add_argument("--public-key", default=None, help="Ed25519 key the manifest must verify with")
-    p.add_argument("--sensor", default=None, help="field mode: module:callable giving observations")
-    p.add_argument("--actuator", default=None, help="field mode: module:callable taking actions")
-    p.add_argument("--watchdog-s", type=float, default=1.0, help="hold fallback after (default 1)")
-    p.add_argument(
-        "--give-up-s", type=float, default=0.0, help="exit after this long unreachable, 0 = never"
-    )
-    p.add_argument("--backoff-max-s", type=float, default=2.0, help="largest reconnect delay")
+    """qmix-agent's flags: the fields of `AgentConfig`."""
+    p = settings.build_parser(AgentConfig, "qmix-agent", DESCRIPTION, titles=CONFIG_GROUPS)
     p.add_argument("--fault-kill-at-step", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fault-stall-at-step", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--fault-stall-ms", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--fault-drop-fraction", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--fault-seed", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--tls-ca", default=None, help="dial TLS; the CA of the coordinator's cert")
-    p.add_argument(
-        "--tls-cert",
-        default=None,
-        help="mutual TLS: this agent's certificate (CN or SAN URI qmix-agent:<id> = --agent)",
-    )
-    p.add_argument("--tls-key", default=None, help="private key of --tls-cert")
-    p.add_argument(
-        "--tls-server-name", default=None, help="name the coordinator's certificate must carry"
-    )
-    p.add_argument(
-        "--token", default=None, help="bearer token (prefer --token-file: ps shows this)"
-    )
-    p.add_argument("--token-file", default=None, help="file holding this agent's bearer token")
-    p.add_argument(
-        "--allow-insecure",
-        action="store_true",
-        help="allow plain text to a non-loopback coordinator (a trusted network only)",
-    )
-    p.add_argument(
-        "--no-step-lane",
-        action="store_true",
-        help="always step on the gRPC Steps stream, even when the coordinator offers its step lane",
-    )
-    p.add_argument(
-        "--step-lane-address",
-        default=None,
-        help="HOST:PORT of the coordinator's step lane (its --port + 1 by default). Alone: join, "
-        "step and leave on the lane, without gRPC. With --coordinator: dial the lane there "
-        "instead of the port the Join names (a port forward or proxy in between)",
-    )
-    p.add_argument("--log-level", default="INFO", help="default INFO")
     return p
 
 
-def client_security(args: argparse.Namespace) -> tuple[ClientTls | None, str | None]:
+def client_security(args: AgentConfig) -> tuple[ClientTls | None, str | None]:
     """The TLS material and token the flags name; `SecurityConfigError` when inconsistent."""
     if args.tls_cert and not args.tls_ca:
         raise SecurityConfigError("--tls-cert (mutual TLS) needs --tls-ca as well")
@@ -714,23 +673,14 @@ def load_policy(artifacts: str, agent_id: str, public_key: str | None) -> Policy
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args, ns = settings.parse(AgentConfig, build_parser(), argv)
+    except SystemExit as e:  # a usage error (2) or --help (0)
+        return int(e.code or 0)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=args.log_level,
         format=f"%(asctime)s %(levelname)s {args.agent} %(name)s: %(message)s",
     )
-    if (args.sensor is None) != (args.actuator is None):
-        log.error("field mode needs both --sensor and --actuator (found only one)")
-        return 2
-    if not args.coordinator and not args.step_lane_address:
-        log.error(
-            "give --coordinator HOST:PORT (its gRPC port) or --step-lane-address HOST:PORT (its "
-            "step lane, joined without gRPC)"
-        )
-        return 2
-    if args.no_step_lane and args.step_lane_address:
-        log.error("--no-step-lane and --step-lane-address contradict each other; give one")
-        return 2
     try:
         if args.step_lane_address:
             parse_address(args.step_lane_address)  # a usage error before the artifact is loaded
@@ -750,15 +700,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         watchdog_s=args.watchdog_s,
         give_up_s=args.give_up_s,
         faults=AgentFaults(
-            kill_at_team_step=args.fault_kill_at_step,
-            stall_at_team_step=args.fault_stall_at_step,
-            stall_ms=args.fault_stall_ms,
-            drop_fraction=args.fault_drop_fraction,
-            seed=args.fault_seed,
+            kill_at_team_step=ns.fault_kill_at_step,
+            stall_at_team_step=ns.fault_stall_at_step,
+            stall_ms=ns.fault_stall_ms,
+            drop_fraction=ns.fault_drop_fraction,
+            seed=ns.fault_seed,
         ),
         tls=tls,
         token=token,
-        step_lane=not args.no_step_lane,
+        step_lane=args.step_lane,
         step_lane_address=args.step_lane_address,
     )
 

@@ -4,27 +4,30 @@ is ``qmix-coordinator``."""
 
 from __future__ import annotations
 
-from .core import (
-    ENV_ERROR_LIMIT,
+from .config import (
     EXIT_FAILURE,
     EXIT_INCOMPLETE_TEAM,
     EXIT_OK,
     EXIT_USAGE,
     MODES,
+    STEP_DEADLINE_MS,
     TEAM_POLICIES,
+    CoordinatorConfig,
+    Mode,
+    TeamPolicy,
+    step_lane_port,
+)
+from .core import (
+    ENV_ERROR_LIMIT,
     AgentCounters,
     AgentSlot,
     Coordinator,
-    CoordinatorConfig,
-    Mode,
     RunSummary,
-    TeamPolicy,
     TeamSpec,
     build_parser,
     main,
     make_team_env,
     server_security,
-    step_lane_port,
     summary_lines,
 )
 
@@ -35,6 +38,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "MODES",
+    "STEP_DEADLINE_MS",
     "TEAM_POLICIES",
     "AgentCounters",
     "AgentSlot",

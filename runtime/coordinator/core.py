@@ -49,11 +49,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from qmix_edge.common import settings
 
 from .. import lane, wire
 from ..errors import RuntimeFailure, TeamMismatchError
@@ -74,13 +76,17 @@ from ..security import (
     require_secure_or_loopback,
     token_matches,
 )
+from .config import (
+    EXIT_FAILURE,
+    EXIT_INCOMPLETE_TEAM,
+    EXIT_OK,
+    CoordinatorConfig,
+    step_lane_port,
+)
+from .config import GROUPS as CONFIG_GROUPS
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["simulation", "field"]
-TeamPolicy = Literal["abort_episode", "continue_degraded"]
-MODES: tuple[str, ...] = ("simulation", "field")
-TEAM_POLICIES: tuple[str, ...] = ("abort_episode", "continue_degraded")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
 # A protobuf (upb) message keeps every bytes value ever set on it in its arena until the message
@@ -89,10 +95,6 @@ _WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
 _STEP_MESSAGE_REUSE = 1024
 ENV_ERROR_LIMIT = 3
 """Consecutive episodes ended by an environment error after which the run stops as failed."""
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE_TEAM = 0, 1, 2, 3
-"""qmix-coordinator's exit codes: success; runtime failure (the run could not go on, e.g. the
-environment failed `ENV_ERROR_LIMIT` times in a row); usage or configuration error; the run ended
-but a seat was never filled or no agent ever decided (the summary names who never joined)."""
 
 
 # ------------------------------------------------------------------------------------ the team
@@ -163,72 +165,6 @@ class TeamSpec:
         from ..artifact import Manifest
 
         return cls.from_manifest(Manifest.load(artifact_dir, public_key=public_key))
-
-
-@dataclass(frozen=True)
-class CoordinatorConfig:
-    """How the coordinator runs the team."""
-
-    mode: Mode = "simulation"
-    """``simulation`` (owns an environment) or ``field`` (agents read sensors themselves)."""
-    episodes: int = 1
-    """Episodes to run; 0 = until stopped."""
-    seed: int = 0
-    """Episode ``i`` resets the environment with seed ``seed + i``."""
-    step_deadline_ms: int = 200
-    """How long one step waits for the agents' replies, in ms."""
-    lease_steps: int = 5
-    """Consecutive missed steps after which an agent is declared dead."""
-    team_policy: TeamPolicy = "abort_episode"
-    """What a dead agent does to the episode."""
-    step_period_ms: int = 0
-    """Time between step starts in ms; required in field mode, 0 = as fast as possible."""
-    episode_limit: int | None = None
-    """Steps per episode; field mode requires it, simulation defaults to the env's limit."""
-    team_wait_s: float = 30.0
-    """Before each episode, wait this long for the full team; then start with whoever is there."""
-    attach_timeout_s: float = 10.0
-    """A joined session that has not opened its Steps stream after this long may be replaced."""
-    max_message_bytes: int = wire.MAX_MESSAGE_BYTES
-    """Receive limit of one message, on gRPC and on the step lane, in bytes."""
-    step_lane: bool = True
-    """Also serve the step lane (plain TCP frames; TLS when the gRPC port has TLS) and offer it to
-    agents that ask for it; False = every agent steps on the gRPC Steps stream."""
-    step_lane_port: int = 0
-    """TCP port of the step lane on the gRPC host; 0 = any free port (told to agents in Join)."""
-    stop_after_steps: int | None = None
-    """Stop gracefully (as on SIGTERM) once this many team steps were run in this run."""
-    resume: bool = False
-    """Continue the run recorded in ``record_path`` (skip the episodes it completed)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}; found {self.mode!r}")
-        if self.team_policy not in TEAM_POLICIES:
-            raise ValueError(
-                f"team_policy must be one of {TEAM_POLICIES}; found {self.team_policy!r}"
-            )
-        if self.episodes < 0:
-            raise ValueError(f"episodes must be >= 0 (0 = until stopped); found {self.episodes}")
-        if not 1 <= self.step_deadline_ms <= 600_000:
-            raise ValueError(
-                f"step_deadline_ms must be in [1, 600000]; found {self.step_deadline_ms}"
-            )
-        if self.lease_steps < 1:
-            raise ValueError(f"lease_steps must be >= 1; found {self.lease_steps}")
-        if self.step_period_ms < 0:
-            raise ValueError(f"step_period_ms must be >= 0; found {self.step_period_ms}")
-        if self.mode == "field" and (self.step_period_ms <= 0 or not self.episode_limit):
-            raise ValueError(
-                "field mode needs a step period and an episode length: set step_period_ms > 0 "
-                f"and episode_limit > 0 (found {self.step_period_ms} and {self.episode_limit})"
-            )
-        if self.episode_limit is not None and self.episode_limit < 1:
-            raise ValueError(f"episode_limit must be >= 1; found {self.episode_limit}")
-        if not 0 <= self.step_lane_port <= 65535:
-            raise ValueError(
-                f"step_lane_port must be in [0, 65535] (0 = any free port); found {self.step_lane_port}"
-            )
 
 
 @dataclass
@@ -404,6 +340,7 @@ class Coordinator:
         self._window: _StepWindow | None = None
         self._current_episode = 0
         self._stopping = threading.Event()
+        record_path = record_path if record_path is not None else config.record
         self._record_path = Path(record_path) if record_path else None
         self._start_index, self._team_step = (
             resume_point(self._record_path) if config.resume and self._record_path else (0, 0)
@@ -424,13 +361,17 @@ class Coordinator:
         """Run a coroutine on the coordinator's loop from any other thread and wait for it."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def start(self, address: str = "127.0.0.1:0") -> int:
-        """Bind ``address`` (port 0 = any free port), start serving, return the bound port.
+    def start(self, address: str | None = None) -> int:
+        """Bind ``address`` (default: the config's ``host:port``; port 0 = any free port), start
+        serving, return the bound port. The step lane binds the config's ``step_lane_port``
+        (none = this port + 1, or any free port when this one is 0).
 
         Raises `RuntimeFailure` when the address cannot be bound (in use: ports are never shared).
         """
         if not self._thread.is_alive():
             self._thread.start()
+        if address is None:
+            address = self.config.address
         try:
             port: int = self._call(self._start(address), timeout=30)
         except RuntimeFailure:
@@ -488,7 +429,10 @@ class Coordinator:
             )
         if self.config.step_lane:
             try:
-                self._lane_server = await self._start_lane(host_of(address))
+                lane_port = step_lane_port(
+                    int(address.rpartition(":")[2]), self.config.step_lane_port
+                )
+                self._lane_server = await self._start_lane(host_of(address), lane_port)
             except BaseException:
                 await server.stop(0)
                 raise
@@ -498,10 +442,9 @@ class Coordinator:
         self._server = server
         return port
 
-    async def _start_lane(self, host: str) -> asyncio.Server:
+    async def _start_lane(self, host: str, port: int) -> asyncio.Server:
         """Listen for step lane connections on ``host`` (the gRPC host), on one address only so a
         port-0 lane has one port to tell; a port in use fails loudly, as gRPC's does."""
-        port = self.config.step_lane_port
         try:
             family, kind, proto, _, sockaddr = socket.getaddrinfo(
                 host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -1564,95 +1507,31 @@ def _grpc_style_peer(peername: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------- the CLI
+DESCRIPTION = f"""\
+Serve one team: agents (qmix-agent) dial in, join with their artifact hash, and the
+coordinator keeps them in step. Simulation mode runs the environment here and sends
+each agent its own observation; field mode paces a real team and records reports.
+
+example:
+  qmix-coordinator --artifacts artifacts/run1 --episodes 10 --port 50051 \\
+      --record runs/run1/episodes.jsonl
+
+exit status: 0 the run finished (or was stopped) with its whole team; 1 runtime
+failure (e.g. the environment raised in {ENV_ERROR_LIMIT} consecutive episodes); 2 usage or
+configuration error; {EXIT_INCOMPLETE_TEAM} the run ended but a seat was never filled or no agent
+ever decided (the last lines name the agents that never joined).
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qmix-coordinator",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Serve one team: agents (qmix-agent) dial in, join with their artifact hash, and the\n"
-            "coordinator keeps them in step. Simulation mode runs the environment here and sends\n"
-            "each agent its own observation; field mode paces a real team and records reports.\n\n"
-            "example:\n"
-            "  qmix-coordinator --artifacts artifacts/run1 --episodes 10 --port 50051 \\\n"
-            "      --record runs/run1/episodes.jsonl\n\n"
-            "exit status: 0 the run finished (or was stopped) with its whole team; 1 runtime\n"
-            f"failure (e.g. the environment raised in {ENV_ERROR_LIMIT} consecutive episodes); 2 usage or\n"
-            f"configuration error; {EXIT_INCOMPLETE_TEAM} the run ended but a seat was never filled or no agent\n"
-            "ever decided (the last lines name the agents that never joined)."
-        ),
+    """qmix-coordinator's flags: the fields of `CoordinatorConfig`."""
+    return settings.build_parser(
+        CoordinatorConfig, "qmix-coordinator", DESCRIPTION, titles=CONFIG_GROUPS
     )
-    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
-    p.add_argument("--mode", choices=MODES, default="simulation", help="default: simulation")
-    p.add_argument("--env", default=None, help="simulation env id (default: the manifest's)")
-    p.add_argument("--episodes", type=int, default=1, help="episodes to run, 0 = until stopped")
-    p.add_argument("--seed", type=int, default=0, help="episode i resets with seed+i (default 0)")
-    p.add_argument("--episode-limit", type=int, default=None, help="steps per episode")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=50051, help="port, 0 = any free (default 50051)")
-    p.add_argument("--port-file", default=None, help="write the bound port to this file")
-    p.add_argument(
-        "--step-lane-port",
-        type=int,
-        default=None,
-        help="TCP port of the step lane (Join, steps and Leave as plain TCP frames, TLS like "
-        "--port; agents joining over gRPC are told it); 0 = any free port (default: --port + 1, "
-        "or any free port with --port 0)",
-    )
-    p.add_argument(
-        "--step-lane-port-file", default=None, help="write the step lane's bound port to this file"
-    )
-    p.add_argument(
-        "--no-step-lane",
-        action="store_true",
-        help="serve no step lane: every agent steps on the gRPC Steps stream",
-    )
-    p.add_argument("--record", default=None, help="append the run record (JSONL) to this file")
-    p.add_argument("--resume", action="store_true", help="continue the run in --record")
-    p.add_argument("--step-deadline-ms", type=int, default=200, help="default 200")
-    p.add_argument("--lease-steps", type=int, default=5, help="default 5")
-    p.add_argument(
-        "--team-policy",
-        choices=TEAM_POLICIES,
-        default="abort_episode",
-        help="what an agent silent for --lease-steps does to the episode (default abort_episode)",
-    )
-    p.add_argument("--step-period-ms", type=int, default=0, help="step pacing (field: required)")
-    p.add_argument(
-        "--team-wait-s",
-        type=float,
-        default=30.0,
-        help="before each episode, wait up to this long for every seat to be filled, then start "
-        "with whoever is there (empty seats get the legal-action rule); default 30",
-    )
-    p.add_argument(
-        "--stop-after-steps", type=int, default=None, help="stop gracefully after N team steps"
-    )
-    p.add_argument("--public-key", default=None, help="Ed25519 key the manifest must verify with")
-    p.add_argument("--tls-cert", default=None, help="serve TLS with this certificate (PEM)")
-    p.add_argument("--tls-key", default=None, help="private key of --tls-cert (PEM)")
-    p.add_argument(
-        "--tls-client-ca",
-        default=None,
-        help="mutual TLS: require agent certificates signed by this CA; an agent certificate "
-        "names its agent id (SAN URI qmix-agent:<id>, else CN) and may only speak as it",
-    )
-    p.add_argument(
-        "--tokens",
-        default=None,
-        help="JSON file {agent_id: token}: every call needs 'authorization: Bearer <token>' "
-        "of the agent it speaks for",
-    )
-    p.add_argument(
-        "--allow-insecure",
-        action="store_true",
-        help="allow plain text on a non-loopback --host (a trusted network only)",
-    )
-    p.add_argument("--log-level", default="INFO", help="default INFO")
-    return p
 
 
 def server_security(
-    args: argparse.Namespace,
+    args: CoordinatorConfig,
 ) -> tuple[ServerTls | None, dict[str, str] | None]:
     """The TLS material and tokens the flags name; `SecurityConfigError` when inconsistent."""
     if (args.tls_cert is None) != (args.tls_key is None):
@@ -1665,7 +1544,7 @@ def server_security(
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
-        if args.tls_cert
+        if args.tls_cert and args.tls_key
         else None
     )
     if tls is not None:
@@ -1681,37 +1560,18 @@ def server_security(
     return tls, tokens
 
 
-def step_lane_port(grpc_port: int, given: int | None) -> int:
-    """The step lane's port: ``given``, else the gRPC port + 1 (a known port for agents that dial
-    the lane alone), else any free port when the gRPC port is any free port (0)."""
-    if given is not None:
-        return given
-    return grpc_port + 1 if 0 < grpc_port < 65535 else 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args, ns = settings.parse(CoordinatorConfig, build_parser(), argv)
+    except SystemExit as e:  # a usage error (2) or --help (0)
+        return int(e.code or 0)
+    config = args
     logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
         tls, tokens = server_security(args)
         team = TeamSpec.from_artifacts(args.artifacts, public_key=args.public_key)
-        config = CoordinatorConfig(
-            mode=args.mode,
-            episodes=args.episodes,
-            seed=args.seed,
-            step_deadline_ms=args.step_deadline_ms,
-            lease_steps=args.lease_steps,
-            team_policy=args.team_policy,
-            step_period_ms=args.step_period_ms,
-            episode_limit=args.episode_limit,
-            team_wait_s=args.team_wait_s,
-            stop_after_steps=args.stop_after_steps,
-            resume=args.resume,
-            step_lane=not args.no_step_lane,
-            step_lane_port=step_lane_port(args.port, args.step_lane_port),
-        )
         try:
             env = (
                 make_team_env(team, args.env, args.episode_limit)
@@ -1728,7 +1588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: %s", type(e).__name__, e)
         return 2
     try:
-        port = coordinator.start(f"{args.host}:{args.port}")
+        port = coordinator.start(args.address)
     except RuntimeFailure as e:
         log.error("%s", e)
         return 1

@@ -43,211 +43,65 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from ..errors import FaultPlanError, RuntimeFailure
+from qmix_edge.common import settings
+
+from ..errors import RuntimeFailure
 from ..legal import legal_action
 from ..netns import NetnsTopology, netns_unavailable
 from ..records import read_records
 from ..report_picture import write_picture
+from .config import GROUPS as CONFIG_GROUPS
+from .config import EvalConfig, EvalSecurity
+from .faults import Fault, check_fault_plan
 
 log = logging.getLogger(__name__)
 
-FaultKind = Literal["kill", "stall", "drop", "restart_coordinator"]
-FAULT_KINDS: tuple[str, ...] = ("kill", "stall", "drop", "restart_coordinator")
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One failure to inject."""
-
-    kind: FaultKind
-    """``kill`` (SIGKILL the agent, restart it), ``stall`` (the agent sleeps before one reply),
-    ``drop`` (the agent leaves a fraction of requests unanswered), ``restart_coordinator``."""
-    agent: str | None = None
-    """The agent it hits (not for restart_coordinator)."""
-    at_step: int = 0
-    """Team step (counted over the whole run) at which it happens (kill, stall, restart)."""
-    restart_after_ms: int = 300
-    """kill / restart_coordinator: down time before the process is started again."""
-    duration_ms: int = 0
-    """stall: how long the agent sleeps before answering."""
-    fraction: float = 0.0
-    """drop: fraction of step requests left unanswered, in [0, 1]."""
-    seed: int = 0
-    """drop: seed of the drop decisions."""
-
-
-def parse_fault_plan(text_or_path: str, agent_ids: Sequence[str]) -> tuple[Fault, ...]:
-    """Read a fault plan and check it against the team. A value starting with ``[`` or ``{``
-    (after blanks) is the JSON itself, whatever its length; anything else is a file's path."""
-    inline = text_or_path.lstrip().startswith(("[", "{"))
-    try:
-        text = text_or_path if inline else Path(text_or_path).read_text()
-    except OSError as e:
-        raise FaultPlanError(
-            f"--faults: expected inline JSON (starting with '[') or the path of a JSON file; "
-            f"could not read the file {text_or_path[:200]!r} ({e.strerror or e})"
-        ) from e
-    try:
-        raw = json.loads(text)
-    except ValueError as e:
-        where = "the inline --faults value" if inline else f"the file {text_or_path!r}"
-        raise FaultPlanError(
-            f"--faults: {where} is not valid JSON ({e}); expected a JSON list of faults such as "
-            '[{"kind": "kill", "agent": "agent_0", "at_step": 5}]'
-        ) from e
-    if not isinstance(raw, list):
-        raise FaultPlanError(f"a fault plan is a JSON list of faults; found {type(raw).__name__}")
-    faults = []
-    fields = set(Fault.__dataclass_fields__)
-    for n, item in enumerate(raw):
-        if not isinstance(item, dict) or set(item) - fields:
-            unknown = sorted(set(item) - fields) if isinstance(item, dict) else item
-            raise FaultPlanError(f"fault {n}: unknown fields {unknown}; allowed {sorted(fields)}")
-        try:
-            f = Fault(**item)
-        except TypeError as e:
-            raise FaultPlanError(f"fault {n}: {e}") from e
-        if f.kind not in FAULT_KINDS:
-            raise FaultPlanError(f"fault {n}: kind must be one of {FAULT_KINDS}; found {f.kind!r}")
-        if f.kind != "restart_coordinator" and f.agent not in agent_ids:
-            raise FaultPlanError(
-                f"fault {n}: agent must be one of {list(agent_ids)}; found {f.agent!r}"
-            )
-        if not 0.0 <= f.fraction <= 1.0 or f.at_step < 0 or f.duration_ms < 0:
-            raise FaultPlanError(f"fault {n}: fraction in [0, 1], at_step and durations >= 0")
-        faults.append(f)
-    per_agent = defaultdict(list)
-    for f in faults:
-        per_agent[(f.kind, f.agent)].append(f)
-    dup = [k for k, v in per_agent.items() if len(v) > 1 and k[0] != "restart_coordinator"]
-    if dup:
-        raise FaultPlanError(f"one fault of each kind per agent; found repeats of {dup}")
-    return tuple(faults)
-
-
-@dataclass(frozen=True)
-class EvalSecurity:
-    """TLS material and tokens for the whole team (paths to PEM files / a tokens JSON)."""
-
-    ca: Path | None = None
-    """CA that signed the coordinator's certificate (and, by default, the agents')."""
-    server_cert: Path | None = None
-    """The coordinator's certificate; it must name 127.0.0.1 (or give ``server_name``)."""
-    server_key: Path | None = None
-    """Its private key."""
-    agent_certs: Path | None = None
-    """Directory of ``<agent_id>.pem`` / ``<agent_id>.key``: mutual TLS when given."""
-    client_ca: Path | None = None
-    """CA of the agent certificates (default: ``ca``)."""
-    tokens: Path | None = None
-    """JSON {agent_id: token}: bearer tokens required."""
-    server_name: str | None = None
-    """Name the agents check the coordinator's certificate against."""
-
-    def __post_init__(self) -> None:
-        tls = [self.ca, self.server_cert, self.server_key]
-        if any(x is not None for x in tls) and not all(x is not None for x in tls):
-            raise ValueError("TLS needs --tls-ca, --tls-cert and --tls-key together")
-        if self.agent_certs is not None and self.ca is None:
-            raise ValueError("--tls-agent-certs (mutual TLS) needs --tls-ca/--tls-cert/--tls-key")
-
-    def check(self, agent_ids: Sequence[str]) -> None:
-        """Every file exists before any process starts (a config error otherwise)."""
-        files = [p for p in (self.ca, self.server_cert, self.server_key, self.tokens) if p]
-        if self.agent_certs is not None:
-            files += [self.agent_certs / f"{a}.{ext}" for a in agent_ids for ext in ("pem", "key")]
-        missing = [str(p) for p in files if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"TLS/token files not found: {missing}")
-
-    def coordinator_args(self) -> list[str]:
-        out: list[str] = []
-        if self.server_cert and self.server_key:
-            out += ["--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key)]
-        if self.agent_certs is not None:
-            out += ["--tls-client-ca", str(self.client_ca or self.ca)]
-        if self.tokens is not None:
-            out += ["--tokens", str(self.tokens)]
-        return out
-
-    def agent_args(self, agent_id: str, workdir: Path) -> list[str]:
-        out: list[str] = []
-        if self.ca is not None:
-            out += ["--tls-ca", str(self.ca)]
-            if self.server_name:
-                out += ["--tls-server-name", self.server_name]
-        if self.agent_certs is not None:
-            out += [
-                "--tls-cert",
-                str(self.agent_certs / f"{agent_id}.pem"),
-                "--tls-key",
-                str(self.agent_certs / f"{agent_id}.key"),
-            ]
-        if self.tokens is not None:
-            from ..security import load_tokens
-
-            token = load_tokens(self.tokens).get(agent_id)
-            if token is None:
-                raise RuntimeFailure(f"--tokens {self.tokens} has no token for {agent_id}")
-            path = workdir / f"{agent_id}.token"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(token)
-            out += ["--token-file", str(path)]
-        return out
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """One evaluation."""
-
-    artifacts: Path
-    """Artifact directory."""
-    env: str | None
-    """Env id (default: the manifest's training env)."""
-    episodes: int
-    """Episodes."""
-    seed: int
-    """Episode i uses seed + i, in both the distributed run and the reference."""
-    report: Path
-    """Where the JSON report goes (the PNG goes beside it)."""
-    faults: tuple[Fault, ...] = ()
-    """Fault plan."""
-    step_deadline_ms: int = 1000
-    """Coordinator step deadline."""
-    lease_steps: int = 5
-    """Coordinator lease."""
-    team_policy: str = "continue_degraded"
-    """Coordinator team policy (continue_degraded keeps faulty runs going)."""
-    episode_limit: int | None = None
-    """Override of the env's episode limit."""
-    timeout_s: float = 600.0
-    """Give up (exit 1) when the run takes longer."""
-    security: EvalSecurity = EvalSecurity()
-    """TLS / mutual TLS / tokens of the team."""
-    netns: bool = False
-    """Run the coordinator and each agent in its own network namespace (needs root)."""
-    netns_rate: str | None = None
-    """With ``netns``: shape every link to this rate with tc tbf (e.g. ``10mbit``)."""
-    step_lane: bool = True
-    """Agents step on the coordinator's step lane (False: on the gRPC Steps stream)."""
-    grpc_join: bool = False
-    """Agents Join and Leave over gRPC (False: on the step lane alone, loading no gRPC; always
-    True without ``step_lane``)."""
-
-    @property
-    def lane_only(self) -> bool:
-        """The agents dial only the coordinator's step lane."""
-        return self.step_lane and not self.grpc_join
-
 
 # --------------------------------------------------------------------------- the processes
+def security_coordinator_args(self: EvalSecurity) -> list[str]:
+    out: list[str] = []
+    if self.server_cert and self.server_key:
+        out += ["--tls-cert", str(self.server_cert), "--tls-key", str(self.server_key)]
+    if self.agent_certs is not None:
+        out += ["--tls-client-ca", str(self.client_ca or self.ca)]
+    if self.tokens is not None:
+        out += ["--tokens", str(self.tokens)]
+    return out
+
+
+def security_agent_args(self: EvalSecurity, agent_id: str, workdir: Path) -> list[str]:
+    out: list[str] = []
+    if self.ca is not None:
+        out += ["--tls-ca", str(self.ca)]
+        if self.server_name:
+            out += ["--tls-server-name", self.server_name]
+    if self.agent_certs is not None:
+        out += [
+            "--tls-cert",
+            str(self.agent_certs / f"{agent_id}.pem"),
+            "--tls-key",
+            str(self.agent_certs / f"{agent_id}.key"),
+        ]
+    if self.tokens is not None:
+        from ..security import load_tokens
+
+        token = load_tokens(self.tokens).get(agent_id)
+        if token is None:
+            raise RuntimeFailure(f"--tokens {self.tokens} has no token for {agent_id}")
+        path = workdir / f"{agent_id}.token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        out += ["--token-file", str(path)]
+    return out
+
+
 class _Procs:
     """Coordinator and agent subprocesses, with restarts."""
 
@@ -312,7 +166,7 @@ class _Procs:
         ]
         if cfg.env:
             cmd += ["--env", cfg.env]
-        cmd += cfg.security.coordinator_args()
+        cmd += security_coordinator_args(cfg.security)
         if self.topology is not None:
             # Bind every address of the coordinator's own namespace: only the agents' links.
             cmd = [*self.topology.exec_prefix(self.topology.coordinator_ns), *cmd]
@@ -366,7 +220,7 @@ class _Procs:
             "--give-up-s",
             "120",
         ]
-        cmd += self.cfg.security.agent_args(agent_id, self.workdir)
+        cmd += security_agent_args(self.cfg.security, agent_id, self.workdir)
         if self.topology is not None and link is not None:
             cmd = [*self.topology.exec_prefix(link.namespace), *cmd]
             if self.cfg.security.ca is None:
@@ -802,130 +656,42 @@ def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
     return report
 
 
+DESCRIPTION = """\
+Evaluate exported agents as a team of separate processes: a coordinator and one
+qmix-agent per agent on loopback, optional injected faults, and the same artifacts
+run in one process as the reference. Without faults every episode's return must
+equal the reference's.
+
+example:
+  qmix-eval --artifacts artifacts/run1 --env two_step --episodes 20 --seed 0 \\
+      --report reports/run1/report.json --faults '[{"kind": "kill", "agent": "agent_0", "at_step": 5}]'
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="qmix-eval",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=(
-            "Evaluate exported agents as a team of separate processes: a coordinator and one\n"
-            "qmix-agent per agent on loopback, optional injected faults, and the same artifacts\n"
-            "run in one process as the reference. Without faults every episode's return must\n"
-            "equal the reference's.\n\n"
-            "example:\n"
-            "  qmix-eval --artifacts artifacts/run1 --env two_step --episodes 20 --seed 0 \\\n"
-            '      --report reports/run1/report.json --faults \'[{"kind": "kill", "agent": "agent_0", '
-            '"at_step": 5}]\''
-        ),
-    )
-    p.add_argument("--artifacts", required=True, help="artifact directory (manifest.json)")
-    p.add_argument("--env", default=None, help="env id (default: the manifest's)")
-    p.add_argument("--episodes", type=int, default=10, help="default 10")
-    p.add_argument("--seed", type=int, default=0, help="episode i uses seed+i (default 0)")
-    p.add_argument("--report", required=True, help="report JSON path (PNG written beside it)")
-    p.add_argument("--faults", default=None, help="fault plan: JSON list or file")
-    p.add_argument("--episode-limit", type=int, default=None, help="override the env's limit")
-    p.add_argument("--step-deadline-ms", type=int, default=1000, help="default 1000")
-    p.add_argument("--lease-steps", type=int, default=5, help="default 5")
-    p.add_argument(
-        "--team-policy",
-        choices=("abort_episode", "continue_degraded"),
-        default="continue_degraded",
-        help="default continue_degraded",
-    )
-    p.add_argument("--timeout-s", type=float, default=600.0, help="default 600")
-    p.add_argument(
-        "--workdir",
-        default=None,
-        help="keep the run record (episodes.jsonl) and the processes' logs here (default: a "
-        "temporary folder, removed after a successful run and named after a failed one)",
-    )
-    p.add_argument("--tls-ca", default=None, help="TLS: CA of the coordinator's certificate")
-    p.add_argument("--tls-cert", default=None, help="TLS: the coordinator's certificate")
-    p.add_argument("--tls-key", default=None, help="TLS: the coordinator's private key")
-    p.add_argument(
-        "--tls-agent-certs",
-        default=None,
-        help="mutual TLS: directory of <agent_id>.pem and <agent_id>.key (CN = agent id)",
-    )
-    p.add_argument(
-        "--tls-client-ca", default=None, help="CA of the agent certificates (default --tls-ca)"
-    )
-    p.add_argument("--tls-server-name", default=None, help="name on the coordinator's certificate")
-    p.add_argument("--tokens", default=None, help="JSON {agent_id: token}: bearer tokens")
-    p.add_argument(
-        "--netns",
-        action="store_true",
-        help="run the coordinator and each agent in its own network namespace (root only)",
-    )
-    p.add_argument(
-        "--netns-rate", default=None, help="with --netns: shape each link (tc tbf), e.g. 10mbit"
-    )
-    p.add_argument(
-        "--no-step-lane",
-        action="store_true",
-        help="agents step on the gRPC Steps stream instead of the coordinator's step lane",
-    )
-    p.add_argument(
-        "--grpc-join",
-        action="store_true",
-        help="agents Join and Leave over gRPC (steps stay on the lane); by default they dial the "
-        "step lane alone and load no gRPC",
-    )
-    p.add_argument("--log-level", default="WARNING", help="default WARNING")
-    return p
+    """qmix-eval's flags: the fields of `EvalConfig`."""
+    return settings.build_parser(EvalConfig, "qmix-eval", DESCRIPTION, titles=CONFIG_GROUPS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        cfg, ns = settings.parse(EvalConfig, build_parser(), argv)
+    except SystemExit as e:  # a usage error (2) or --help (0)
+        return int(e.code or 0)
+    logging.basicConfig(level=cfg.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         from ..artifact import Manifest
 
-        if args.episodes < 1:
-            raise ValueError(f"--episodes must be >= 1; found {args.episodes}")
-        agent_ids = Manifest.load(args.artifacts).agent_ids
-        faults = parse_fault_plan(args.faults, agent_ids) if args.faults else ()
-
-        def path(x: str | None) -> Path | None:
-            return Path(x).resolve() if x else None
-
-        security = EvalSecurity(
-            ca=path(args.tls_ca),
-            server_cert=path(args.tls_cert),
-            server_key=path(args.tls_key),
-            agent_certs=path(args.tls_agent_certs),
-            client_ca=path(args.tls_client_ca),
-            tokens=path(args.tokens),
-            server_name=args.tls_server_name,
-        )
-        security.check(agent_ids)
-        if args.netns_rate and not args.netns:
-            raise ValueError("--netns-rate needs --netns")
-        if args.netns and (why := netns_unavailable()) is not None:
+        agent_ids = Manifest.load(cfg.artifacts).agent_ids
+        check_fault_plan(cfg.faults, agent_ids)
+        cfg.security.check(agent_ids)
+        if cfg.netns and (why := netns_unavailable()) is not None:
             raise RuntimeFailure(f"--netns: {why}")
-        cfg = EvalConfig(
-            artifacts=Path(args.artifacts).resolve(),
-            env=args.env,
-            episodes=args.episodes,
-            seed=args.seed,
-            report=Path(args.report).resolve(),
-            faults=faults,
-            step_deadline_ms=args.step_deadline_ms,
-            lease_steps=args.lease_steps,
-            team_policy=args.team_policy,
-            episode_limit=args.episode_limit,
-            timeout_s=args.timeout_s,
-            security=security,
-            netns=args.netns,
-            netns_rate=args.netns_rate,
-            step_lane=not args.no_step_lane,
-            grpc_join=args.grpc_join or args.no_step_lane,
-        )
     except Exception as e:
         log.error("%s: %s", type(e).__name__, e)
         return 2
     try:
-        report = evaluate(cfg, Path(args.workdir).resolve() if args.workdir else None)
+        report = evaluate(cfg, cfg.workdir)
     except Exception as e:
         log.error("evaluation failed: %s: %s", type(e).__name__, e)
         return 1

@@ -318,11 +318,15 @@ def test_coordinator_cli_security_errors(
     ],
 )
 def test_agent_cli_security_errors(
-    argv: list[str], match: str, caplog: pytest.LogCaptureFixture
+    argv: list[str],
+    match: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with caplog.at_level(logging.ERROR):
         assert agent_cli.main(["--artifacts", "/nonexistent", "--agent", "agent_0", *argv]) == 2
-    assert match in caplog.text
+    # flag combinations are refused by the parser (stderr), files and addresses once read (log)
+    assert match in caplog.text + capsys.readouterr().err
 
 
 def _unusable_tls_files(pki: Pki, tmp_path: Path) -> dict[str, Path]:

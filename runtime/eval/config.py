@@ -1,0 +1,194 @@
+"""What one ``qmix-eval`` is told: the one declaration its flags, its ``--help`` and the library's
+`evaluate` read (`qmix_edge.common.settings`). Shared knobs take their defaults from the
+coordinator's declaration, so the two commands cannot drift apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from qmix_edge.common.settings import setting
+
+from ..coordinator.config import STEP_DEADLINE_MS, TEAM_POLICIES, TeamPolicy
+from .faults import Fault, fault_plan_json, read_fault_plan
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+
+GROUPS = {
+    "run": "what to evaluate",
+    "team": "the coordinator and the agents",
+    "trust": "trust (TLS, mutual TLS, tokens)",
+    "net": "network namespaces",
+}
+
+
+@dataclass(frozen=True)
+class EvalSecurity:
+    """TLS material and tokens for the whole team (paths to PEM files / a tokens JSON)."""
+
+    ca: Path | None = None
+    """CA that signed the coordinator's certificate (and, by default, the agents')."""
+    server_cert: Path | None = None
+    """The coordinator's certificate; it must name 127.0.0.1 (or give ``server_name``)."""
+    server_key: Path | None = None
+    """Its private key."""
+    agent_certs: Path | None = None
+    """Directory of ``<agent_id>.pem`` / ``<agent_id>.key``: mutual TLS when given."""
+    client_ca: Path | None = None
+    """CA of the agent certificates (default: ``ca``)."""
+    tokens: Path | None = None
+    """JSON {agent_id: token}: bearer tokens required."""
+    server_name: str | None = None
+    """Name the agents check the coordinator's certificate against."""
+
+    def __post_init__(self) -> None:
+        tls = [self.ca, self.server_cert, self.server_key]
+        if any(x is not None for x in tls) and not all(x is not None for x in tls):
+            raise ValueError("TLS needs --tls-ca, --tls-cert and --tls-key together")
+        if self.agent_certs is not None and self.ca is None:
+            raise ValueError("--tls-agent-certs (mutual TLS) needs --tls-ca/--tls-cert/--tls-key")
+
+    def check(self, agent_ids: tuple[str, ...] | list[str]) -> None:
+        """Every file exists before any process starts (a config error otherwise)."""
+        files = [p for p in (self.ca, self.server_cert, self.server_key, self.tokens) if p]
+        if self.agent_certs is not None:
+            files += [self.agent_certs / f"{a}.{ext}" for a in agent_ids for ext in ("pem", "key")]
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"TLS/token files not found: {missing}")
+
+
+def _path(text: str) -> Path:
+    return Path(text).resolve()
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation (every field is a ``qmix-eval`` flag)."""
+
+    artifacts: Path = setting(doc="Artifact directory (manifest.json).", parse=_path, group="run")
+    report: Path = setting(
+        doc="Where the JSON report goes (the PNG picture is written beside it).",
+        parse=_path,
+        group="run",
+    )
+    env: str | None = setting(
+        None, "Env id; none = the env the manifest was trained on.", group="run"
+    )
+    episodes: int = setting(10, "Episodes to run.", group="run")
+    seed: int = setting(
+        0, "Episode i uses seed + i, in the distributed run and in the reference.", group="run"
+    )
+    episode_limit: int | None = setting(
+        None, "Steps per episode; none = the env's limit.", group="run"
+    )
+    faults: tuple[Fault, ...] = setting(
+        (),
+        "Fault plan: a JSON list (inline, starting with '[') or a JSON file, e.g. "
+        '[{"kind": "kill", "agent": "agent_0", "at_step": 5}]. Kinds: kill, stall, drop, '
+        "restart_coordinator.",
+        parse=read_fault_plan,
+        show=fault_plan_json,
+        metavar="PLAN",
+        group="run",
+    )
+    timeout_s: float = setting(
+        600.0, "Give up (exit 1) when the whole evaluation takes longer, in seconds.", group="run"
+    )
+    workdir: Path | None = setting(
+        None,
+        "Keep the run record (episodes.jsonl) and the processes' logs here; none = a temporary "
+        "folder, removed after a successful run and named after a failed one.",
+        parse=_path,
+        group="run",
+    )
+    step_deadline_ms: int = setting(
+        STEP_DEADLINE_MS, "The coordinator's step deadline, in ms.", group="team"
+    )
+    lease_steps: int = setting(
+        5, "Missed steps after which the coordinator declares an agent dead.", group="team"
+    )
+    team_policy: TeamPolicy = setting(
+        "continue_degraded",
+        "What a dead agent does to the episode. Unlike qmix-coordinator (abort_episode), an "
+        "evaluation keeps its episodes going through faults so their cost can be measured.",
+        group="team",
+    )
+    step_lane: bool = setting(
+        True,
+        "Agents step on the coordinator's step lane; --no-step-lane: on the gRPC Steps stream.",
+        group="team",
+    )
+    grpc_join: bool = setting(
+        False,
+        "Agents Join and Leave over gRPC (steps stay on the lane); by default they dial the step "
+        "lane alone and load no gRPC. Implied by --no-step-lane.",
+        group="team",
+    )
+    tls_ca: Path | None = setting(
+        None, "TLS: the CA of the coordinator's certificate.", parse=_path, group="trust"
+    )
+    tls_cert: Path | None = setting(
+        None, "TLS: the coordinator's certificate.", parse=_path, group="trust"
+    )
+    tls_key: Path | None = setting(
+        None, "TLS: the coordinator's private key.", parse=_path, group="trust"
+    )
+    tls_agent_certs: Path | None = setting(
+        None,
+        "Mutual TLS: a folder of <agent_id>.pem and <agent_id>.key (CN = agent id).",
+        parse=_path,
+        group="trust",
+    )
+    tls_client_ca: Path | None = setting(
+        None, "CA of the agent certificates; none = --tls-ca.", parse=_path, group="trust"
+    )
+    tls_server_name: str | None = setting(
+        None, "The name on the coordinator's certificate.", group="trust"
+    )
+    tokens: Path | None = setting(
+        None, "JSON file {agent_id: token}: bearer tokens.", parse=_path, group="trust"
+    )
+    netns: bool = setting(
+        False,
+        "Run the coordinator and each agent in its own network namespace (root only).",
+        group="net",
+    )
+    netns_rate: str | None = setting(
+        None, "With --netns: shape each link to this rate (tc tbf), e.g. 10mbit.", group="net"
+    )
+    log_level: LogLevel = setting("WARNING", "Logging level.", parse=str.upper)
+    security: EvalSecurity = field(init=False, repr=False, compare=False)
+    """The TLS fields above as one value (derived)."""
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1; found {self.episodes}")
+        if self.team_policy not in TEAM_POLICIES:
+            raise ValueError(
+                f"team_policy must be one of {TEAM_POLICIES}; found {self.team_policy!r}"
+            )
+        if self.netns_rate and not self.netns:
+            raise ValueError("--netns-rate needs --netns")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {LOG_LEVELS}; found {self.log_level!r}")
+        object.__setattr__(
+            self,
+            "security",
+            EvalSecurity(
+                ca=self.tls_ca,
+                server_cert=self.tls_cert,
+                server_key=self.tls_key,
+                agent_certs=self.tls_agent_certs,
+                client_ca=self.tls_client_ca,
+                tokens=self.tokens,
+                server_name=self.tls_server_name,
+            ),
+        )
+
+    @property
+    def lane_only(self) -> bool:
+        """The agents dial only the coordinator's step lane."""
+        return self.step_lane and not self.grpc_join
