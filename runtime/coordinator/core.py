@@ -1562,7 +1562,7 @@ def server_security(
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args, ns = settings.parse(CoordinatorConfig, build_parser(), argv)
+        args, _ = settings.parse(CoordinatorConfig, build_parser(), argv)
     except SystemExit as e:  # a usage error (2) or --help (0)
         return int(e.code or 0)
     config = args

@@ -675,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        cfg, ns = settings.parse(EvalConfig, build_parser(), argv)
+        cfg, _ = settings.parse(EvalConfig, build_parser(), argv)
     except SystemExit as e:  # a usage error (2) or --help (0)
         return int(e.code or 0)
     logging.basicConfig(level=cfg.log_level, format="%(levelname)s %(name)s: %(message)s")
