@@ -81,7 +81,7 @@ def test_an_offer_whose_version_is_not_its_manifest_hash_is_refused(
     exports: dict[str, Path],
 ) -> None:
     offer = offer_for(exports["v1"])
-    with pytest.raises(RolloutError, match="sha256 of its manifest.json"):
+    with pytest.raises(RolloutError, match=r"sha256 of its manifest\.json"):
         Offer("f" * 64, offer.files)
 
 
