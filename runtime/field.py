@@ -52,10 +52,19 @@ class SensorReading:
     """bool (n_actions,): allowed actions; None = all allowed."""
     report: Mapping[str, float] = field(default_factory=dict)
     """Named readings sent to the coordinator with this step's reply (battery, reward, ...)."""
+    time: float | None = None
+    """When the observation was measured, on ``time.monotonic()``'s clock; None = now. The
+    autonomous loop holds the fallback when a reading is older than its staleness limit."""
+    episode_over: bool = False
+    """The device says its episode is over (landed, reached the goal): the autonomous loop ends
+    the episode after this step."""
 
 
 Sensor = Callable[[FieldStep], "np.ndarray | SensorReading"]
 Actuator = Callable[[FieldStep, int], None]
+Safety = Callable[[FieldStep, "SensorReading"], "np.ndarray | None"]
+"""The optional safety plug-in: a bool (n_actions,) mask of the actions local sensors allow
+(geofence, obstacle), ANDed with the env mask before the graph's masked argmax; None = no limit."""
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
@@ -98,5 +107,9 @@ def as_reading(value: Any, obs_dim: int, n_actions: int) -> SensorReading:
                 f"actions; expected ({n_actions},) with at least one allowed"
             )
     return SensorReading(
-        obs=obs, mask=mask, report={k: float(v) for k, v in reading.report.items()}
+        obs=obs,
+        mask=mask,
+        report={k: float(v) for k, v in reading.report.items()},
+        time=None if reading.time is None else float(reading.time),
+        episode_over=bool(reading.episode_over),
     )
