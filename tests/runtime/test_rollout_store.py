@@ -17,29 +17,8 @@ from qmix_edge.runtime.tensors import MANIFEST_FILE
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two signed exports of one team (v1, v2), an unsigned one, and the signing key pair."""
-    torch = pytest.importorskip("torch")
-    from qmix_edge.envs import AgentSpec, EnvSpec
-    from qmix_edge.export import export_agent_networks, generate_keypair
-    from qmix_edge.train.networks import AgentNetwork
-
-    torch.set_num_threads(1)
-    spec = EnvSpec(
-        env_id="rollout_test",
-        agents=(AgentSpec("agent_0", 5, 3), AgentSpec("agent_1", 5, 3)),
-        state_dim=10,
-        episode_limit=6,
-    )
-    base = tmp_path_factory.mktemp("rollout")
-    priv, pub = generate_keypair(base / "keys")
-    out: dict[str, Path] = {"pub": pub, "priv": priv}
-    for seed, name, key in ((1, "v1", priv), (2, "v2", priv), (3, "unsigned", None)):
-        torch.manual_seed(seed)
-        net = AgentNetwork(spec, "mlp", hidden_dim=8, share_params=True, use_prev_action=False)
-        export_agent_networks(net, spec, base / name, sign_key=key)
-        out[name] = base / name
-    return out
+def exports(rollout_sets: dict[str, Path]) -> dict[str, Path]:
+    return rollout_sets
 
 
 def download(store: ArtifactStore, source: Path, chunk: int, stop_after: int | None = None) -> int:

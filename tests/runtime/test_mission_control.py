@@ -1,0 +1,278 @@
+"""Mission control and the agents' links over real gRPC on loopback: the agreed schedule, telemetry,
+record upload without loss or doubles across a reconnection, and signed rollout (all switch at one
+named episode, or none)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from qmix_edge.runtime.agent.autonomous import Mission, Phase
+from qmix_edge.runtime.agent.mission_link import LocalRecord, MissionLink
+from qmix_edge.runtime.agent.store import ArtifactStore
+from qmix_edge.runtime.coordinator.mission import MissionControl, MissionServicer
+from qmix_edge.runtime.policy import AgentPolicy
+from qmix_edge.runtime.proto.v1 import mission_pb2_grpc as mpb_grpc
+from qmix_edge.runtime.rollout import offer_for
+
+AGENTS = ("agent_0", "agent_1")
+
+
+@pytest.fixture(scope="module")
+def sets(rollout_sets: dict[str, Path]) -> dict[str, Path]:
+    return rollout_sets
+
+
+class Server:
+    """A gRPC server hosting one MissionServicer on an event loop thread."""
+
+    def __init__(self, control: MissionControl) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start() -> tuple[Any, int]:
+            server = grpc.aio.server()
+            mpb_grpc.add_MissionServicer_to_server(MissionServicer(control), server)
+            port = server.add_insecure_port("127.0.0.1:0")
+            await server.start()
+            return server, port
+
+        self.server, self.port = asyncio.run_coroutine_threadsafe(start(), self.loop).result(10)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Agent:
+    """One field agent's mission side: its schedule, store, record and link."""
+
+    def __init__(self, agent_id: str, port: int, folder: Path, version: str, **kw: Any) -> None:
+        self.mission = Mission()
+        self.started = threading.Event()
+        self.switches: list[tuple[str, int]] = []
+        self.switched = threading.Event()
+        original = self.mission.start
+
+        def start(ep: int, at: float) -> None:
+            original(ep, at)
+            self.starts.append((ep, at))
+            self.started.set()
+
+        self.starts: list[tuple[int, float]] = []
+        self.mission.start = start  # type: ignore[method-assign]
+        self.version = version
+        self.record = LocalRecord(folder / "record.jsonl")
+
+        def on_switch(v: str, ep: int) -> None:
+            self.switches.append((v, ep))
+            self.switched.set()
+
+        self.link = MissionLink(
+            f"127.0.0.1:{port}",
+            agent_id,
+            self.mission,
+            version=lambda: self.version,
+            telemetry=lambda: {"version": self.version, "ticks": 7, "decisions": 5},
+            on_switch=on_switch,
+            record=self.record,
+            telemetry_period_s=0.05,
+            **kw,
+        )
+        self.link.start()
+
+    def close(self) -> None:
+        self.link.stop()
+        self.record.close()
+
+
+@pytest.fixture
+def team(sets: dict[str, Path], tmp_path: Path) -> Iterator[Any]:
+    made: list[Any] = []
+
+    def make(**kw: Any) -> tuple[MissionControl, Server, list[str]]:
+        records: list[tuple[str, dict[str, Any]]] = []
+        control = MissionControl(
+            "team",
+            AGENTS,
+            offer_for(sets["v1"]).version,
+            record=lambda t, **f: records.append((t, f)),
+        )
+        server = Server(control)
+        made.append(server)
+        return control, server, records  # type: ignore[return-value]
+
+    yield make
+    for m in made:
+        m.close()
+
+
+def test_the_team_gets_one_start_time_and_mission_control_gets_telemetry(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, _ = team()
+    v1 = offer_for(sets["v1"]).version
+    agents = [Agent(a, server.port, tmp_path / a, v1) for a in AGENTS]
+    try:
+        assert control.wait_for(lambda c: all(s.linked for s in c.status().values()), 10)
+        ep, at = control.start_episode(lead_s=0.3)
+        for a in agents:
+            assert a.started.wait(10)
+        local = [a.starts[0][1] for a in agents]
+        # one machine, one monotonic clock: the agreed instant is the same within the probes' error
+        assert max(local) - min(local) < 0.005 and all(abs(t - at) < 0.005 for t in local)
+        for a in agents:
+            assert a.mission.state(at + 0.001) == (Phase.RUNNING, ep)
+            assert (
+                a.mission.state(at - 0.05)[0] is Phase.IDLE or a.mission.state(at - 0.05)[1] == ep
+            )
+        assert control.wait_for(
+            lambda c: all(s.telemetry.get("decisions") == 5 for s in c.status().values()), 10
+        )
+    finally:
+        for a in agents:
+            a.close()
+
+
+def test_record_lines_are_stored_once_across_a_reconnection(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, records = team()
+    v1 = offer_for(sets["v1"]).version
+    a = Agent("agent_0", server.port, tmp_path / "a0", v1)
+    for i in range(10):
+        a.record.append({"type": "tick", "i": i})
+    assert control.wait_for(lambda c: c.status()["agent_0"].record_next_seq == 10, 10)
+    a.close()  # the link goes away (a reboot); more happens offline
+    assert control.wait_for(lambda c: not c.status()["agent_0"].linked, 10)
+    b = Agent("agent_0", server.port, tmp_path / "a0", v1)  # the same record file, reopened
+    for i in range(10, 15):
+        b.record.append({"type": "tick", "i": i})
+    try:
+        assert control.wait_for(lambda c: c.status()["agent_0"].record_next_seq == 15, 10)
+    finally:
+        b.close()
+    stored = [f["seq"] for t, f in records if t == "agent_record"]
+    assert stored == list(range(15))
+
+
+def test_an_agent_on_another_version_is_refused(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, _ = team()
+    a = Agent("agent_0", server.port, tmp_path / "a0", offer_for(sets["v2"]).version)
+    try:
+        assert a.link.refused.wait(10)
+        assert a.link.last_refusal.startswith("FAILED_PRECONDITION")
+        assert not control.status()["agent_0"].linked
+    finally:
+        a.close()
+
+
+def stores(sets: dict[str, Path], tmp_path: Path, key: bool = True) -> dict[str, ArtifactStore]:
+    out = {}
+    for agent in AGENTS:
+        s = ArtifactStore(tmp_path / f"store_{agent}", public_key=sets["pub"] if key else None)
+        s.activate(s.add_local(sets["v1"]))
+        out[agent] = s
+    return out
+
+
+def test_a_rollout_switches_every_agent_at_the_same_named_episode(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, records = team()
+    v1, v2 = offer_for(sets["v1"]).version, offer_for(sets["v2"]).version
+    st = stores(sets, tmp_path)
+    agents = [
+        Agent(
+            a,
+            server.port,
+            tmp_path / a,
+            v1,
+            store=st[a],
+            stage_check=lambda f, a=a: AgentPolicy.load(f, a),
+        )
+        for a in AGENTS
+    ]
+    try:
+        assert control.wait_for(lambda c: all(s.linked for s in c.status().values()), 10)
+        control.start_episode(lead_s=0.0)
+        control.offer(sets["v2"])
+        for a in agents:
+            assert a.switched.wait(20)
+        assert {tuple(a.switches) for a in agents} == {((v2, 2),)}
+        assert all(s.has(v2) and s.current == v1 for s in st.values())  # staged, not yet run
+        ep, _ = control.start_episode(lead_s=0.0)
+        assert ep == 2 and control.version == v2
+    finally:
+        for a in agents:
+            a.close()
+    kinds = [t for t, _ in records]
+    assert (
+        kinds.index("rollout_offered")
+        < kinds.index("rollout_switch")
+        < kinds.index("rollout_switched")
+    )
+
+
+def test_one_agent_failing_to_stage_means_no_agent_switches(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, _records = team()
+    v1 = offer_for(sets["v1"]).version
+    st = stores(sets, tmp_path)
+
+    def cannot_load(folder: Path) -> None:
+        AgentPolicy.load(folder, "agent_9")  # this device's graph is not in the set
+
+    agents = [
+        Agent("agent_0", server.port, tmp_path / "a0", v1, store=st["agent_0"]),
+        Agent(
+            "agent_1",
+            server.port,
+            tmp_path / "a1",
+            v1,
+            store=st["agent_1"],
+            stage_check=cannot_load,
+        ),
+    ]
+    try:
+        control.offer(sets["v2"])
+        assert control.wait_for(lambda c: bool(c.rollout and c.rollout.cancelled), 20)
+        assert "agent_1" in control.rollout.cancelled  # type: ignore[union-attr]
+        control.start_episode(lead_s=0.0)
+        assert control.version == v1
+        assert all(a.switches == [] for a in agents)
+        assert all(s.current == v1 for s in st.values())
+    finally:
+        for a in agents:
+            a.close()
+
+
+def test_an_unsigned_set_is_refused_by_every_agent_and_the_team_stays(
+    team: Any, sets: dict[str, Path], tmp_path: Path
+) -> None:
+    control, server, _ = team()
+    v1 = offer_for(sets["v1"]).version
+    st = stores(sets, tmp_path)
+    agents = [Agent(a, server.port, tmp_path / a, v1, store=st[a]) for a in AGENTS]
+    try:
+        control.offer(sets["unsigned"])
+        assert control.wait_for(
+            lambda c: all(s.rollout.startswith("failed") for s in c.status().values()), 20
+        )
+        assert all("unsigned" in s.rollout for s in control.status().values())
+        assert control.rollout is not None and control.rollout.switch_at is None
+        assert all(a.switches == [] for a in agents) and control.version == v1
+    finally:
+        for a in agents:
+            a.close()
