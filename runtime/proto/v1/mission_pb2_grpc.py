@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class MissionStub:
-    """Missing associated documentation comment in .proto file."""
+    """Mission control: one per team, on the coordinator's gRPC port (field mode).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -52,7 +53,8 @@ class MissionStub:
 
 
 class MissionServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Mission control: one per team, on the coordinator's gRPC port (field mode).
+    """
 
     def Clock(self, request, context):
         """One clock probe: the agent fills t0 (its clock, seconds); mission control fills t1 (when it
@@ -103,7 +105,8 @@ def add_MissionServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Mission:
-    """Missing associated documentation comment in .proto file."""
+    """Mission control: one per team, on the coordinator's gRPC port (field mode).
+    """
 
     @staticmethod
     def Clock(request,
