@@ -32,7 +32,6 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-import qmix_edge
 from qmix_edge.envs import EnvSpec, TeamEnv
 from qmix_edge.runtime.artifact import (
     METADATA_AGENT_KEY,
@@ -49,6 +48,7 @@ from qmix_edge.runtime.artifact import (
 )
 from qmix_edge.runtime.tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
 from qmix_edge.train.networks import AgentNetwork
+from qmix_edge.version import __version__
 
 from . import parity
 from .errors import ExportConfigError, ExportError
@@ -318,7 +318,7 @@ def export_agent_networks(
         )
     draft = Manifest(
         format_version=MANIFEST_FORMAT_VERSION,
-        package_version=qmix_edge.__version__,
+        package_version=__version__,
         env_id=spec.env_id,
         env_kwargs=dict(spec.env_kwargs),
         env_options=dict(env_options or {}),

@@ -53,15 +53,18 @@ from qmix_edge.envs import (
 )
 from qmix_edge.envs.baselines import random_team_return
 from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
+from qmix_edge.version import __version__
 
 from . import checkpoint as ckpt
 from .collector import SEED_HIGH, Collector, EpisodeStats, evaluate
 from .config import TrainConfig, save_config
 from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError
-from .learner import Learner, build_models
+from .learner import Learner
 from .metrics import MetricsLogger
 from .pacer import UpdatePacer
+from .registry import build_models
 from .replay import EpisodeReplay
+from .run_files import atomic_write_json, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +298,9 @@ class Trainer:
     # --- checkpoints ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from qmix_edge import __version__
-
         save_config(self.config, self.run_dir)
-        ckpt.atomic_write_json(self.run_dir / "spec.json", self.spec.to_dict())
-        ckpt.atomic_write_json(
+        atomic_write_json(self.run_dir / "spec.json", self.spec.to_dict())
+        atomic_write_json(
             self.run_dir / "run.json",
             {
                 "run_id": self.run_id,
@@ -414,7 +415,7 @@ class Trainer:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ckpt.write_error(self.run_dir, None, e, what="the run directory") from e
+            raise write_error(self.run_dir, None, e, what="the run directory") from e
         if not self.resuming:
             self._write_run_files()
         venv = self._make_train_envs()
