@@ -1,4 +1,5 @@
-"""Writing the files of a run directory: atomically, and a failed write said in one line.
+"""A run directory's default name, reading its saved config, and writing its files: atomically,
+and a failed write said in one line.
 
 Every file is written with `qmix_edge.common.atomic` (temp file, fsync, rename, folder fsync), so a
 crash, a full disk or a read-only folder leaves the previous content. A write that fails becomes a
@@ -10,12 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from qmix_edge.common import atomic
 
-from .errors import RunDirWriteError
+from .errors import CheckpointError, RunDirWriteError
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+
+DEFAULT_RUNS_DIR = Path("runs")
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -53,3 +60,30 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to ``path`` atomically; a failure raises `RunDirWriteError`."""
     atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+
+
+def _short_env_name(env: str) -> str:
+    name = env.split(":")[-1].replace("/", "_").replace(".", "_")
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "env"
+
+
+def default_run_dir(config: TrainConfig, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
+    """``runs/<algo>-<env>-s<seed>-<UTC time>`` (a suffix is added if it exists)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = runs_dir / f"{config.algo}-{_short_env_name(config.env)}-s{config.seed}-{stamp}"
+    path, k = base, 1
+    while path.exists():
+        k += 1
+        path = base.with_name(f"{base.name}-{k}")
+    return path
+
+
+def read_saved_config(run_dir: Path) -> dict[str, Any]:
+    """The resolved config a run saved (``config.json``), as a dict."""
+    path = run_dir / "config.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except FileNotFoundError as e:
+        raise CheckpointError(
+            f"{run_dir} is not a run directory ({path.name} missing); pass the folder of the run to resume"
+        ) from e
