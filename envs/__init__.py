@@ -6,7 +6,8 @@ package, and it must never import torch.
 
 Entry points: `make_env` (an id -> a `TeamEnv`; `BUILTIN_ENVS` is the table of short names),
 `PettingZooTeamEnv` (the Parallel API adapter), and the vector envs the trainer's collector drives
-(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`), and
+(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`; `RayVectorEnv` in
+`ray_vector`), and
 `BatchedSimpleSpread`, mpe2's simple_spread as one array engine stepping many worlds.
 """
 

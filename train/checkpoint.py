@@ -43,7 +43,6 @@ import contextlib
 import io
 import json
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,9 +130,10 @@ def resume_point(run_dir: Path) -> Path:
 def best_checkpoint(run_dir: Path) -> Path | None:
     """The folder of the run's best greedy evaluation, or None (older runs, or no evaluation yet)."""
     base = Path(run_dir) / CHECKPOINTS_DIR
-    for name in (BEST_DIR, _BEST_OLD):  # _BEST_OLD: a crash between write_best's two renames
-        if (base / name / STATE_FILE).is_file():
-            return base / name
+    # After a crash between write_best's two renames, the previous best is the one set aside.
+    for folder in (base / BEST_DIR, *atomic.aside_dirs(base / BEST_DIR)):
+        if (folder / STATE_FILE).is_file():
+            return folder
     return None
 
 
@@ -299,14 +299,11 @@ def write_checkpoint(
     return folder
 
 
-_BEST_OLD = ".best-old"
-
-
 def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> Path:
     """Replace ``checkpoints/best/`` with these networks and their evaluation (crash-safe).
 
-    Written complete into a temp folder, then swapped in by two renames; a crash between them
-    leaves the previous best under ``.best-old``, which `best_checkpoint` still finds.
+    Written complete into a temp folder, then swapped in by `atomic.replace_dir`'s two renames; a
+    crash between them leaves the previous best set aside, where `best_checkpoint` still finds it.
     """
     bad = non_finite_tensors(model)
     if bad:
@@ -316,7 +313,7 @@ def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> P
             tensors=bad,
         )
     base = Path(run_dir) / CHECKPOINTS_DIR
-    final, old = base / BEST_DIR, base / _BEST_OLD
+    final = base / BEST_DIR
     buf = io.BytesIO()
     torch.save(model, buf)
     model_bytes = buf.getvalue()
@@ -327,14 +324,10 @@ def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> P
         tmp = atomic.temp_dir_beside(final)
         _write_synced(tmp / MODEL_FILE, lambda f: f.write(model_bytes))
         _write_synced(tmp / STATE_FILE, lambda f: f.write(state_bytes))
-        atomic.fsync_dir(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        for stale in atomic.aside_dirs(final):  # a crash's leftovers: the new best replaces them
+            shutil.rmtree(stale, ignore_errors=True)
+        atomic.replace_dir(tmp, final)
         tmp = None
-        atomic.fsync_dir(base)
-        shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
         raise write_error(
             final, len(model_bytes) + len(state_bytes), e, what="the best checkpoint"

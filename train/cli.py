@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from qmix_edge.common import settings
+from qmix_edge.common.cli import guarded
 from qmix_edge.envs import EnvError
 
 from .config import (
@@ -139,6 +140,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit codes: 0 done, 2 usage or config error, 1 failure or a bug (whose
+    traceback is printed)."""
+    return guarded("qmix-train", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -208,10 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainError as e:
         print(f"qmix-train: error: {e}. {_continue_hint(trainer.run_dir)}", file=sys.stderr)
-        return 1
-    except Exception as e:
-        logger.exception("training failed")
-        print(f"qmix-train: training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(
         f"greedy return {result['mean_reward']:.3f} +- {result['std_reward']:.3f} after "
