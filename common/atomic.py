@@ -119,6 +119,19 @@ def temp_dir_beside(path: str | os.PathLike[str]) -> Path:
     return tmp
 
 
+def _aside_prefix(path: Path) -> str:
+    return f".{path.name}.old."
+
+
+def aside_dirs(path: str | os.PathLike[str]) -> list[Path]:
+    """The previous versions of folder ``path`` that `replace_dir` had renamed aside and not yet
+    removed: after a crash between its two renames, the newest one is the folder's last complete
+    content (newest first)."""
+    path = Path(path)
+    found = [p for p in path.parent.glob(_aside_prefix(path) + "*.tmp") if p.is_dir()]
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
 def replace_dir(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
     """Swap the finished folder ``tmp`` in as ``path``.
 
@@ -131,7 +144,7 @@ def replace_dir(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> No
     fsync_dir(tmp)
     old: Path | None = None
     if path.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", suffix=".tmp", dir=path.parent))
+        old = Path(tempfile.mkdtemp(prefix=_aside_prefix(path), suffix=".tmp", dir=path.parent))
         os.replace(path, old)
     try:
         os.replace(tmp, path)

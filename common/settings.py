@@ -25,7 +25,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -60,6 +60,7 @@ def setting(
     show: Callable[[Any], str] | None = None,
     group: str | None = None,
     cli: bool = True,
+    choices: Iterable[Any] | None = None,
 ) -> Any:
     """A dataclass field with its documentation and how it appears on a command line.
 
@@ -68,6 +69,9 @@ def setting(
     be given even though the dataclass has a default (e.g. a path a library user may leave empty).
     ``parse`` / ``show``: text to value and value to text for types the generator does not know.
     ``group``: the ``--help`` section. ``cli=False``: a library-only field, not a flag.
+    ``choices``: the allowed values of a field typed more loosely than a ``Literal`` (e.g. ``str``
+    whose names come from a registry; a registry dict itself may be given, and is read each time a
+    parser is built); a ``Literal`` gives its choices by itself.
     """
     meta = {
         _DOC: " ".join(doc.split()),
@@ -79,6 +83,7 @@ def setting(
             "show": show,
             "group": group,
             "cli": cli,
+            "choices": choices,
         },
     }
     if default_factory is not None:
@@ -95,6 +100,7 @@ def _cli(f: dataclasses.Field[Any]) -> dict[str, Any]:
         "show": None,
         "group": None,
         "cli": True,
+        "choices": None,
     }
 
 
@@ -166,6 +172,9 @@ def _argument(cls: type, f: dataclasses.Field[Any], suppress_default: bool) -> d
         kw["metavar"] = meta["metavar"]
     if meta["parse"] is not None:
         kw["type"] = _none_or(meta["parse"]) if optional else meta["parse"]
+    elif meta.get("choices") is not None:
+        kw["choices"] = tuple(meta["choices"])
+        kw["type"] = type(kw["choices"][0])
     elif hint is bool and not optional:
         kw["action"] = argparse.BooleanOptionalAction
     elif get_origin(hint) is Literal:
@@ -178,7 +187,7 @@ def _argument(cls: type, f: dataclasses.Field[Any], suppress_default: bool) -> d
             kw.setdefault("metavar", f"{hint.__name__.upper()}|none")
     elif hint in (str, Path):
         kw["type"] = hint
-    elif get_origin(hint) is dict or hint is dict:
+    elif get_origin(hint) in (dict, Mapping) or hint in (dict, Mapping):
         kw["type"] = _json_object
         kw.setdefault("metavar", "JSON")
     else:
@@ -207,16 +216,19 @@ def add_settings(
     exclude: Iterable[str] = (),
     suppress_defaults: bool = False,
     titles: dict[str, str] | None = None,
+    title: str | None = None,
 ) -> None:
     """Add one flag per field of ``cls`` (all, or ``names`` in that order, minus ``exclude``).
 
     Fields with a ``group`` go to an argument group of that title (``titles`` maps a group key to
-    its heading). ``suppress_defaults``: an unset flag leaves no attribute, for callers that layer
-    flags over other sources (a config file, a preset)."""
+    its heading); ``title`` puts the other fields in one argument group of that heading (default:
+    the parser's own options). ``suppress_defaults``: an unset flag leaves no attribute, for
+    callers that layer flags over other sources (a config file, a preset)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     order = list(names) if names is not None else list(fields)
     skip = set(exclude)
     groups: dict[str, Any] = {}
+    default_target: Any = parser if title is None else parser.add_argument_group(title)
     for name in order:
         if name in skip:
             continue
@@ -226,7 +238,7 @@ def add_settings(
             continue
         kw = _argument(cls, f, suppress_defaults)
         kw["help"] = _help(f, kw, _default(f))
-        target: Any = parser
+        target: Any = default_target
         if meta["group"]:
             key = meta["group"]
             if key not in groups:
@@ -278,8 +290,8 @@ def _show(cls: type, f: dataclasses.Field[Any], value: Any) -> str:
         return "none"
     if meta["show"] is not None:
         return str(meta["show"](value))
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value), sort_keys=True)
     return str(value)
 
 

@@ -6,7 +6,8 @@ package, and it must never import torch.
 
 Entry points: `make_env` (an id -> a `TeamEnv`; `BUILTIN_ENVS` is the table of short names),
 `PettingZooTeamEnv` (the Parallel API adapter), and the vector envs the trainer's collector drives
-(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`), and
+(`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`; `RayVectorEnv` in
+`ray_vector`), and
 `BatchedSimpleSpread`, mpe2's simple_spread as one array engine stepping many worlds.
 """
 
@@ -15,18 +16,13 @@ from __future__ import annotations
 from .base import TeamEnv
 from .batched_mpe import BatchedSimpleSpread, supports_batched_spread
 from .errors import EnvError, UnsupportedEnvError
+from .make_vector import make_vector_env
 from .matrix import MatrixGame, TwoStepGame
 from .pettingzoo_env import PettingZooTeamEnv
 from .registry import BUILTIN_ENVS, BuiltinEnv, builtin_env_names, make_env
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
-from .vector import (
-    EnvFactory,
-    SubprocVectorEnv,
-    SyncVectorEnv,
-    VectorStepResult,
-    VectorTeamEnv,
-    make_vector_env,
-)
+from .subproc_vector import SubprocVectorEnv
+from .vector import EnvFactory, SyncVectorEnv, VectorStepResult, VectorTeamEnv
 
 __all__ = [
     "BUILTIN_ENVS",

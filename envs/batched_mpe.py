@@ -39,7 +39,7 @@ import numpy as np
 
 from .errors import EnvError
 from .spec import AgentSpec, EnvSpec, TeamStep
-from .vector import VectorStepResult, VectorTeamEnv, _index_array, _seed_list, reject_unavailable
+from .vector import VectorStepResult, VectorTeamEnv, index_array, reject_unavailable, seed_list
 
 SPREAD_IDS = frozenset({"simple_spread", "mpe2:simple_spread_v3"})
 """Env ids that name mpe2's simple_spread_v3 (the built-in short name and the module form)."""
@@ -174,10 +174,10 @@ class BatchedSimpleSpread(VectorTeamEnv):
     def reset_envs(
         self, indices: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None
     ) -> TeamStep:
-        idx = _index_array(indices, self.n_envs)
-        seed_list = _seed_list(seeds, idx.size)
+        idx = index_array(indices, self.n_envs)
+        seeds_ = seed_list(seeds, idx.size)
         n = self.n
-        for i, seed in zip(idx.tolist(), seed_list, strict=True):
+        for i, seed in zip(idx.tolist(), seeds_, strict=True):
             if seed is not None:
                 if seed < 0:
                     raise EnvError(f"env {i}: a seed must be >= 0; found {seed}")

@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import EnvError, UnsupportedEnvError
 from .pettingzoo_env import PettingZooTeamEnv, TeamReward
-from .registry import import_sim_module
+from .sim_import import import_sim_module
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import EnvError, UnsupportedEnvError
 from .pettingzoo_env import PettingZooTeamEnv, TeamReward
-from .registry import INSTALL_HINT, import_sim_module
+from .sim_import import INSTALL_HINT, import_sim_module
 
 _SUPPORTED = (
     "supported: Discrete actions and flat (1-D) Box observations (read as a single-agent Gymnasium "

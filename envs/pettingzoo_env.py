@@ -410,6 +410,17 @@ class PettingZooTeamEnv(TeamEnv):
     _has_state = False
     _state_from_obs = False
 
+    @property
+    def state_from_observations(self) -> bool:
+        """The global state is assembled from the step's observations (found equal to
+        ``env.state()`` at the probe reset), which saves calling ``env.state()`` every step."""
+        return self._state_from_obs
+
+    @property
+    def steps_mpe2_directly(self) -> bool:
+        """An mpe2 scenario stepped directly, past PettingZoo's parallel wrapper (same results)."""
+        return self._stepper is not self.env
+
     # -- TeamEnv ---------------------------------------------------------------------------------
 
     def reset(self, seed: int | None = None) -> TeamStep:

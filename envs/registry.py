@@ -41,13 +41,10 @@ from .base import TeamEnv
 from .errors import EnvError, UnsupportedEnvError, did_you_mean
 from .matrix import PENALTY_PAYOFF, MatrixGame, TwoStepGame
 from .pettingzoo_env import TEAM_REWARDS, PettingZooTeamEnv, TeamReward
+from .sim_import import INSTALL_HINT, import_sim_module
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'qmix-edge[sim]'"
-"""What to run when PettingZoo, mpe2 or Gymnasium is missing."""
-
-_SIM_PACKAGES = ("pettingzoo", "mpe2", "gymnasium", "pygame")
 _TEAM_SIZE_KWARGS = ("N", "n_agents", "num_agents")
 _ACCEPTED_FORMS = (
     "accepted forms: 'module:attribute' (a ParallelEnv factory or a module with parallel_env, e.g. "
@@ -140,23 +137,6 @@ BUILTIN_ENVS: dict[str, BuiltinEnv] = {
 def builtin_env_names() -> tuple[str, ...]:
     """The short names `make_env` accepts besides ``module:attribute`` and Gymnasium ids."""
     return tuple(BUILTIN_ENVS)
-
-
-def import_sim_module(module_name: str) -> types.ModuleType:
-    """Import a module, turning a missing simulation dependency into an `EnvError` with the extra."""
-    try:
-        return importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        missing = (e.name or "").split(".")[0]
-        if missing in _SIM_PACKAGES:
-            raise EnvError(
-                f"importing {module_name!r} needs {missing!r}, which is not installed; "
-                f"install the simulation extra: {INSTALL_HINT}"
-            ) from e
-        raise EnvError(
-            f"could not import module {module_name!r}: {e}. Check the module part of the env id "
-            "(module:attribute) and that its package is installed."
-        ) from e
 
 
 _VERSIONED = re.compile(r"_v\d+$")

@@ -113,6 +113,10 @@ class MaskedChoiceEnv(_ToyParallelEnv):
         self._targets: dict[str, int] = {}
         self._masks: dict[str, np.ndarray] = {}
 
+    def action_mask(self, agent: str) -> np.ndarray:
+        """``agent``'s current action mask (a copy; 1 = allowed)."""
+        return self._masks[agent].copy()
+
     def _draw(self) -> None:
         for a in self.agents:
             mask = (self._rng.random(self.n_actions) < 0.5).astype(np.int8)

@@ -2,14 +2,16 @@
 
 `VectorTeamEnv` is arrays in, arrays out, with a leading ``n_envs`` axis and no per-env objects in its
 API, so a batched array environment (e.g. a VMAS torch scenario stepping many worlds in one call) can
-implement it later without changing the collector. Two implementations here:
+implement it later without changing the collector. Implementations:
 
-- `SyncVectorEnv`: a loop over `TeamEnv` objects in this process (no overhead, one core).
-- `SubprocVectorEnv`: worker processes, each owning a contiguous slice of the envs, driven over pipes;
-  all workers step at once, so env stepping runs beside the learner on another core. A worker's
-  exception is re-raised in the parent with the env's own message and the remote traceback.
+- `SyncVectorEnv` (here): a loop over `TeamEnv` objects in this process (no overhead, one core).
+- `SubprocVectorEnv` (`subproc_vector`) and `RayVectorEnv` (`ray_vector`): worker processes or
+  Ray actors, each owning a contiguous slice of the envs, all stepping at once; their shared
+  bookkeeping is `WorkerVectorEnv` (`worker_vector`).
+- `BatchedSimpleSpread` (`batched_mpe`): one array engine stepping every world in one call.
+- `make_vector_env` (`make_vector`): an env id and a backend name in, one of the above out.
 
-The contract (both implementations, and any future one):
+The contract (every implementation):
 
 - ``reset_envs(indices, seeds)`` resets the listed envs (each with its own seed, or None) and returns
   their first `TeamStep`, stacked in the order of ``indices``.
@@ -22,23 +24,15 @@ The contract (both implementations, and any future one):
 - Finished envs are NOT reset automatically: the caller resets them by index (the collector decides
   when a new episode may start). ``finished`` says which envs need a reset.
 
-Numpy only; the workers import PettingZoo/mpe2 themselves when they make their envs.
+Numpy only.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
-import itertools
 import logging
-import multiprocessing as mp
-import os
-import pickle
-import signal
-import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -89,7 +83,8 @@ def empty_steps(spec: EnvSpec) -> TeamStep:
     )
 
 
-def _index_array(indices: Sequence[int] | np.ndarray, n_envs: int) -> np.ndarray:
+def index_array(indices: Sequence[int] | np.ndarray, n_envs: int) -> np.ndarray:
+    """``indices`` as int64, checked to be distinct env indices in ``[0, n_envs)``."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size and (idx.min() < 0 or idx.max() >= n_envs):
         raise EnvError(f"env indices must be in [0, {n_envs}); found {idx.tolist()}")
@@ -98,7 +93,8 @@ def _index_array(indices: Sequence[int] | np.ndarray, n_envs: int) -> np.ndarray
     return idx
 
 
-def _seed_list(seeds: Sequence[int | None] | None, n: int) -> list[int | None]:
+def seed_list(seeds: Sequence[int | None] | None, n: int) -> list[int | None]:
+    """One seed (or None) per requested index."""
     if seeds is None:
         return [None] * n
     out = [None if s is None else int(s) for s in seeds]
@@ -193,8 +189,9 @@ def reject_unavailable(
         )
 
 
-class _EnvSlice:
-    """A contiguous group of `TeamEnv`s with the bookkeeping both implementations share."""
+class EnvSlice:
+    """A contiguous group of `TeamEnv`s stepped in one process: what `SyncVectorEnv` holds, and
+    what each worker of a `WorkerVectorEnv` holds."""
 
     def __init__(self, envs: Sequence[TeamEnv], offset: int = 0) -> None:
         self.envs = list(envs)
@@ -256,10 +253,10 @@ class SyncVectorEnv(VectorTeamEnv):
     def __init__(self, envs: Sequence[TeamEnv]) -> None:
         if not envs:
             raise EnvError("SyncVectorEnv needs at least one env")
-        _check_same_spec([e.spec for e in envs])
+        check_same_spec([e.spec for e in envs])
         self.spec = envs[0].spec
         self.n_envs = len(envs)
-        self._slice = _EnvSlice(envs)
+        self._slice = EnvSlice(envs)
 
     @property
     def envs(self) -> list[TeamEnv]:
@@ -272,10 +269,10 @@ class SyncVectorEnv(VectorTeamEnv):
     def reset_envs(
         self, indices: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None
     ) -> TeamStep:
-        idx = _index_array(indices, self.n_envs)
+        idx = index_array(indices, self.n_envs)
         if idx.size == 0:
             return empty_steps(self.spec)
-        return self._slice.reset(idx.tolist(), _seed_list(seeds, idx.size))
+        return self._slice.reset(idx.tolist(), seed_list(seeds, idx.size))
 
     def step(self, actions: np.ndarray) -> VectorStepResult:
         acts = self._check_actions(actions)
@@ -285,7 +282,8 @@ class SyncVectorEnv(VectorTeamEnv):
         self._slice.close()
 
 
-def _check_same_spec(specs: Sequence[EnvSpec]) -> None:
+def check_same_spec(specs: Sequence[EnvSpec]) -> None:
+    """Raise `EnvError` unless every env of a vector env has one spec."""
     first = specs[0]
     for i, s in enumerate(specs[1:], start=1):
         if s.agents != first.agents or s.state_dim != first.state_dim:
@@ -319,309 +317,3 @@ class EnvFactory:
             episode_limit=self.episode_limit,
             env_kwargs=dict(self.env_kwargs),
         )
-
-
-class _RemoteTraceback(Exception):
-    """Carries a worker's formatted traceback as the cause of the parent's exception."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return "\n" + self.tb
-
-
-def _worker(conn: Connection, factories: Sequence[Callable[[], TeamEnv]], offset: int) -> None:
-    """Worker loop: own a slice of envs, answer commands until ``close``."""
-    # Ctrl-C goes to the whole process group: only the parent handles it (it may checkpoint first)
-    # and then closes the workers.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    envs: _EnvSlice | None = None
-    try:
-        try:
-            envs = _EnvSlice([f() for f in factories], offset)
-            conn.send(("ok", envs.envs[0].spec))
-        except Exception as e:
-            conn.send(("error", _portable(e), traceback.format_exc()))
-            return
-        while True:
-            cmd, payload = conn.recv()
-            try:
-                if cmd == "reset":
-                    local, seeds = payload
-                    conn.send(("ok", envs.reset(local, seeds)))
-                elif cmd == "step":
-                    conn.send(("ok", envs.step(payload)))
-                elif cmd == "close":
-                    conn.send(("ok", None))
-                    return
-                else:
-                    raise EnvError(f"unknown worker command {cmd!r}")
-            except Exception as e:
-                conn.send(("error", _portable(e), traceback.format_exc()))
-    except (EOFError, KeyboardInterrupt, BrokenPipeError):
-        return
-    finally:
-        if envs is not None:
-            try:
-                envs.close()
-            except Exception:  # closing must not hide the reason the worker stopped
-                logger.exception("closing envs in worker %d failed", os.getpid())
-        conn.close()
-
-
-def _portable(e: BaseException) -> BaseException:
-    """The exception itself if it survives pickling, else an EnvError carrying its message."""
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:
-        return EnvError(f"{type(e).__name__}: {e}")
-
-
-class SubprocVectorEnv(VectorTeamEnv):
-    """Envs in worker processes; worker w owns a contiguous slice of the ``n_envs`` envs.
-
-    Args:
-        factories: one picklable callable per env returning a `TeamEnv` (e.g. `EnvFactory`).
-        n_workers: number of processes (default: min(n_envs, CPU count)).
-        context: multiprocessing start method; ``spawn`` (default) is safe next to a threaded parent
-            such as torch.
-    """
-
-    def __init__(
-        self,
-        factories: Sequence[Callable[[], TeamEnv]],
-        *,
-        n_workers: int | None = None,
-        context: str = "spawn",
-    ) -> None:
-        if not factories:
-            raise EnvError("SubprocVectorEnv needs at least one env factory")
-        self.n_envs = len(factories)
-        n_workers = n_workers or min(self.n_envs, os.cpu_count() or 1)
-        if not 1 <= n_workers <= self.n_envs:
-            raise EnvError(f"n_workers must be in [1, n_envs={self.n_envs}]; found {n_workers}")
-        bounds = np.linspace(0, self.n_envs, n_workers + 1).round().astype(int)
-        self._slices = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
-        ctx: Any = mp.get_context(context)
-        self._conns: list[Connection] = []
-        self._procs: list[Any] = []
-        self._closed = False
-        self._broken: str | None = None
-        self._stepping = False
-        for w, (a, b) in enumerate(self._slices):
-            parent, child = ctx.Pipe()
-            proc = ctx.Process(
-                target=_worker,
-                args=(child, list(factories[a:b]), a),
-                daemon=True,
-                name=f"qmix-env-{w}",
-            )
-            try:
-                proc.start()
-            except (pickle.PicklingError, AttributeError, TypeError) as e:
-                child.close()
-                parent.close()
-                self._closed = True
-                self.close_workers()
-                raise EnvError(
-                    "env factories must be picklable to reach a worker process (a lambda or a "
-                    f"local function is not); use EnvFactory(env_id, ...) instead. Cause: {e}"
-                ) from e
-            child.close()
-            self._conns.append(parent)
-            self._procs.append(proc)
-        self._running = np.zeros(self.n_envs, dtype=bool)
-        try:
-            specs = self._gather(range(len(self._slices)))
-            _check_same_spec(specs)
-        except BaseException:
-            self.close()
-            raise
-        self.spec = specs[0]
-        # The last view's availability, to reject a bad joint action before any worker steps.
-        self._avail = np.zeros((self.n_envs, self.spec.n_agents, self.spec.max_n_actions), bool)
-        self._alive = np.zeros((self.n_envs, self.spec.n_agents), bool)
-
-    @property
-    def finished(self) -> np.ndarray:
-        return ~self._running
-
-    def _gather(self, workers: Sequence[int] | range) -> list[Any]:
-        """Receive one reply from each worker; raise the first error after all have answered."""
-        results: list[Any] = []
-        error: tuple[int, BaseException, str] | None = None
-        for w in workers:
-            try:
-                status, *rest = self._conns[w].recv()
-            except (EOFError, ConnectionError, OSError) as e:
-                self._procs[w].join(timeout=2)
-                code = self._procs[w].exitcode
-                self._broken = (
-                    f"env worker {w} (envs {self._slices[w][0]}..{self._slices[w][1] - 1}) exited "
-                    f"unexpectedly (exit code {code}); the vector env is unusable, close it and make a new one"
-                )
-                raise EnvError(self._broken) from e
-            if status == "ok":
-                results.append(rest[0])
-            else:
-                results.append(None)
-                if error is None:
-                    error = (w, rest[0], rest[1])
-        if error is not None:
-            w, exc, tb = error
-            a, b = self._slices[w]
-            if isinstance(exc, EnvError):
-                raise type(exc)(*exc.args) from _RemoteTraceback(tb)
-            raise EnvError(
-                f"env worker {w} (envs {a}..{b - 1}) failed: {type(exc).__name__}: {exc}"
-            ) from _RemoteTraceback(tb)
-        return results
-
-    def reset_envs(
-        self, indices: Sequence[int] | np.ndarray, seeds: Sequence[int | None] | None = None
-    ) -> TeamStep:
-        self._check_open()
-        if self._stepping:
-            raise EnvError("a step is in progress; call step_wait() before reset_envs()")
-        idx = _index_array(indices, self.n_envs)
-        seed_list = _seed_list(seeds, idx.size)
-        asked: list[tuple[int, list[int]]] = []  # (worker, positions in idx)
-        for w, (a, b) in enumerate(self._slices):
-            pos = [k for k, i in enumerate(idx.tolist()) if a <= i < b]
-            if pos:
-                self._conns[w].send(
-                    ("reset", ([int(idx[k]) - a for k in pos], [seed_list[k] for k in pos]))
-                )
-                asked.append((w, pos))
-        if not asked:
-            return empty_steps(self.spec)
-        parts = self._gather([w for w, _ in asked])
-        self._running[idx] = True
-        first = in_request_order(parts, [p for _, p in asked])
-        self._avail[idx], self._alive[idx] = first.avail, first.alive
-        return first
-
-    def step(self, actions: np.ndarray) -> VectorStepResult:
-        self.step_async(actions)
-        return self.step_wait()
-
-    def step_async(self, actions: np.ndarray) -> None:
-        self._check_open()
-        if self._stepping:
-            raise EnvError("a step is already in progress; call step_wait() first")
-        acts = self._check_actions(actions)
-        rows = np.flatnonzero(self._running)
-        reject_unavailable(acts[rows], self._avail[rows], self._alive[rows], rows, self.spec)
-        for w, (a, b) in enumerate(self._slices):
-            self._conns[w].send(("step", acts[a:b]))
-        self._stepping = True
-
-    def step_wait(self) -> VectorStepResult:
-        self._check_open()
-        if not self._stepping:
-            raise EnvError("no step in progress; call step_async(actions) first")
-        self._stepping = False
-        result = merge_slice_steps(self._gather(range(len(self._slices))))
-        self._running &= ~(result.terminated | result.truncated)
-        self._avail, self._alive = result.next.avail, result.next.alive
-        return result
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise EnvError("this vector env is closed; make a new one")
-        if self._broken is not None:
-            raise EnvError(self._broken)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.close_workers()
-
-    def close_workers(self) -> None:
-        """Ask every started worker to stop, then join (terminating any that hang)."""
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            try:
-                if proc.is_alive():
-                    conn.send(("close", None))
-                    if conn.poll(5):
-                        conn.recv()
-            except (BrokenPipeError, EOFError, OSError):
-                pass
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            proc.join(timeout=5)
-            if proc.is_alive():
-                logger.warning("env worker %s did not stop; terminating it", proc.name)
-                proc.terminate()
-                proc.join(timeout=5)
-            conn.close()
-
-    def __del__(self) -> None:
-        with contextlib.suppress(Exception):
-            self.close()
-
-
-def stack_parts(parts: Sequence[TeamStep]) -> TeamStep:
-    """Concatenate stacked `TeamStep`s of consecutive env slices along the env axis."""
-    return TeamStep(*(np.concatenate(arrs) for arrs in zip(*parts, strict=True)))
-
-
-def merge_slice_steps(parts: Sequence[tuple[Any, ...]]) -> VectorStepResult:
-    """One result for all envs from each worker's slice step (`_EnvSlice.step`), in slice order."""
-    rest = (np.concatenate([p[k] for p in parts]) for k in range(1, 6))
-    return VectorStepResult(stack_parts([p[0] for p in parts]), *rest)
-
-
-def in_request_order(parts: Sequence[TeamStep], positions: Sequence[Sequence[int]]) -> TeamStep:
-    """Workers' reset views (worker w answered the requested positions ``positions[w]``), stacked
-    in the order the indices were requested."""
-    order = np.concatenate([np.asarray(p) for p in positions])
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(order.size)
-    return TeamStep(*(arr[inverse] for arr in stack_parts(parts)))
-
-
-def make_vector_env(
-    env_id: str,
-    n_envs: int,
-    *,
-    backend: str = "sync",
-    n_workers: int | None = None,
-    n_agents: int = 3,
-    team_reward: str = "sum",
-    episode_limit: int | None = None,
-    env_kwargs: Mapping[str, Any] | None = None,
-) -> VectorTeamEnv:
-    """``n_envs`` copies of `make_env(env_id, ...)`; ``backend`` is ``"sync"``, ``"subproc"``,
-    ``"ray"`` (Ray actors) or ``"batched"`` (the array engine of `batched_mpe`, simple_spread only)."""
-    if n_envs < 1:
-        raise EnvError(f"n_envs must be a positive integer; found {n_envs}")
-    if backend == "batched":
-        from .batched_mpe import SPREAD_IDS, BatchedSimpleSpread
-
-        if env_id not in SPREAD_IDS:
-            raise EnvError(
-                f"the batched engine steps simple_spread only ({sorted(SPREAD_IDS)}); found "
-                f"{env_id!r}. Use backend='sync' or 'subproc' for other envs."
-            )
-        return BatchedSimpleSpread(
-            n_envs,
-            env_id=env_id,
-            n_agents=n_agents,
-            team_reward=team_reward,
-            episode_limit=episode_limit,
-            env_kwargs=env_kwargs,
-        )
-    factory = EnvFactory(env_id, n_agents, team_reward, episode_limit, dict(env_kwargs or {}))
-    if backend == "sync":
-        return SyncVectorEnv([factory() for _ in range(n_envs)])
-    if backend == "subproc":
-        return SubprocVectorEnv([factory] * n_envs, n_workers=n_workers)
-    if backend == "ray":  # Ray actors (ray_vector imports Ray: only on this path)
-        from .ray_vector import RayVectorEnv
-
-        return RayVectorEnv([factory] * n_envs, n_workers=n_workers)
-    raise EnvError(f"backend must be 'sync', 'subproc', 'ray' or 'batched'; found {backend!r}")

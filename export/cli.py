@@ -12,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from qmix_edge.common.cli import guarded
 from qmix_edge.runtime.artifact import SIGNATURE_FILE, ArtifactError, Manifest
 from qmix_edge.runtime.tensors import MANIFEST_FILE
 
@@ -171,6 +172,12 @@ def _summary(manifest: Manifest, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit codes: 0 done, 2 usage or config error, 1 failure or a bug (whose
+    traceback is printed)."""
+    return guarded("qmix-export", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "keygen":
         return _keygen(argv[1:])

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
-import qmix_edge
+from qmix_edge.common import atomic
 from qmix_edge.envs import EnvSpec, TeamEnv
 from qmix_edge.runtime.artifact import (
     METADATA_AGENT_KEY,
@@ -43,12 +42,11 @@ from qmix_edge.runtime.artifact import (
     Manifest,
     ParityFigures,
     VariantEntry,
-    atomic_write_bytes,
-    fsync_dir,
     sha256_bytes,
 )
 from qmix_edge.runtime.tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
 from qmix_edge.train.networks import AgentNetwork
+from qmix_edge.version import __version__
 
 from . import parity
 from .errors import ExportConfigError, ExportError
@@ -318,7 +316,7 @@ def export_agent_networks(
         )
     draft = Manifest(
         format_version=MANIFEST_FORMAT_VERSION,
-        package_version=qmix_edge.__version__,
+        package_version=__version__,
         env_id=spec.env_id,
         env_kwargs=dict(spec.env_kwargs),
         env_options=dict(env_options or {}),
@@ -363,19 +361,18 @@ def export_agent_networks(
     manifest = replace(draft, agents=tuple(final_entries))
     manifest_bytes = manifest.to_json_bytes()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    tmp = atomic.temp_dir_beside(out)
     try:
         for name, data in files.items():
-            atomic_write_bytes(tmp / name, data)
-        atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes)
+            atomic.write_bytes(tmp / name, data)
+        atomic.write_bytes(tmp / MANIFEST_FILE, manifest_bytes)
         public_key = None
         if key is not None:
-            atomic_write_bytes(tmp / SIGNATURE_FILE, sign(manifest_bytes, key))
+            atomic.write_bytes(tmp / SIGNATURE_FILE, sign(manifest_bytes, key))
             public_key = key.public_key()
         _self_check(tmp, manifest, public_key)
         os.chmod(tmp, 0o755)
-        _move_into_place(tmp, out)
+        atomic.replace_dir(tmp, out)  # an existing artifact is swapped out, then removed
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -411,27 +408,6 @@ def _self_check(root: Path, manifest: Manifest, public_key: Any) -> None:
     for a in manifest.agents:
         for precision in ("fp32", *(v.precision for v in a.variants)):
             AgentPolicy.load(root, a.agent_id, public_key=public_key, precision=precision)
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished directory to ``out``; an existing artifact is swapped out, then removed."""
-    old: Path | None = None
-    if out.exists():
-        if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        else:
-            out.rmdir()
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None:
-            with contextlib.suppress(OSError):
-                os.replace(old, out)
-        raise
-    fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_run(

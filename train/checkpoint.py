@@ -43,9 +43,7 @@ import contextlib
 import io
 import json
 import logging
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,10 +51,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from qmix_edge.common import atomic
 from qmix_edge.envs import EnvSpec
 
+from .config import TrainConfig
 from .errors import CheckpointError, NonFiniteCheckpointError, RunDirWriteError
 from .finite import non_finite_tensors
+from .registry import build_models
+from .run_files import atomic_write_json, write_error
 
 logger = logging.getLogger(__name__)
 
@@ -71,87 +73,6 @@ STOP_FILE = "stopped.json"
 CHECKPOINT_PREFIX = "step_"
 BEST_DIR = "best"
 """``checkpoints/best/``: the networks of the best greedy evaluation so far (what export takes)."""
-
-
-# --- atomic writes ----------------------------------------------------------------------------------
-
-
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path):  # type: ignore[no-untyped-def]
-    """Yield a binary file that replaces ``path`` atomically when the block ends without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; give the file the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, os.replace).
-
-    Raises `RunDirWriteError` (path, byte count, free space) when the write fails.
-    """
-    try:
-        with atomic_open(path) as f:
-            f.write(data)
-    except OSError as e:
-        raise write_error(path, len(data), e) from e
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
-
-
-def _free_bytes(path: Path) -> int | None:
-    for p in (path, *path.parents):
-        if p.exists():
-            try:
-                return shutil.disk_usage(p).free
-            except OSError:
-                return None
-    return None
-
-
-def write_error(path: Path, nbytes: int | None, error: OSError, what: str = "") -> RunDirWriteError:
-    """A one-line `RunDirWriteError` for a failed write of ``nbytes`` bytes to ``path``."""
-    reason = error.strerror or str(error)
-    free = _free_bytes(Path(path))
-    size = f"{nbytes:,} bytes" if nbytes is not None else "data"
-    room = f"; {free:,} bytes free there" if free is not None else ""
-    return RunDirWriteError(
-        f"cannot write {what or size} to {path}: {reason} (errno {error.errno}{room}). Free "
-        "some space or make the folder writable",
-        path=Path(path),
-        nbytes=nbytes,
-    )
 
 
 # --- locating checkpoints ---------------------------------------------------------------------------
@@ -209,9 +130,10 @@ def resume_point(run_dir: Path) -> Path:
 def best_checkpoint(run_dir: Path) -> Path | None:
     """The folder of the run's best greedy evaluation, or None (older runs, or no evaluation yet)."""
     base = Path(run_dir) / CHECKPOINTS_DIR
-    for name in (BEST_DIR, _BEST_OLD):  # _BEST_OLD: a crash between write_best's two renames
-        if (base / name / STATE_FILE).is_file():
-            return base / name
+    # After a crash between write_best's two renames, the previous best is the one set aside.
+    for folder in (base / BEST_DIR, *atomic.aside_dirs(base / BEST_DIR)):
+        if (folder / STATE_FILE).is_file():
+            return folder
     return None
 
 
@@ -284,11 +206,8 @@ FileWriter = Any
 
 
 def _write_synced(path: Path, write: FileWriter) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-    with os.fdopen(fd, "wb") as f:
+    with atomic.atomic_open(path) as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _clean_stale_temp_folders(base: Path) -> None:
@@ -337,30 +256,22 @@ def write_checkpoint(
     files.append((STATE_FILE, lambda f: f.write(state_bytes)))
 
     tmp: Path | None = None
-    aside: Path | None = None
     renamed_in = committed = False
+    rewrite = False  # the same step again (Ctrl-C right after a checkpoint)
     current = base
     try:
         base.mkdir(parents=True, exist_ok=True)
         _clean_stale_temp_folders(base)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=base))
-        os.chmod(tmp, 0o777 & ~_current_umask())
+        tmp = atomic.temp_dir_beside(folder)
         for name, write in files:
             current = folder / name  # what the user will look for (the temp folder is removed)
             _write_synced(tmp / name, write)
         current = folder
-        _fsync_dir(tmp)
-        if folder.exists():  # the same step again (Ctrl-C right after a checkpoint)
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", suffix=".tmp", dir=base))
-            os.replace(folder, old)
-            aside = old
-        current = folder
-        os.rename(tmp, folder)
+        rewrite = folder.exists()
+        atomic.replace_dir(tmp, folder)
         tmp, renamed_in = None, True
-        _fsync_dir(base)
         current = base / LATEST_FILE
-        with atomic_open(current) as f:
-            f.write(json.dumps({"checkpoint": folder.name, "env_steps": env_steps}).encode())
+        atomic.write_json(current, {"checkpoint": folder.name, "env_steps": env_steps}, indent=None)
         committed = True
     except OSError as e:
         needed = len(model_bytes) + len(state_bytes)
@@ -375,14 +286,10 @@ def write_checkpoint(
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        if renamed_in and not committed:  # in place, but latest.json still names the previous
+        if renamed_in and not committed and not rewrite:
+            # In place, but latest.json still names the previous checkpoint. (A rewrite of the
+            # step latest.json already names is complete once it is in place: it stays.)
             shutil.rmtree(folder, ignore_errors=True)
-        if aside is not None:
-            if committed:
-                shutil.rmtree(aside, ignore_errors=True)
-            else:  # put the earlier folder of this step back
-                with contextlib.suppress(OSError):
-                    os.replace(aside, folder)
     if keep_replay_only_latest:
         for old in list_checkpoints(run_dir):
             if old != folder:
@@ -392,14 +299,11 @@ def write_checkpoint(
     return folder
 
 
-_BEST_OLD = ".best-old"
-
-
 def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> Path:
     """Replace ``checkpoints/best/`` with these networks and their evaluation (crash-safe).
 
-    Written complete into a temp folder, then swapped in by two renames; a crash between them
-    leaves the previous best under ``.best-old``, which `best_checkpoint` still finds.
+    Written complete into a temp folder, then swapped in by `atomic.replace_dir`'s two renames; a
+    crash between them leaves the previous best set aside, where `best_checkpoint` still finds it.
     """
     bad = non_finite_tensors(model)
     if bad:
@@ -409,7 +313,7 @@ def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> P
             tensors=bad,
         )
     base = Path(run_dir) / CHECKPOINTS_DIR
-    final, old = base / BEST_DIR, base / _BEST_OLD
+    final = base / BEST_DIR
     buf = io.BytesIO()
     torch.save(model, buf)
     model_bytes = buf.getvalue()
@@ -417,17 +321,13 @@ def write_best(run_dir: Path, model: dict[str, Any], state: dict[str, Any]) -> P
     tmp: Path | None = None
     try:
         base.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".best-new-", dir=base))
+        tmp = atomic.temp_dir_beside(final)
         _write_synced(tmp / MODEL_FILE, lambda f: f.write(model_bytes))
         _write_synced(tmp / STATE_FILE, lambda f: f.write(state_bytes))
-        _fsync_dir(tmp)
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)
-        os.replace(tmp, final)
+        for stale in atomic.aside_dirs(final):  # a crash's leftovers: the new best replaces them
+            shutil.rmtree(stale, ignore_errors=True)
+        atomic.replace_dir(tmp, final)
         tmp = None
-        _fsync_dir(base)
-        shutil.rmtree(old, ignore_errors=True)
     except OSError as e:
         raise write_error(
             final, len(model_bytes) + len(state_bytes), e, what="the best checkpoint"
@@ -543,9 +443,6 @@ def read_run_info(run_dir: Path) -> dict[str, Any]:
 
 def load_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> LoadedRun:
     """Load a run's networks from its latest (or the named) checkpoint, in eval mode."""
-    from .config import TrainConfig
-    from .learner import build_models
-
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory {run_dir} does not exist")

@@ -11,23 +11,20 @@ traceback, naming the last good checkpoint and how to continue from it.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import types
-import typing
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 
+from qmix_edge.common import settings
+from qmix_edge.common.cli import guarded
 from qmix_edge.envs import EnvError
 
 from .config import (
     PRESETS,
     RUN_KEYS,
     TrainConfig,
-    field_docs,
     field_names,
-    field_types,
     preset_values,
     read_config_file,
 )
@@ -52,28 +49,9 @@ example:
   qmix-train --env two_step --seeds 0,1,2 --run-dir sweeps/ts  # 3 seeds in parallel on Ray
 """
 
-_SPECIAL = {"algo", "env", "seed"}  # declared first, with their own help
+FIRST_FLAGS = ("algo", "env", "seed")
+"""Config fields listed first in ``--help``; the others follow in declaration order."""
 DEFAULT_TOTAL_TIMESTEPS = 50_000
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _parse_optional_int(text: str) -> int | None:
-    if text.lower() in {"none", "null", ""}:
-        return None
-    return int(text)
-
-
-def _parse_json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"expected a JSON object, e.g. '{{\"N\": 4}}'; {e}") from e
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object; found {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,34 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_ray_flags(run)
 
-    cfg = parser.add_argument_group("config (see TrainConfig; flags override --config)")
-    docs, hints = field_docs(), field_types()
-    defaults = TrainConfig()
-    for name in sorted(_SPECIAL, key=field_names().index) + [
-        n for n in field_names() if n not in _SPECIAL
-    ]:
-        hint = hints[name]
-        default = getattr(defaults, name)
-        help_text = f"{docs.get(name, '')} (default: {default!r})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
-        origin = get_origin(hint)
-        if hint is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif origin is Literal:
-            choices = get_args(hint)
-            kwargs["type"] = type(choices[0])
-            kwargs["choices"] = choices
-        elif name == "env_kwargs":
-            kwargs["type"] = _parse_json_object
-            kwargs["metavar"] = "JSON"
-        elif origin in (typing.Union, types.UnionType) and int in get_args(hint):
-            kwargs["type"] = _parse_optional_int
-            kwargs["metavar"] = "INT|none"
-        elif hint in (int, float, str):
-            kwargs["type"] = hint
-        else:  # pragma: no cover - a new field type must be taught to the CLI
-            raise TypeError(f"no CLI parser for config field {name}: {hint}")
-        cfg.add_argument(_flag(name), **kwargs)
+    names = [*FIRST_FLAGS, *(n for n in field_names() if n not in FIRST_FLAGS)]
+    # An unset flag leaves no attribute: resolve_config layers the flags over preset and file.
+    settings.add_settings(
+        parser,
+        TrainConfig,
+        names=names,
+        suppress_defaults=True,
+        title="config (see TrainConfig; flags override --config)",
+    )
     return parser
 
 
@@ -181,6 +140,12 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit codes: 0 done, 2 usage or config error, 1 failure or a bug (whose
+    traceback is printed)."""
+    return guarded("qmix-train", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -250,10 +215,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainError as e:
         print(f"qmix-train: error: {e}. {_continue_hint(trainer.run_dir)}", file=sys.stderr)
-        return 1
-    except Exception as e:
-        logger.exception("training failed")
-        print(f"qmix-train: training failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     print(
         f"greedy return {result['mean_reward']:.3f} +- {result['std_reward']:.3f} after "

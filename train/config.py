@@ -1,8 +1,10 @@
 """The training configuration: one frozen dataclass, its validation, YAML loading and CLI flags.
 
-`TrainConfig` is the single declaration of every training hyperparameter. Each field carries a
-docstring stating its unit (env steps, episodes, transitions or learner updates); the same docstrings
-become the ``qmix-train --help`` text (`field_docs`). A run saves its resolved config as
+`TrainConfig` is the single declaration of every training hyperparameter. Each field is declared
+with `qmix_edge.common.settings.setting`: its default and a doc stating its unit (env steps,
+episodes, transitions or learner updates), kept in the field's metadata, so the same declaration
+gives the ``qmix-train`` flags and their ``--help`` text (`settings.docs`) without reading source
+files. The mixer and agent-network choices come from `registry`. A run saves its resolved config as
 ``config.yaml`` (and ``config.json``) in the run directory, and a resumed run reads it back.
 
 Units used throughout:
@@ -67,28 +69,28 @@ Presets (`PRESETS`, ``qmix-train --preset NAME``; defaults < preset < YAML file 
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import inspect
-import itertools
 import json
 import math
-import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, get_args, get_type_hints
 
+from qmix_edge.common.settings import setting
 from qmix_edge.envs.errors import did_you_mean
 
 from .errors import ConfigError
+from .registry import AGENT_NETWORKS, ALGORITHMS, MIXERS, choices_help
 
-Algo = Literal["qmix", "vdn", "iql"]
 VectorKind = Literal["auto", "batched", "sync", "subprocess", "ray"]
 
-ALGO_TO_MIXER: dict[str, str] = {"qmix": "qmix", "vdn": "vdn", "iql": "none"}
-"""Which mixer each algorithm uses (IQL has none: each agent learns from the team reward)."""
+REGISTRY_CHOICES: dict[str, Mapping[str, Any]] = {
+    "algo": ALGORITHMS,
+    "agent_network": AGENT_NETWORKS,
+}
+"""Fields whose choices are the names of a registry (`registry`), not a ``Literal``."""
 
 DEFAULT_ENV = "simple_spread"
 
@@ -126,104 +128,142 @@ class TrainConfig:
     """Every hyperparameter of a QMIX / VDN / IQL training run (see the module table for sources)."""
 
     # --- algorithm and environment -------------------------------------------------------------
-    algo: Algo = "qmix"
-    """Algorithm: qmix (monotonic mixer), vdn (sum) or iql (no mixer, per-agent TD on the team reward)."""
-    env: str = DEFAULT_ENV
-    """Environment id: a short name (simple_spread), module:attribute, a built-in, or a Gymnasium id."""
-    env_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    """Keyword arguments passed to the environment constructor."""
-    n_agents: int = 3
-    """Number of agents, for environments whose team size is a parameter (Gymnasium copies)."""
-    team_reward: Literal["sum", "mean"] = "sum"
-    """How the agents' rewards combine into the team reward."""
-    episode_limit: int | None = None
-    """Maximum env steps per episode (truncation, bootstrapped); None = the environment's own."""
+    algo: str = setting(
+        "qmix",
+        "Algorithm, by the mixer it trains with: "
+        + ", ".join(f"{a} ({MIXERS[m].summary})" for a, m in ALGORITHMS.items())
+        + "; without a mixer each agent does its own TD on the team reward.",
+        choices=ALGORITHMS,
+    )
+    env: str = setting(
+        DEFAULT_ENV,
+        "Environment id: a short name (simple_spread), module:attribute, a built-in, or a Gymnasium id.",
+    )
+    env_kwargs: Mapping[str, Any] = setting(
+        doc="Keyword arguments passed to the environment constructor.", default_factory=dict
+    )
+    n_agents: int = setting(
+        3, "Number of agents, for environments whose team size is a parameter (Gymnasium copies)."
+    )
+    team_reward: Literal["sum", "mean"] = setting(
+        "sum", "How the agents' rewards combine into the team reward."
+    )
+    episode_limit: int | None = setting(
+        None,
+        "Maximum env steps per episode (truncation, bootstrapped); None = the environment's own.",
+    )
 
     # --- agent network and mixer ----------------------------------------------------------------
-    agent_network: Literal["mlp", "gru"] = "mlp"
-    """Agent utility network: mlp (FC-FC-FC) or gru (FC-GRUCell-FC, pymarl's rnn_agent)."""
-    hidden_dim: int = 64
-    """Width of the agent network's hidden layers (units)."""
-    share_params: bool = True
-    """One set of agent-network weights for all agents (True) or one per agent."""
-    use_prev_action: bool = False
-    """Feed each agent its own previous action (one-hot) as input."""
-    use_agent_id: bool = True
-    """Feed each agent its one-hot agent index as input."""
-    mixing_embed_dim: int = 32
-    """Width of the QMIX mixing network's hidden layer (units)."""
-    hypernet_layers: Literal[1, 2] = 2
-    """Depth of the QMIX hypernetworks producing mixing weights: 1 (the paper) or 2 (pymarl)."""
-    hypernet_embed: int = 64
-    """Hidden width of 2-layer hypernetworks (units)."""
+    agent_network: str = setting(
+        "mlp",
+        f"Agent utility network: {choices_help(AGENT_NETWORKS)}.",
+        choices=AGENT_NETWORKS,
+    )
+    hidden_dim: int = setting(64, "Width of the agent network's hidden layers (units).")
+    share_params: bool = setting(
+        True, "One set of agent-network weights for all agents (True) or one per agent."
+    )
+    use_prev_action: bool = setting(
+        False, "Feed each agent its own previous action (one-hot) as input."
+    )
+    use_agent_id: bool = setting(True, "Feed each agent its one-hot agent index as input.")
+    mixing_embed_dim: int = setting(32, "Width of the QMIX mixing network's hidden layer (units).")
+    hypernet_layers: Literal[1, 2] = setting(
+        2, "Depth of the QMIX hypernetworks producing mixing weights: 1 (the paper) or 2 (pymarl)."
+    )
+    hypernet_embed: int = setting(64, "Hidden width of 2-layer hypernetworks (units).")
 
     # --- learner -----------------------------------------------------------------------------------
-    learning_rate: float = 5e-4
-    """Optimizer step size (at env step 0 when lr_schedule is linear)."""
-    lr_schedule: Literal["constant", "linear"] = "constant"
-    """constant, or linear: decays from learning_rate to lr_end over lr_decay_steps env steps."""
-    lr_end: float = 0.0
-    """Learning rate at the end of a linear decay (JaxMARL: 0)."""
-    lr_decay_steps: int | None = None
-    """Env steps of the linear decay; None = the total_timesteps of the train() call."""
-    optimizer: Literal["adam", "radam", "rmsprop"] = "adam"
-    """Optimizer: adam (EPyMARL), radam (JaxMARL) or rmsprop (pymarl; optim_alpha, optim_eps)."""
-    optim_alpha: float = 0.99
-    """RMSprop smoothing constant (pymarl); unused by adam."""
-    optim_eps: float = 1e-5
-    """RMSprop epsilon (pymarl); unused by adam (which keeps torch's 1e-8)."""
-    gamma: float = 0.95
-    """Discount factor per env step, in [0, 1] (the seed's 0.99 diverged on simple_spread; see table)."""
-    batch_size: int = 32
-    """Episodes per learner update."""
-    buffer_size: int = 50_000
-    """Replay capacity in transitions (env steps); stored as buffer_size // episode_limit episodes."""
-    target_update_freq: int = 200
-    """Learner updates between hard copies of the online networks into the target networks."""
-    double_q: bool = True
-    """Double Q-learning: online networks pick the next action, target networks evaluate it."""
-    grad_norm_clip: float = 10.0
-    """Maximum global gradient norm per update (0 disables clipping)."""
-    updates_per_episode: float = 1.0
-    """Learner updates per episode collected (EPyMARL: 1); fractions accumulate across episodes."""
-    env_steps_per_update: int | None = None
-    """Update ratio in env steps: one learner update per this many env steps collected (JaxMARL:
-    208); when set it replaces updates_per_episode. None = updates_per_episode decides."""
-    standardise_rewards: bool = True
-    """Standardise rewards in TD targets with running mean/std of collected rewards (EPyMARL)."""
-    learning_starts: int | None = None
-    """Episodes in replay before learning starts; None = batch_size."""
+    learning_rate: float = setting(
+        5e-4, "Optimizer step size (at env step 0 when lr_schedule is linear)."
+    )
+    lr_schedule: Literal["constant", "linear"] = setting(
+        "constant",
+        "constant, or linear: decays from learning_rate to lr_end over lr_decay_steps env steps.",
+    )
+    lr_end: float = setting(0.0, "Learning rate at the end of a linear decay (JaxMARL: 0).")
+    lr_decay_steps: int | None = setting(
+        None, "Env steps of the linear decay; None = the total_timesteps of the train() call."
+    )
+    optimizer: Literal["adam", "radam", "rmsprop"] = setting(
+        "adam",
+        "Optimizer: adam (EPyMARL), radam (JaxMARL) or rmsprop (pymarl; optim_alpha, optim_eps).",
+    )
+    optim_alpha: float = setting(0.99, "RMSprop smoothing constant (pymarl); unused by adam.")
+    optim_eps: float = setting(
+        1e-5, "RMSprop epsilon (pymarl); unused by adam (which keeps torch's 1e-8)."
+    )
+    gamma: float = setting(
+        0.95,
+        "Discount factor per env step, in [0, 1] (the seed's 0.99 diverged on simple_spread; see table).",
+    )
+    batch_size: int = setting(32, "Episodes per learner update.")
+    buffer_size: int = setting(
+        50_000,
+        "Replay capacity in transitions (env steps); stored as buffer_size // episode_limit episodes.",
+    )
+    target_update_freq: int = setting(
+        200, "Learner updates between hard copies of the online networks into the target networks."
+    )
+    double_q: bool = setting(
+        True,
+        "Double Q-learning: online networks pick the next action, target networks evaluate it.",
+    )
+    grad_norm_clip: float = setting(
+        10.0, "Maximum global gradient norm per update (0 disables clipping)."
+    )
+    updates_per_episode: float = setting(
+        1.0,
+        "Learner updates per episode collected (EPyMARL: 1); fractions accumulate across episodes.",
+    )
+    env_steps_per_update: int | None = setting(
+        None,
+        "Update ratio in env steps: one learner update per this many env steps collected (JaxMARL: 208); when set it replaces updates_per_episode. None = updates_per_episode decides.",
+    )
+    standardise_rewards: bool = setting(
+        True,
+        "Standardise rewards in TD targets with running mean/std of collected rewards (EPyMARL).",
+    )
+    learning_starts: int | None = setting(
+        None, "Episodes in replay before learning starts; None = batch_size."
+    )
 
     # --- exploration and collection -------------------------------------------------------------
-    epsilon_start: float = 1.0
-    """Exploration rate at env step 0, in [0, 1]."""
-    epsilon_end: float = 0.05
-    """Exploration rate after epsilon_decay_steps env steps, in [0, 1]."""
-    epsilon_decay_steps: int = 5000
-    """Env steps over which epsilon decays linearly from epsilon_start to epsilon_end."""
-    n_envs: int = 16
-    """Training environments stepped together (one batched forward per vector step)."""
-    vector: VectorKind = "auto"
-    """Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to
-    mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's
-    own objects in a worker process), ray (Ray actors on the running Ray or
-    a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly
-    envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always
-    steps the env's own implementation (mpe2 for simple_spread)."""
+    epsilon_start: float = setting(1.0, "Exploration rate at env step 0, in [0, 1].")
+    epsilon_end: float = setting(
+        0.05, "Exploration rate after epsilon_decay_steps env steps, in [0, 1]."
+    )
+    epsilon_decay_steps: int = setting(
+        5000, "Env steps over which epsilon decays linearly from epsilon_start to epsilon_end."
+    )
+    n_envs: int = setting(
+        16, "Training environments stepped together (one batched forward per vector step)."
+    )
+    vector: VectorKind = setting(
+        "auto",
+        "Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's own objects in a worker process), ray (Ray actors on the running Ray or a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always steps the env's own implementation (mpe2 for simple_spread).",
+    )
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------
-    eval_interval: int = 20_000
-    """Env steps between greedy evaluations (a final one always runs at the end of training)."""
-    eval_episodes: int = 32
-    """Greedy evaluation episodes per evaluation (fixed seeds, separate environments)."""
-    log_interval: int = 5_000
-    """Env steps between rollout/train metric records."""
-    checkpoint_interval: int = 50_000
-    """Env steps between checkpoints (a final one is always written; 0 = only the final one)."""
-    seed: int = 42
-    """Seed of every random stream of the run (networks, exploration, env resets, replay sampling)."""
-    torch_threads: int = 1
-    """torch intra-op threads (0 = torch's default); 1 is fastest for these small networks."""
+    eval_interval: int = setting(
+        20_000,
+        "Env steps between greedy evaluations (a final one always runs at the end of training).",
+    )
+    eval_episodes: int = setting(
+        32, "Greedy evaluation episodes per evaluation (fixed seeds, separate environments)."
+    )
+    log_interval: int = setting(5_000, "Env steps between rollout/train metric records.")
+    checkpoint_interval: int = setting(
+        50_000,
+        "Env steps between checkpoints (a final one is always written; 0 = only the final one).",
+    )
+    seed: int = setting(
+        42,
+        "Seed of every random stream of the run (networks, exploration, env resets, replay sampling).",
+    )
+    torch_threads: int = setting(
+        1, "torch intra-op threads (0 = torch's default); 1 is fastest for these small networks."
+    )
 
     def __post_init__(self) -> None:
         _check_choice("algo", self.algo)
@@ -271,7 +311,7 @@ class TrainConfig:
     @property
     def mixer(self) -> str:
         """The mixer kind of `algo`: qmix, vdn or none (IQL)."""
-        return ALGO_TO_MIXER[self.algo]
+        return ALGORITHMS[self.algo]
 
     @property
     def min_episodes_to_learn(self) -> int:
@@ -344,24 +384,6 @@ def field_types() -> dict[str, Any]:
     return get_type_hints(TrainConfig)
 
 
-@cache
-def field_docs() -> dict[str, str]:
-    """Each field's docstring (the string literal after its declaration), for ``--help``."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(TrainConfig)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in itertools.pairwise(body):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = " ".join(nxt.value.value.split())
-    return docs
-
-
 RUN_KEYS = ("total_timesteps", "run_dir")
 """Keys a ``--config`` file may hold besides the `TrainConfig` fields: how long and where this
 run goes, which ``qmix-train`` takes from the file below its flags. They are not saved in
@@ -424,7 +446,7 @@ def save_config(config: TrainConfig, run_dir: Path) -> None:
     """Write the resolved config as config.yaml (for people) and config.json (for programs)."""
     import yaml
 
-    from .checkpoint import atomic_write_bytes
+    from .run_files import atomic_write_bytes
 
     d = config.to_dict()
     atomic_write_bytes(run_dir / "config.yaml", yaml.safe_dump(d, sort_keys=False).encode())
@@ -435,13 +457,22 @@ def save_config(config: TrainConfig, run_dir: Path) -> None:
 
 
 def _choices(name: str) -> tuple[Any, ...]:
+    if name in REGISTRY_CHOICES:
+        return tuple(REGISTRY_CHOICES[name])
     return get_args(field_types()[name])
 
 
 def _check_choice(name: str, value: Any) -> None:
     allowed = _choices(name)
-    if value not in allowed or isinstance(value, bool) != isinstance(allowed[0], bool):
-        raise ConfigError(f"{name} must be one of {list(allowed)}; found {value!r}")
+    if (
+        isinstance(value, dict | list)
+        or value not in allowed
+        or isinstance(value, bool) != isinstance(allowed[0], bool)
+    ):
+        hint = did_you_mean(value, [str(a) for a in allowed]) if isinstance(value, str) else ""
+        raise ConfigError(
+            f"{name} must be one of {list(allowed)}; found {value!r}.{hint}".rstrip(".")
+        )
 
 
 def _check_int(name: str, value: Any, low: int, high: float = math.inf) -> None:

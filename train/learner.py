@@ -39,34 +39,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from qmix_edge.envs import EnvSpec
-
 from .config import TrainConfig
 from .errors import NonFiniteLossError
-from .mixers import make_mixer
 from .networks import AgentNetwork
 from .replay import EpisodeBatch
-
-
-def build_models(config: TrainConfig, spec: EnvSpec) -> tuple[AgentNetwork, nn.Module | None]:
-    """The agent network and mixer ``config`` describes, sized for ``spec`` (fresh weights)."""
-    agent_net = AgentNetwork(
-        spec,
-        kind=config.agent_network,
-        hidden_dim=config.hidden_dim,
-        share_params=config.share_params,
-        use_prev_action=config.use_prev_action,
-        use_agent_id=config.use_agent_id,
-    )
-    mixer = make_mixer(
-        config.mixer,  # type: ignore[arg-type]
-        n_agents=spec.n_agents,
-        state_dim=spec.state_dim,
-        embed_dim=config.mixing_embed_dim,
-        hypernet_layers=config.hypernet_layers,
-        hypernet_embed=config.hypernet_embed,
-    )
-    return agent_net, mixer
 
 
 class TensorBatch:

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_bytes, write_error
+from .run_files import atomic_write_bytes, write_error
 
 logger = logging.getLogger(__name__)
 

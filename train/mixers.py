@@ -8,7 +8,8 @@
 - ``vdn`` (Sunehag et al. 2017): Q_tot = sum_i Q_i.
 - ``none``: independent Q-learning; there is no Q_tot and each agent learns from the team reward.
 
-Mixers exist only on the workstation: nothing here is ever exported.
+Mixers exist only on the workstation: nothing here is ever exported. `registry.MIXERS` names them
+and builds them from a config.
 """
 
 from __future__ import annotations
@@ -18,8 +19,6 @@ from typing import Literal
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-MixerKind = Literal["qmix", "vdn", "none"]
 
 
 class VDNMixer(nn.Module):
@@ -75,29 +74,3 @@ class QMixer(nn.Module):
         v = self.hyper_v(s).view(-1, 1, 1)  # (B, 1, 1)
         q_tot = torch.bmm(hidden, w_final) + v  # (B, 1, 1)
         return q_tot.view(lead)
-
-
-MIXERS: dict[str, str] = {
-    "qmix": "monotonic mixing network with state-conditioned hypernetworks (QMIX)",
-    "vdn": "sum of agent utilities (VDN)",
-    "none": "no mixer: independent Q-learning (IQL)",
-}
-"""The visible registry of mixer kinds and what each is."""
-
-
-def make_mixer(
-    kind: MixerKind,
-    n_agents: int,
-    state_dim: int,
-    embed_dim: int = 32,
-    hypernet_layers: Literal[1, 2] = 1,
-    hypernet_embed: int = 64,
-) -> nn.Module | None:
-    """Build the mixer named ``kind`` (``None`` for independent Q-learning)."""
-    if kind == "qmix":
-        return QMixer(n_agents, state_dim, embed_dim, hypernet_layers, hypernet_embed)
-    if kind == "vdn":
-        return VDNMixer()
-    if kind == "none":
-        return None
-    raise ValueError(f"mixer must be one of {sorted(MIXERS)}; found {kind!r}")

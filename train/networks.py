@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Literal
 
 import torch
 from torch import nn
@@ -28,7 +27,8 @@ from torch.nn import functional as F
 
 from qmix_edge.envs import EnvSpec
 
-AgentNetworkKind = Literal["mlp", "gru"]
+ARCHITECTURES = ("mlp", "gru")
+"""The architectures `AgentNetwork` implements (`registry.AGENT_NETWORKS` offers them by name)."""
 
 
 class GroupedLinear(nn.Module):
@@ -89,16 +89,18 @@ class AgentNetwork(nn.Module):
     def __init__(
         self,
         spec: EnvSpec,
-        kind: AgentNetworkKind = "mlp",
+        kind: str = "mlp",
         hidden_dim: int = 64,
         share_params: bool = True,
         use_prev_action: bool = False,
         use_agent_id: bool = True,
     ) -> None:
         super().__init__()
-        if kind not in ("mlp", "gru"):
-            raise ValueError(f"agent network kind must be 'mlp' or 'gru'; found {kind!r}")
-        self.kind: AgentNetworkKind = kind
+        if kind not in ARCHITECTURES:
+            raise ValueError(
+                f"agent network kind must be one of {list(ARCHITECTURES)}; found {kind!r}"
+            )
+        self.kind = kind
         self.n_agents = spec.n_agents
         self.obs_dim = spec.max_obs_dim
         self.n_actions = spec.max_n_actions
@@ -205,10 +207,3 @@ def gru_cell(h: torch.Tensor, gi: torch.Tensor, gh: torch.Tensor) -> torch.Tenso
     z = torch.sigmoid(i_z + h_z)
     n = torch.tanh(i_n + r * h_n)
     return (1.0 - z) * n + z * h
-
-
-AGENT_NETWORKS: dict[str, str] = {
-    "mlp": "FC-ReLU-FC-ReLU-FC (EPyMARL's MLP agent; the seed's default)",
-    "gru": "FC-ReLU-GRUCell-FC (pymarl's rnn_agent)",
-}
-"""The visible registry of agent network kinds and what each is."""

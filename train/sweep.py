@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_json, latest_checkpoint
+from .checkpoint import latest_checkpoint
 from .config import TrainConfig, field_names
 from .errors import ConfigError
+from .run_files import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

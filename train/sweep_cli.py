@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from qmix_edge.common.cli import guarded
 from qmix_edge.envs import EnvError
 
 from .errors import ConfigError
@@ -126,6 +127,12 @@ def execute(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command; exit codes: 0 done, 2 usage or config error, 1 failure or a bug (whose
+    traceback is printed)."""
+    return guarded("qmix-sweep", _main, argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import atomic_write_bytes
+from .run_files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from .sweep import SweepSpec, Trial

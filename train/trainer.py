@@ -22,11 +22,8 @@ of an uninterrupted one. Ctrl-C stops at the end of the current iteration and wr
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import json
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -35,42 +32,30 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from qmix_edge.envs import (
-    BatchedSimpleSpread,
-    EnvSpec,
-    SyncVectorEnv,
-    TeamEnv,
-    VectorTeamEnv,
-    make_env,
-    supports_batched_spread,
-)
+from qmix_edge.envs import EnvSpec, VectorTeamEnv, make_env
 from qmix_edge.envs.baselines import random_team_return
-from qmix_edge.envs.vector import EnvFactory, SubprocVectorEnv
+from qmix_edge.version import __version__
 
 from . import checkpoint as ckpt
 from .collector import SEED_HIGH, Collector, EpisodeStats, evaluate
 from .config import TrainConfig, save_config
 from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError
-from .learner import Learner, build_models
+from .learner import Learner
 from .metrics import MetricsLogger
 from .pacer import UpdatePacer
+from .registry import build_models
 from .replay import EpisodeReplay
+from .run_envs import choose_vector_kind, env_factory, make_eval_envs, make_train_envs
+from .run_files import atomic_write_json, default_run_dir, read_saved_config, write_error
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_RUNS_DIR = Path("runs")
-SMALL_BUILTIN_ENVS = frozenset(
-    {"two_step", "penalty", "masked_choice", "leaving_agents", "speaker_pair"}
-)
-"""Envs so cheap to step that worker processes would only add pipe overhead."""
-MAX_EVAL_ENVS = 32
 RESUME_MUTABLE = frozenset(
     {
         "eval_interval",
@@ -87,22 +72,6 @@ RESUME_MUTABLE = frozenset(
 
 ``learning_rate`` and ``grad_norm_clip`` may change so that a run stopped by a non-finite loss can
 continue from its last good checkpoint with a gentler update."""
-
-
-def _short_env_name(env: str) -> str:
-    name = env.split(":")[-1].replace("/", "_").replace(".", "_")
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name) or "env"
-
-
-def default_run_dir(config: TrainConfig, runs_dir: Path = DEFAULT_RUNS_DIR) -> Path:
-    """``runs/<algo>-<env>-s<seed>-<UTC time>`` (a suffix is added if it exists)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    base = runs_dir / f"{config.algo}-{_short_env_name(config.env)}-s{config.seed}-{stamp}"
-    path, k = base, 1
-    while path.exists():
-        k += 1
-        path = base.with_name(f"{base.name}-{k}")
-    return path
 
 
 class Trainer:
@@ -143,7 +112,7 @@ class Trainer:
         if resume:
             if run_dir is None:
                 raise ConfigError("resume needs run_dir: the folder of the run to continue")
-            saved = _read_saved_config(Path(run_dir))
+            saved = read_saved_config(Path(run_dir))
             given = config.to_dict() if isinstance(config, TrainConfig) else dict(config or {})
             changes = {**given, **overrides}
             fixed = sorted(
@@ -222,84 +191,16 @@ class Trainer:
         self.last_checkpoint_step = -1
         self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
-        self.vector_kind = self._choose_vector_kind()
+        self.vector_kind = choose_vector_kind(self.config)
         if cfg.vector != self.vector_kind:  # the saved config names the engine that stepped
             self.config = cfg.replace(vector=self.vector_kind)
-
-    # --- setup ------------------------------------------------------------------------------------
-    def _choose_vector_kind(self) -> str:
-        cfg = self.config
-        if cfg.vector == "batched" and not supports_batched_spread(cfg.env, cfg.env_kwargs):
-            raise ConfigError(
-                f"vector='batched' steps simple_spread only, with its default options; found env "
-                f"{cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use vector='auto', 'sync' or "
-                "'subprocess'."
-            )
-        if cfg.vector != "auto":
-            return cfg.vector
-        if supports_batched_spread(cfg.env, cfg.env_kwargs):
-            return "batched"
-        if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
-            return "subprocess"
-        return "sync"
-
-    def _factory(self) -> EnvFactory:
-        cfg = self.config
-        return EnvFactory(
-            cfg.env, cfg.n_agents, cfg.team_reward, cfg.episode_limit, dict(cfg.env_kwargs)
-        )
-
-    def _make_train_envs(self) -> VectorTeamEnv:
-        n = self.config.n_envs
-        if self.vector_kind == "batched":
-            cfg = self.config
-            venv = BatchedSimpleSpread(
-                n,
-                env_id=cfg.env,
-                n_agents=cfg.n_agents,
-                team_reward=cfg.team_reward,
-                episode_limit=cfg.episode_limit,
-                env_kwargs=dict(cfg.env_kwargs),
-            )
-            if venv.spec != self.spec:  # a guard: the two engines must describe one env
-                raise ConfigError(
-                    f"the batched engine's spec {venv.spec} differs from the env's {self.spec}; "
-                    "train with vector='sync'"
-                )
-            return venv
-        if self.vector_kind == "sync":
-            factory = self._factory()
-            return SyncVectorEnv([factory() for _ in range(n)])
-        if self.vector_kind == "ray":
-            from qmix_edge.envs.ray_vector import RayVectorEnv
-
-            return RayVectorEnv([self._factory()] * n)
-        # Workers ignore SIGINT (inherited disposition): Ctrl-C reaches only this process, which
-        # checkpoints and then closes the workers itself.
-        # fork (Linux) rather than spawn: spawn re-imports __main__, which breaks the quick-start
-        # script shape (no `if __name__ == "__main__"` guard). Workers are made before any
-        # background thread (TensorBoard) exists and run only numpy code.
-        context = "fork" if sys.platform.startswith("linux") else "spawn"
-        factory = _DieWithParent(self._factory(), os.getpid())
-        previous = _ignore_sigint()
-        try:
-            return SubprocVectorEnv([factory] * n, n_workers=1, context=context)
-        finally:
-            _restore_sigint(previous)
-
-    def _make_eval_envs(self) -> VectorTeamEnv:
-        n = min(self.config.eval_episodes, MAX_EVAL_ENVS)
-        factory = self._factory()
-        return SyncVectorEnv([factory() for _ in range(n)])
 
     # --- checkpoints ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        from qmix_edge import __version__
-
         save_config(self.config, self.run_dir)
-        ckpt.atomic_write_json(self.run_dir / "spec.json", self.spec.to_dict())
-        ckpt.atomic_write_json(
+        atomic_write_json(self.run_dir / "spec.json", self.spec.to_dict())
+        atomic_write_json(
             self.run_dir / "run.json",
             {
                 "run_id": self.run_id,
@@ -414,11 +315,11 @@ class Trainer:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise ckpt.write_error(self.run_dir, None, e, what="the run directory") from e
+            raise write_error(self.run_dir, None, e, what="the run directory") from e
         if not self.resuming:
             self._write_run_files()
-        venv = self._make_train_envs()
-        eval_venv = self._make_eval_envs()
+        venv = make_train_envs(self.config, self.vector_kind, self.spec)
+        eval_venv = make_eval_envs(self.config)
         collector = Collector(
             venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
         )
@@ -585,7 +486,7 @@ class Trainer:
         if not self.best_eval or self.last_eval["return_mean"] > self.best_eval["return_mean"]:
             self._save_best()
         if self._random_return is None:
-            with contextlib.closing(self._factory()()) as env:
+            with contextlib.closing(env_factory(self.config)()) as env:
                 self._random_return = random_team_return(env, self.eval_seeds)
         metrics.plot(
             f"{self.config.algo} on {self.config.env} (seed {self.config.seed})",
@@ -638,16 +539,6 @@ def _crossed(before: int, after: int, interval: int) -> bool:
     return after // interval > before // interval
 
 
-def _read_saved_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
-    try:
-        return dict(json.loads(path.read_text()))
-    except FileNotFoundError as e:
-        raise CheckpointError(
-            f"{run_dir} is not a run directory ({path.name} missing); pass the folder of the run to resume"
-        ) from e
-
-
 def _progress_bar(total: int, initial: int) -> Any:
     if not sys.stderr.isatty():
         return None
@@ -656,40 +547,6 @@ def _progress_bar(total: int, initial: int) -> Any:
     except ImportError:
         return None
     return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, smoothing=0.1)
-
-
-@dataclass(frozen=True)
-class _DieWithParent:
-    """Makes the env inside a worker, first asking Linux to kill the worker when we die.
-
-    A forked worker inherits this process's end of its pipe, so it would never see EOF and would
-    outlive a trainer killed with SIGKILL; PR_SET_PDEATHSIG ends it with its parent instead.
-    """
-
-    factory: EnvFactory
-    parent_pid: int
-
-    def __call__(self) -> TeamEnv:
-        if sys.platform.startswith("linux"):
-            try:
-                libc = ctypes.CDLL(None, use_errno=True)
-                libc.prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-            except (OSError, AttributeError):  # pragma: no cover - no prctl: best effort only
-                pass
-            if os.getppid() != self.parent_pid:  # the parent died before prctl took effect
-                os._exit(0)
-        return self.factory()
-
-
-def _ignore_sigint() -> Any:
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _restore_sigint(previous: Any) -> None:
-    if previous is not None:
-        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager

@@ -41,6 +41,34 @@ def test_replace_dir_swaps_a_folder_in_and_removes_the_old(tmp_path: Path) -> No
     assert sorted(os.listdir(tmp_path)) == ["art"]
 
 
+def test_a_crash_between_the_renames_leaves_the_old_folder_findable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    final = tmp_path / "best"
+    first = atomic.temp_dir_beside(final)
+    atomic.write_text(first / "f", "one")
+    atomic.replace_dir(first, final)
+    assert atomic.aside_dirs(final) == []
+    new = atomic.temp_dir_beside(final)
+    atomic.write_text(new / "f", "two")
+    real_replace = os.replace
+    renames: list[object] = []
+
+    def dies_after_the_first_rename(src: object, dst: object) -> None:
+        renames.append(src)
+        if len(renames) > 1:  # the process is gone: no swap-in, no putting back
+            raise KeyboardInterrupt
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", dies_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt):
+        atomic.replace_dir(new, final)
+    monkeypatch.undo()
+    assert not final.exists()
+    (aside,) = atomic.aside_dirs(final)
+    assert (aside / "f").read_text() == "one"
+
+
 def test_replace_file_moves_a_named_temp_file_in(tmp_path: Path) -> None:
     p = tmp_path / "pic.png"
     tmp = atomic.temp_path_beside(p, ".png")

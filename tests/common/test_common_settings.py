@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -142,3 +143,27 @@ def test_suppressed_defaults_leave_unset_flags_out() -> None:
 
     add_settings(p, Options, suppress_defaults=True, exclude=["artifacts"])
     assert vars(p.parse_args(["--episodes", "3"])) == {"episodes": 3}
+
+
+NAMES = {"mlp": "a feed-forward net", "gru": "a recurrent net"}
+
+
+@dataclass(frozen=True)
+class Registered:
+    net: str = setting("mlp", "Which network.", choices=NAMES)
+    extra: Mapping[str, object] = setting(default_factory=dict, doc="Options as JSON.")
+
+
+def test_choices_from_a_registry_and_mapping_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser(Registered, "prog")
+    got = from_namespace(Registered, parser.parse_args(["--net", "gru", "--extra", '{"k": 1}']))
+    assert got == Registered(net="gru", extra={"k": 1})
+    assert to_argv(got) == ["--net=gru", '--extra={"k": 1}']
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--net", "lstm"])
+    assert "invalid choice: 'lstm' (choose from" in capsys.readouterr().err
+    NAMES["lstm"] = "added later"  # a registry given as the choices is read when a parser is built
+    try:
+        assert build_parser(Registered, "prog").parse_args(["--net", "lstm"]).net == "lstm"
+    finally:
+        del NAMES["lstm"]

@@ -129,7 +129,7 @@ def test_envs_simple_spread_shapes_state_and_truncation() -> None:
 def test_envs_simple_spread_state_is_env_state_every_step() -> None:
     # The adapter builds mpe2's state from the step's observations; it must equal env.state().
     env = make_env("simple_spread", n_agents=4)
-    assert env._state_from_obs  # type: ignore[attr-defined]
+    assert env.state_from_observations  # type: ignore[attr-defined]
     ts = env.reset(seed=9)
     rng = np.random.default_rng(1)
     while True:
@@ -156,7 +156,7 @@ def test_envs_mpe2_direct_stepping_equals_the_parallel_wrapper(name: str, kwargs
     module = importlib.import_module(f"mpe2.{name}")
     fast = PettingZooTeamEnv(module.parallel_env(**kwargs), env_id=name)
     slow = PettingZooTeamEnv(module.parallel_env(**kwargs), env_id=name, fast_mpe2=False)
-    assert fast._stepper is not fast.env and slow._stepper is slow.env  # type: ignore[attr-defined]
+    assert fast.steps_mpe2_directly and not slow.steps_mpe2_directly
     for seed in (0, 1, 2):
         a = _random_episode(fast, seed=seed, action_seed=seed)
         b = _random_episode(slow, seed=seed, action_seed=seed)
@@ -246,7 +246,7 @@ def test_envs_masks_are_honoured(mask_in: str) -> None:
     total = 0.0
     while True:
         for i, a in enumerate(env.spec.agent_ids):
-            np.testing.assert_array_equal(ts.avail[i], raw._masks[a].astype(bool))
+            np.testing.assert_array_equal(ts.avail[i], raw.action_mask(a).astype(bool))
         # greedy on the one-hot target: always allowed, always paid
         res = env.step(ts.obs[:, :6].argmax(axis=1).astype(np.int64))
         total += res.reward

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -179,16 +184,63 @@ def test_envs_subproc_needs_picklable_factories() -> None:
         SubprocVectorEnv([lambda: make_env("two_step")], n_workers=1)
 
 
-def test_envs_subproc_workers_ignore_sigint() -> None:
-    import os
-    import signal
-    import time
+def _ignores_sigint(pid: int) -> bool:
+    """The kernel's record of the process's ignored signals (/proc/<pid>/status, SigIgn)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(next(x for x in status.splitlines() if x.startswith("SigIgn:")).split()[1], 16)
+    return bool(ignored & (1 << (signal.SIGINT - 1)))
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_envs_subproc_workers_ignore_sigint() -> None:
     with make_vector_env("two_step", 2, backend="subproc", n_workers=1) as vec:
         vec.reset_all([0, 1])
-        os.kill(vec._procs[0].pid, signal.SIGINT)  # type: ignore[attr-defined]
-        time.sleep(0.2)
+        (pid,) = vec.worker_pids
+        assert _ignores_sigint(pid)
+        os.kill(pid, signal.SIGINT)  # an ignored signal is discarded when it is sent
         assert vec.step(np.zeros((2, 2), np.int64)).active.all()
+
+
+def test_envs_subproc_workers_are_reaped_by_close_and_by_garbage_collection() -> None:
+    import gc
+
+    import psutil
+
+    vec = make_vector_env("two_step", 2, backend="subproc", n_workers=2)
+    pids = vec.worker_pids
+    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+    vec.close()
+    vec.close()  # idempotent
+    assert vec.worker_pids == [] and not any(_running(p) for p in pids)
+    with pytest.raises(EnvError, match="closed"):
+        vec.reset_all([0, 1])
+
+    vec = make_vector_env("two_step", 2, backend="subproc", n_workers=2)
+    pids = vec.worker_pids
+    del vec
+    gc.collect()
+    assert not any(_running(p) for p in pids)
+
+
+def test_envs_subproc_one_dead_worker_stops_the_others() -> None:
+    dies = EnvFactory("envs_fakes:ExplodingEnv", env_kwargs={"fail_at": 1, "how": "exit"})
+    fine = EnvFactory("envs_fakes:ExplodingEnv", env_kwargs={"fail_at": 100})
+    vec = SubprocVectorEnv([dies, fine, fine], n_workers=2)
+    pids = vec.worker_pids
+    vec.reset_all([0, 1, 2])
+    with pytest.raises(EnvError, match="exited unexpectedly"):
+        vec.step(np.zeros((3, 2), np.int64))
+    assert not any(_running(p) for p in pids)  # the healthy worker was reaped mid-step too
+    vec.close()
+
+
+def _running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_envs_sync_bad_joint_action_steps_no_env() -> None:

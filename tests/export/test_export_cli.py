@@ -147,6 +147,25 @@ def test_failed_parity_leaves_nothing_that_looks_good(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]
 
 
+def test_a_bug_exits_1_with_its_traceback(
+    trained_run: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def bug(*args: object, **kwargs: object) -> None:
+        raise ZeroDivisionError("an invariant broke deep inside")
+
+    monkeypatch.setattr(exporter, "export_graph", bug)
+    out = tmp_path / "art"
+    assert cli.main([str(trained_run), "--out", str(out), "-q", "--no-env"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
+    assert "usage" not in err.lower() and not out.exists()
+    assert cli.main([str(tmp_path / "no_run"), "--out", str(out), "-q"]) == 2  # a config error
+    assert "Traceback" not in capsys.readouterr().err
+
+
 def test_keygen_refuses_to_overwrite(tmp_path: Path) -> None:
     assert cli.main(["keygen", "--out", str(tmp_path)]) == 0
     key = (tmp_path / "qmix-signing.key").read_bytes()

@@ -9,14 +9,10 @@ import pytest
 import torch
 from train_helpers import tiny
 
-from qmix_edge.train.checkpoint import (
-    CheckpointError,
-    atomic_write_bytes,
-    load_run,
-    read_state,
-)
+from qmix_edge.train.checkpoint import CheckpointError, load_run, read_state
 from qmix_edge.train.mixers import QMixer
 from qmix_edge.train.networks import AgentNetwork
+from qmix_edge.train.run_files import atomic_write_bytes
 from qmix_edge.train.trainer import Trainer
 
 

@@ -42,6 +42,26 @@ def test_help_has_purpose_and_example(capsys: pytest.CaptureFixture[str]) -> Non
     assert "example:" in out and "--hidden-dim" in out and "Episodes per learner update" in out
 
 
+def test_help_needs_no_source_files_and_shows_every_doc(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import inspect
+
+    from qmix_edge.common.settings import docs
+    from qmix_edge.train.config import TrainConfig
+
+    def no_source(*args: object, **kwargs: object) -> str:
+        raise OSError("could not get source code")  # as on an install without .py files
+
+    monkeypatch.setattr(inspect, "getsource", no_source)
+    monkeypatch.setattr(inspect, "getsourcelines", no_source)
+    assert main(["--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for name, doc in docs(TrainConfig).items():
+        assert doc and doc in out, name
+        assert "--" + name.replace("_", "-") in out
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from qmix_edge.train.config import TrainConfig, field_docs, field_names, load_config_file
+from qmix_edge.common.settings import docs
+from qmix_edge.train.config import TrainConfig, field_names, load_config_file
 from qmix_edge.train.errors import ConfigError
 
 
@@ -21,9 +22,9 @@ def test_seed_defaults() -> None:
 
 
 def test_every_field_is_documented() -> None:
-    docs = field_docs()
-    assert set(docs) == set(field_names())
-    assert all(len(d) > 10 for d in docs.values())
+    found = docs(TrainConfig)
+    assert set(found) == set(field_names())
+    assert all(len(d) > 10 for d in found.values())
 
 
 def test_derived_values() -> None:

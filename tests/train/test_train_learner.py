@@ -8,7 +8,8 @@ import torch
 
 from qmix_edge.envs import AgentSpec, EnvSpec
 from qmix_edge.train.config import TrainConfig
-from qmix_edge.train.learner import Learner, TensorBatch, build_models, unroll
+from qmix_edge.train.learner import Learner, TensorBatch, unroll
+from qmix_edge.train.registry import build_models
 from qmix_edge.train.replay import EpisodeBatch, EpisodeReplay, empty_episodes
 
 N, OBS, ACTS, T = 2, 3, 4, 3

@@ -8,8 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qmix_edge.envs import AgentSpec, EnvSpec
-from qmix_edge.train.mixers import QMixer, VDNMixer, make_mixer
+from qmix_edge.train.config import TrainConfig
+from qmix_edge.train.errors import ConfigError
+from qmix_edge.train.mixers import QMixer, VDNMixer
 from qmix_edge.train.networks import AgentNetwork, GroupedLinear
+from qmix_edge.train.registry import MIXERS, lookup
 
 
 def _spec(n_agents: int = 3, obs_dim: int = 5, n_actions: int = 4) -> EnvSpec:
@@ -41,14 +44,16 @@ def test_qmix_is_monotonic_in_every_agent_utility(
 def test_mixer_shapes_and_registry() -> None:
     qs = torch.randn(4, 5, 3)  # (B, T, n)
     states = torch.randn(4, 5, 7)
-    qmix = make_mixer("qmix", 3, 7, embed_dim=8, hypernet_layers=2)
-    assert qmix is not None and qmix(qs, states).shape == (4, 5)
-    vdn = make_mixer("vdn", 3, 7)
+    spec = _spec(n_agents=3)
+    config = TrainConfig(mixing_embed_dim=8, hypernet_layers=2)
+    qmix = MIXERS["qmix"].build(config, spec)
+    assert isinstance(qmix, QMixer) and qmix(qs, states).shape == (4, 5)
+    vdn = MIXERS["vdn"].build(config, spec)
     assert isinstance(vdn, VDNMixer)
     torch.testing.assert_close(vdn(qs), qs.sum(-1))
-    assert make_mixer("none", 3, 7) is None
-    with pytest.raises(ValueError, match="mixer must be one of"):
-        make_mixer("sum", 3, 7)  # type: ignore[arg-type]
+    assert MIXERS["none"].build(config, spec) is None
+    with pytest.raises(ConfigError, match=r"unknown mixer 'vdm'; .* Did you mean 'vdn'\?"):
+        lookup(MIXERS, "vdm", "mixer")
     with pytest.raises(ValueError, match="hypernet_layers must be 1 or 2"):
         QMixer(3, 7, hypernet_layers=3)  # type: ignore[arg-type]
 
@@ -105,5 +110,5 @@ def test_agent_network_inputs_and_masks_of_prev_action() -> None:
     assert inputs[0, :, 7:].tolist() == [[1, 0], [0, 1]]
     with pytest.raises(ValueError, match="use_prev_action"):
         net(obs)
-    with pytest.raises(ValueError, match="'mlp' or 'gru'"):
+    with pytest.raises(ValueError, match=r"one of \['mlp', 'gru'\]; found 'lstm'"):
         AgentNetwork(spec, kind="lstm")  # type: ignore[arg-type]

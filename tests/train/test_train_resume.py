@@ -121,17 +121,25 @@ def _start(run_dir: Path, *extra: str, new_session: bool = False) -> subprocess.
 
 
 def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], min_step: int) -> int:
+    """Block until the run's committed checkpoint reaches ``min_step``: woken by each write of the
+    trainer to its stderr (a log line follows every checkpoint), never by a timer."""
+    import select
+
+    assert proc.stderr is not None
+    fd = proc.stderr.fileno()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
+    while True:
         latest = run_dir / "checkpoints" / "latest.json"
         if latest.exists():
             step = int(json.loads(latest.read_text())["env_steps"])
             if step >= min_step:
                 return step
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("no checkpoint appeared within 120 s")
+        ready, _, _ = select.select([fd], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared within 120 s")
+        if not os.read(fd, 65536):  # EOF: the trainer exited
+            raise AssertionError(f"the trainer exited with {proc.wait()} before the checkpoint")
 
 
 @pytest.mark.slow
