@@ -71,4 +71,6 @@ def test_agents_on_their_own_clocks_play_the_simulated_world() -> None:
     assert all(loop.stats.decisions > 0 for loop in loops)
     # the world's "episode over" ends each agent's episode once; the next one starts with the
     # world's next episode (the last one started waits for a world episode that never comes)
-    assert all(loop.stats.episodes in (3, 4) for loop in loops), [lp.stats.snapshot() for lp in loops]
+    assert all(loop.stats.episodes in (3, 4) for loop in loops), [
+        lp.stats.snapshot() for lp in loops
+    ]
