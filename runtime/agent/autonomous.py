@@ -298,6 +298,24 @@ class AutonomousLoop:
         self._step = 0
         self._last_mask: np.ndarray | None = None
         self._auto_next = 1
+        self._switch: tuple[int, DecidingPolicy, Callable[[], None]] | None = None
+        self._switch_lock = threading.Lock()
+
+    def switch_at(
+        self,
+        episode_id: int,
+        policy: DecidingPolicy,
+        on_switched: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Run ``policy`` from the start of episode ``episode_id`` on (a staged rollout); then call
+        ``on_switched``. Thread-safe; a later call replaces an earlier one not yet done."""
+        with self._switch_lock:
+            self._switch = (episode_id, policy, on_switched)
+
+    @property
+    def episode(self) -> int | None:
+        """The episode the loop is in (or last was in)."""
+        return self._episode
 
     def stop(self) -> None:
         """Ask `run` to return after the tick in flight (thread- and signal-safe)."""
@@ -350,6 +368,14 @@ class AutonomousLoop:
             return None
         if phase is Phase.RUNNING and ep != self._episode:
             self._episode, self._step, self._ended = ep, 0, None
+            with self._switch_lock:
+                switch, self._switch = self._switch, None
+            if switch is not None and ep is not None and ep >= switch[0]:
+                self.policy = p = switch[1]
+                switch[2]()
+            elif switch is not None:
+                with self._switch_lock:
+                    self._switch = self._switch or switch
             p.reset()
             st.episodes += 1
         if lost and s.on_coordinator_loss == "hold":

@@ -9,6 +9,7 @@ from typing import Literal
 from qmix_edge.common.settings import setting
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LossPolicy = Literal["continue", "hold", "stop"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 GROUPS = {
@@ -92,12 +93,71 @@ class AgentConfig:
         "Allow plain text to a non-loopback coordinator (a trusted network only).",
         group="trust",
     )
+    rate_hz: float | None = setting(
+        None,
+        "Field mode on this device's own clock: run the control loop (sensor, safety mask, "
+        "policy, actuator) at this many ticks per second, whether or not the coordinator is "
+        "reachable; the coordinator (--coordinator) is then mission control, not a metronome. "
+        "none = lockstep: decide when the coordinator asks.",
+        group="field",
+    )
+    on_coordinator_loss: LossPolicy = setting(
+        "continue",
+        "With --rate-hz: what losing mission control does. continue: keep running the policy "
+        "(the decentralized default); hold: apply the fallback action (the legal-action rule) "
+        "every tick; stop: end the loop and exit.",
+        group="field",
+    )
+    loss_after_s: float = setting(
+        1.0,
+        "With --rate-hz: mission control counts as lost after this long unheard.",
+        group="field",
+    )
+    stale_after_s: float = setting(
+        0.5,
+        "With --rate-hz: a sensor reading older than this (by its time stamp) gives the fallback.",
+        group="field",
+    )
+    safety: str | None = setting(
+        None,
+        "With --rate-hz: module:callable returning a bool mask of the actions local sensors "
+        "allow (geofence, obstacle), ANDed with the env mask; nothing allowed = the fallback rule.",
+        group="field",
+    )
+    episode_limit: int | None = setting(
+        None,
+        "With --rate-hz: steps after which this device ends an episode on its own; none = mission "
+        "control or the sensor ends it.",
+        group="field",
+    )
+    store: str | None = setting(
+        None,
+        "With --rate-hz: the device's artifact store (a folder): policy rollouts are downloaded, "
+        "verified and staged here, and a restarted agent runs the version it last ran.",
+        group="field",
+    )
+    record: str | None = setting(
+        None,
+        "With --rate-hz: this agent's own JSON-lines record of every tick, uploaded to mission "
+        "control when linked (each line stored once).",
+        group="field",
+    )
     log_level: LogLevel = setting("INFO", "Logging level.", parse=str.upper)
 
     def __post_init__(self) -> None:
         if (self.sensor is None) != (self.actuator is None):
             raise ValueError("field mode needs both --sensor and --actuator (found only one)")
-        if not self.coordinator and not self.step_lane_address:
+        if self.rate_hz is not None:
+            if self.sensor is None:
+                raise ValueError("--rate-hz runs the field loop: it needs --sensor and --actuator")
+            if not 0 < self.rate_hz <= 10_000:
+                raise ValueError(f"--rate-hz must be in (0, 10000]; found {self.rate_hz}")
+            if self.step_lane_address and not self.coordinator:
+                raise ValueError(
+                    "--rate-hz talks to mission control over gRPC: give --coordinator HOST:PORT "
+                    "(or neither, to run without mission control)"
+                )
+        elif not self.coordinator and not self.step_lane_address:
             raise ValueError(
                 "give --coordinator HOST:PORT (its gRPC port) or --step-lane-address HOST:PORT "
                 "(its step lane, joined without gRPC)"
@@ -106,7 +166,7 @@ class AgentConfig:
             raise ValueError(
                 "--no-step-lane and --step-lane-address contradict each other; give one"
             )
-        for name in ("watchdog_s", "give_up_s", "backoff_max_s"):
+        for name in ("watchdog_s", "give_up_s", "backoff_max_s", "loss_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; found {getattr(self, name)}")
         if self.log_level not in LOG_LEVELS:

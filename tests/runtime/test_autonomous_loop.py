@@ -247,3 +247,19 @@ def test_bad_settings_are_refused_with_the_field_named() -> None:
         LoopSettings(rate_hz=0)
     with pytest.raises(ValueError, match="on_coordinator_loss"):
         LoopSettings(rate_hz=10, on_coordinator_loss="panic")  # type: ignore[arg-type]
+
+
+def test_a_staged_policy_takes_over_at_the_named_episode_start() -> None:
+    mission = Mission()
+    loop, old, _, clock, ticks = make(LoopSettings(rate_hz=10), mission=mission)
+    new = CountingPolicy(fallback_action=1)
+    switched: list[int] = []
+    mission.start(1, at=clock.now())
+    loop.run(max_ticks=2)
+    loop.switch_at(2, new, lambda: switched.append(loop.episode or 0))
+    loop.run(max_ticks=2)  # still episode 1: the old policy decides
+    mission.start(2, at=clock.now())
+    loop.run(max_ticks=2)
+    assert (old.acts, new.acts) == (4, 2)
+    assert switched == [2] and new.resets == 1
+    assert [t.episode_id for t in ticks] == [1, 1, 1, 1, 2, 2]
