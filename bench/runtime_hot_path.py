@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         req = pb.StepRequest(episode_id=1, step=2, team_step=3, previous_action=1)
         req.observation.CopyFrom(wire.encode(np.asarray(ts.obs[0, :OBS_DIM])))
         req.action_mask.CopyFrom(wire.encode(np.asarray(ts.avail[0])))
-        t_answer = best_us(lambda: pb.AgentMessage(step_reply=runner._answer(req)), args.number)
+        t_answer = best_us(
+            lambda: pb.AgentMessage(step_reply=runner.answerer.answer(req)), args.number
+        )
         obs = np.asarray(ts.obs[0, :OBS_DIM])
         t_act = best_us(lambda: policy.act(obs, None), args.number)
         print(f"agent: answer one StepRequest {t_answer:.1f} us (policy.act alone {t_act:.1f} us)")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
 if TYPE_CHECKING:  # cryptography is imported only when a public key is given (~7 MiB per agent)
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from .errors import RuntimeFailure
 from .tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
 
 SIGNATURE_FILE: Final = "manifest.sig"
@@ -46,7 +47,7 @@ PRECISIONS: Final[tuple[str, ...]] = ("fp32", "int8", "fp16")
 
 
 # --------------------------------------------------------------------------------------- errors
-class ArtifactError(Exception):
+class ArtifactError(RuntimeFailure):
     """Base class: the artifact cannot be used as it is. Nothing was loaded."""
 
 

@@ -1,6 +1,7 @@
 """The runtime's exception family (coordinator, agent, wire codec, evaluation harness).
 
-Artifact problems have their own family in `qmix_edge.runtime.artifact`. No torch here.
+Every runtime error derives from `RuntimeFailure`: artifact problems (`qmix_edge.runtime.artifact`)
+and policy input problems (`qmix_edge.runtime.policy`) are branches of it. No torch here.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from .artifact import (
     PublicKeyLike,
     read_verified,
 )
+from .errors import RuntimeFailure
 from .tensors import TensorNames
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ _FLOAT_DTYPES: Final = frozenset({np.dtype(np.float32), np.dtype(np.float64), np
 _NO_ACTION: Final = -1
 
 
-class PolicyError(Exception):
+class PolicyError(RuntimeFailure):
     """Base class of errors raised by a loaded policy."""
 
 

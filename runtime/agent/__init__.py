@@ -1,30 +1,32 @@
 """The agent: one process per device, deciding from local inputs with onnxruntime and no torch.
-``python -m qmix_edge.runtime.agent`` is ``qmix-agent``."""
+``python -m qmix_edge.runtime.agent`` is ``qmix-agent``.
+
+- `runner`: the session loop (join, reconnect with backoff, stop): `AgentRunner`;
+- `answer`: answering one step (decide, the legal-action rule, the watchdog's hold):
+  `StepAnswerer`;
+- `carriers`: how the coordinator is reached (the step lane, gRPC), behind one contract;
+- `cli`: the qmix-agent command; `config`: its one declaration, `AgentConfig`.
+"""
 
 from __future__ import annotations
 
-from .runner import (
-    FATAL_JOIN_CODES,
-    AgentFaults,
-    AgentRunner,
-    AgentStats,
-    Backoff,
-    Carrier,
-    PolicyLike,
-    build_parser,
-    client_security,
-    load_policy,
-    main,
-)
+from .answer import AgentStats, PolicyLike, StepAnswerer
+from .carriers import Carrier, SessionEnd, SessionHost, SessionOutcome
+from .cli import build_parser, client_security, load_policy, main
+from .runner import FATAL_JOIN_CODES, AgentRunner, AnswererFactory, Backoff
 
 __all__ = [
     "FATAL_JOIN_CODES",
-    "AgentFaults",
     "AgentRunner",
     "AgentStats",
+    "AnswererFactory",
     "Backoff",
     "Carrier",
     "PolicyLike",
+    "SessionEnd",
+    "SessionHost",
+    "SessionOutcome",
+    "StepAnswerer",
     "build_parser",
     "client_security",
     "load_policy",

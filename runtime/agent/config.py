@@ -8,6 +8,8 @@ from typing import Literal
 
 from qmix_edge.common.settings import setting
 
+from ..lane import parse_address
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LossPolicy = Literal["continue", "hold", "stop"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -162,6 +164,8 @@ class AgentConfig:
                 "give --coordinator HOST:PORT (its gRPC port) or --step-lane-address HOST:PORT "
                 "(its step lane, joined without gRPC)"
             )
+        if self.step_lane_address:
+            parse_address(self.step_lane_address)  # ValueError naming the expected form
         if not self.step_lane and self.step_lane_address:
             raise ValueError(
                 "--no-step-lane and --step-lane-address contradict each other; give one"

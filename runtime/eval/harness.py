@@ -226,20 +226,19 @@ class _Procs:
             if self.cfg.security.ca is None:
                 cmd.append("--allow-insecure")
         first = self.agent_starts[agent_id] == 0
+        inject: list[str] = []  # the fault flags of this start (faulty_agent's, before "--")
         for f in faults:
             if f.agent != agent_id:
                 continue
             if f.kind == "kill" and first:
-                cmd += ["--fault-kill-at-step", str(f.at_step)]
+                inject += ["--kill-at-step", str(f.at_step)]
             elif f.kind == "stall" and first:
-                cmd += [
-                    "--fault-stall-at-step",
-                    str(f.at_step),
-                    "--fault-stall-ms",
-                    str(f.duration_ms),
-                ]
+                inject += ["--stall-at-step", str(f.at_step), "--stall-ms", str(f.duration_ms)]
             elif f.kind == "drop":
-                cmd += ["--fault-drop-fraction", str(f.fraction), "--fault-seed", str(f.seed)]
+                inject += ["--drop-fraction", str(f.fraction), "--drop-seed", str(f.seed)]
+        if inject:  # the same qmix-agent, behind the eval-only fault injector
+            at = cmd.index("qmix_edge.runtime.agent")
+            cmd[at : at + 1] = ["qmix_edge.runtime.eval.faulty_agent", *inject, "--"]
         self.agents[agent_id] = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=self._log(agent_id)
         )

@@ -18,6 +18,7 @@ def make_harness(tmp_path: Any) -> Iterator[Callable[..., Harness]]:
 
     def make(env: Any = None, record: bool = True, **config: Any) -> Harness:
         cfg = CoordinatorConfig(**{"team_wait_s": 10.0, **config})
+        record_path = tmp_path / f"records{len(made)}.jsonl" if record else None
         h = Harness(
             Coordinator(
                 two_step_team(),
@@ -25,8 +26,9 @@ def make_harness(tmp_path: Any) -> Iterator[Callable[..., Harness]]:
                 env=env
                 if env is not None
                 else (TwoStepGame() if cfg.mode == "simulation" else None),
-                record_path=tmp_path / f"records{len(made)}.jsonl" if record else None,
-            )
+                record_path=record_path,
+            ),
+            record_path,
         )
         made.append(h)
         return h

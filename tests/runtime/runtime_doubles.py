@@ -6,12 +6,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
 import numpy as np
 
+from qmix_edge.runtime.agent import AgentRunner, StepAnswerer
 from qmix_edge.runtime.coordinator import AgentSlot, Coordinator, TeamSpec
+from qmix_edge.runtime.eval.faulty_agent import AgentFaults, FaultyAnswerer, faulty
+from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 
 SHA = {f"agent_{i}": f"{i:x}" * 64 for i in range(2)}
 
@@ -55,6 +59,34 @@ class FakePolicy:
         self.recorded.append(action)
 
 
+class CountingAnswerer(StepAnswerer):
+    """The agent's own `StepAnswerer`, wrapped through its public seam so a test can wait for the
+    agent to have answered n steps (no polling). Give it to `AgentRunner` as ``answerer``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._answered = threading.Condition()
+
+    def answer(self, req: pb.StepRequest, into: pb.StepReply | None = None) -> pb.StepReply | None:
+        reply = super().answer(req, into)
+        with self._answered:
+            self._answered.notify_all()
+        return reply
+
+    def wait_for_steps(self, n: int, timeout: float = 20.0) -> None:
+        """Until this agent answered ``n`` steps in all; fails the test after ``timeout``."""
+        with self._answered:
+            done = self._answered.wait_for(lambda: self.stats.steps >= n, timeout)
+        assert done, f"{self.policy.agent_id} answered {self.stats.steps} steps, not {n}"
+
+
+def answered(runner: AgentRunner, n: int, timeout: float = 20.0) -> None:
+    """Wait until ``runner`` (built with ``answerer=CountingAnswerer``) answered ``n`` steps."""
+    counting = runner.answerer
+    assert isinstance(counting, CountingAnswerer), "build the runner with a CountingAnswerer"
+    counting.wait_for_steps(n, timeout)
+
+
 def two_step_team() -> TeamSpec:
     return TeamSpec(
         team_id="run-test",
@@ -69,8 +101,10 @@ def two_step_team() -> TeamSpec:
 class Harness:
     """A coordinator serving on 127.0.0.1:<free port> with its run loop in a thread."""
 
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, record_path: Path | None = None) -> None:
         self.coordinator = coordinator
+        self.record_path = record_path
+        """Where the coordinator writes its run record (None: no record)."""
         self.port = coordinator.start("127.0.0.1:0")
         self.target = f"127.0.0.1:{self.port}"
         self.summary: Any = None
@@ -91,6 +125,21 @@ class Harness:
 
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.target)
+
+
+def run_with_a_faulty_agent_1(
+    h: Harness, faults: AgentFaults, timeout: float = 60.0
+) -> tuple[Any, FaultyAnswerer]:
+    """Run ``h``'s coordinator with an honest agent_0 and an agent_1 injecting ``faults`` until
+    the run ends: (the run's summary, agent_1's answerer)."""
+    h.run_in_thread()
+    honest = AgentRunner(FakePolicy("agent_0"), h.target, watchdog_s=10.0)
+    hurt = AgentRunner(FakePolicy("agent_1"), h.target, watchdog_s=10.0, answerer=faulty(faults))
+    for r in (honest, hurt):
+        threading.Thread(target=r.run, daemon=True).start()
+    summary = h.wait(timeout)
+    assert isinstance(hurt.answerer, FaultyAnswerer)
+    return summary, hurt.answerer
 
 
 def hostile_action(k: int, mask: np.ndarray) -> int:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 from runtime_doubles import FakePolicy
 
 from qmix_edge.runtime import wire
-from qmix_edge.runtime.agent import AgentRunner, Backoff
+from qmix_edge.runtime.agent import AgentRunner, Backoff, main
 from qmix_edge.runtime.errors import RuntimeFailure
 from qmix_edge.runtime.field import FieldStep, load_callable
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
@@ -34,9 +36,13 @@ def step_request(obs: np.ndarray, mask: np.ndarray | None = None) -> pb.StepRequ
 def test_decides_from_its_own_observation_and_mask() -> None:
     policy = FakePolicy("agent_0")
     runner = AgentRunner(policy, "127.0.0.1:1")
-    reply = runner._decide(step_request(np.array([0, 0, 1], np.float32), np.array([True, True])))
+    reply = runner.answerer.decide(
+        step_request(np.array([0, 0, 1], np.float32), np.array([True, True]))
+    )
     assert (reply.episode_id, reply.step, reply.action, reply.is_fallback) == (3, 1, 0, False)
-    reply = runner._decide(step_request(np.array([0, 1, 0], np.float32), np.array([True, False])))
+    reply = runner.answerer.decide(
+        step_request(np.array([0, 1, 0], np.float32), np.array([True, False]))
+    )
     assert reply.action == 0  # action 1 is masked out
 
 
@@ -57,7 +63,7 @@ def test_a_step_reply_of_zero_fields_is_still_a_step_reply() -> None:
 def test_bad_observation_is_answered_with_the_fallback(obs: np.ndarray) -> None:
     policy = FakePolicy("agent_0", fallback_action=1)
     runner = AgentRunner(policy, "127.0.0.1:1")
-    reply = runner._decide(step_request(obs))
+    reply = runner.answerer.decide(step_request(obs))
     assert reply.action == 1 and reply.is_fallback
     assert runner.stats.bad_requests == 1 and policy.seen == []
 
@@ -75,13 +81,13 @@ def test_a_failed_decision_under_a_mask_forbidding_the_fallback_sends_the_lowest
 def test_the_held_action_follows_the_legal_action_rule_under_the_last_mask() -> None:
     policy = FakePolicy("agent_0", n_actions=4, fallback_action=1)
     runner = AgentRunner(policy, "127.0.0.1:1")
-    assert runner.held_action() == 1  # no mask seen yet: the fallback
+    assert runner.answerer.held_action() == 1  # no mask seen yet: the fallback
     req = step_request(np.array([0, 0, 1], np.float32), np.array([False, False, False, True]))
     runner.on_message(pb.CoordinatorMessage(step_request=req))
-    assert runner.held_action() == 3  # the fallback is masked: the lowest allowed action
+    assert runner.answerer.held_action() == 3  # the fallback is masked: the lowest allowed action
     req = step_request(np.array([0, 0, 1], np.float32), np.array([True, True, False, False]))
     runner.on_message(pb.CoordinatorMessage(step_request=req))
-    assert runner.held_action() == 1
+    assert runner.answerer.held_action() == 1
 
 
 def test_backoff_grows_with_jitter_and_is_capped() -> None:
@@ -150,7 +156,7 @@ def test_field_mode_with_the_example_plugin(
     for t in threads:
         t.join(10)
     assert summary.finished and [e["steps"] for e in summary.episodes] == [4, 4]
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
     assert len(steps) == 8
     assert all(set(r["reports"]) == {"agent_0", "agent_1"} for r in steps)
     assert all("distance" in rep for r in steps for rep in r["reports"].values())
@@ -162,3 +168,40 @@ def test_field_mode_with_the_example_plugin(
     for r in steps:
         for i, a in enumerate(("agent_0", "agent_1")):
             assert by_step[(a, r["step"], r["episode_id"])] == r["actions"][i]
+
+
+def run_agent_process(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_a_config_error_exits_2_with_one_line() -> None:
+    done = run_agent_process(
+        "import sys\n"
+        "from qmix_edge.runtime.agent import main\n"
+        "sys.exit(main(['--artifacts', '/nonexistent/run', '--agent', 'agent_0',"
+        " '--coordinator', '127.0.0.1:1']))\n"
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "/nonexistent/run" in lines[0], done.stderr
+
+
+def test_a_bad_step_lane_address_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--artifacts", "a", "--agent", "agent_0", "--step-lane-address", "nohost"]) == 2
+    assert "expected a step lane address HOST:PORT" in capsys.readouterr().err
+
+
+def test_a_bug_exits_1_with_its_traceback() -> None:
+    """An unexpected exception is not dressed up as a usage error: it ends the process with its
+    traceback (exit 1), as Python does."""
+    done = run_agent_process(
+        "import sys\n"
+        "from qmix_edge.runtime.agent import cli\n"
+        "def broken(*args, **kwargs):\n"
+        "    raise ZeroDivisionError('a bug in loading')\n"
+        "cli.load_policy = broken\n"
+        "sys.exit(cli.main(['--artifacts', 'a', '--agent', 'agent_0',"
+        " '--coordinator', '127.0.0.1:1']))\n"
+    )
+    assert done.returncode == 1
+    assert "Traceback" in done.stderr and "ZeroDivisionError: a bug in loading" in done.stderr

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_doubles import FakePolicy, Harness
+from runtime_doubles import CountingAnswerer, FakePolicy, Harness, answered
 
 from qmix_edge.runtime import lane, wire
 from qmix_edge.runtime.agent import AgentRunner
@@ -188,6 +188,7 @@ def test_peercert_agent_id_prefers_the_san_uri(cert: Any, agent_id: str | None) 
 def runner(h: Harness, agent_id: str, how: str, **kw: Any) -> AgentRunner:
     """An agent stepping on the "lane" (joined over gRPC), the "stream", or joined on the lane
     alone ("lane-only", no gRPC)."""
+    kw.setdefault("answerer", CountingAnswerer)
     if how == "lane-only":
         lane_at = f"127.0.0.1:{h.coordinator.lane_port}"
         return AgentRunner(FakePolicy(agent_id), None, step_lane_address=lane_at, **kw)
@@ -203,12 +204,12 @@ def run_team(h: Harness, how: dict[str, str]) -> list[AgentRunner]:
 
 
 def carriers(h: Harness) -> dict[str, str]:
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     return {r["agent_id"]: r["carrier"] for r in recs if r["type"] == "attach"}
 
 
 def step_facts(h: Harness) -> list[tuple[Any, ...]]:
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     return [
         (r["episode_index"], r["step"], tuple(r["actions"]), r["reward"], tuple(r["fallback"]))
         for r in recs
@@ -217,7 +218,7 @@ def step_facts(h: Harness) -> list[tuple[Any, ...]]:
 
 
 def joined_on_lane(h: Harness) -> dict[str, bool]:
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     return {r["agent_id"]: r["via"] == "lane" for r in recs if r["type"] == "join"}
 
 
@@ -264,17 +265,16 @@ def test_a_broken_lane_is_a_disconnect_and_the_agent_rejoins_on_a_new_lane(
     h = make_harness(episodes=40, step_deadline_ms=2000, step_period_ms=5, team_wait_s=10)
     runners = run_team(h, {"agent_0": "lane", "agent_1": how})
     victim = runners[1]
-    deadline = time.monotonic() + 20
-    while victim.stats.steps < 5 or victim.lane is None:
-        assert time.monotonic() < deadline, "agent_1 never stepped on the lane"
-        time.sleep(0.005)
-    victim.lane.interrupt()  # the link breaks under the agent (as a cut cable would)
+    answered(victim, 5)
+    lane = victim.lane
+    assert lane is not None, "agent_1 does not step on the lane"
+    lane.interrupt()  # the link breaks under the agent (as a cut cable would)
     summary = h.wait(60)
     assert summary.finished
     c = summary.counters["agent_1"]
     assert c.joins == 2 and c.rejoins == 1 and c.disconnects == 1
     assert victim.stats.sessions == 2
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     assert [r["carrier"] for r in recs if r["type"] == "attach" and r["agent_id"] == "agent_1"] == [
         "lane",
         "lane",
@@ -304,17 +304,10 @@ def test_lane_port_out_of_range_is_a_config_error() -> None:
 
 
 # ------------------------------------------------------------- joining on the lane alone
-def wait_for_steps(r: AgentRunner, n: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while r.stats.steps < n:
-        assert time.monotonic() < deadline, f"{r.policy.agent_id} answered no {n} steps"
-        time.sleep(0.005)
-
-
 def test_a_lane_only_agent_that_stops_leaves_and_its_seat_is_free(make_harness: Any) -> None:
     h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
     runners = run_team(h, {"agent_0": "lane-only", "agent_1": "lane-only"})
-    wait_for_steps(runners[0], 3)
+    answered(runners[0], 3)
     runners[0].stop()
     deadline = time.monotonic() + 10
     while h.coordinator._live.get(0) is not None:
@@ -322,7 +315,7 @@ def test_a_lane_only_agent_that_stops_leaves_and_its_seat_is_free(make_harness: 
         time.sleep(0.005)
     h.coordinator.request_stop()
     h.wait()
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     leaves = [r["reason"] for r in recs if r["type"] == "leave" and r["agent_id"] == "agent_0"]
     assert leaves[0] == "left: agent stopping"  # said, not cut
     assert h.summary.counters["agent_0"].disconnects == 0
@@ -355,12 +348,12 @@ def test_a_lane_only_agent_the_team_refuses_exits_2(
 def test_a_second_live_lane_only_agent_is_refused_and_retries(make_harness: Any) -> None:
     h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
     first = run_team(h, {"agent_0": "lane-only", "agent_1": "lane"})
-    wait_for_steps(first[0], 2)
+    answered(first[0], 2)
     twin = runner(h, "agent_0", "lane-only", give_up_s=0.5)
     assert twin.run() == 1  # ALREADY_EXISTS is retried, then it gives up; never admitted
     assert twin.stats.sessions == 0
     before = first[0].stats.steps
-    wait_for_steps(first[0], before + 2)  # the rightful agent_0 still steps
+    answered(first[0], before + 2)  # the rightful agent_0 still steps
     h.coordinator.request_stop()
     h.wait()
 
@@ -402,7 +395,7 @@ def test_frames_sent_with_the_join_wait_for_its_answer(make_harness: Any) -> Non
     assert got[0].join_reply.step_lane_port == h.coordinator.lane_port
     h.coordinator.request_stop()
     h.wait()
-    recs = read_records(h.coordinator._record_path)  # type: ignore[arg-type]
+    recs = read_records(h.record_path)  # type: ignore[arg-type]
     assert [(r["type"], r.get("reason")) for r in recs if r["type"] in ("join", "leave")] == [
         ("join", None),
         ("leave", "left: pipelined"),

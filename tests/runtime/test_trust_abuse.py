@@ -28,7 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_doubles import SHA, FakePolicy, Harness, two_step_team
+from runtime_doubles import SHA, CountingAnswerer, FakePolicy, Harness, answered, two_step_team
 from trust_pki import Pki, make_pki
 
 from qmix_edge.envs import TwoStepGame
@@ -125,6 +125,7 @@ class Arena:
                 self.pki.ca, None if self.tokens else c.cert, None if self.tokens else c.key
             ),
             token=TOKENS[agent_id] if self.tokens else None,
+            answerer=CountingAnswerer,
         )
 
     def channel(self, cert: str | None = "agent_0") -> grpc.Channel:
@@ -146,12 +147,7 @@ class Arena:
         """A new team step completes with the honest agent's own decision (no fallback)."""
         c = self.c.counters["agent_1"]
         fallbacks = c.fallbacks
-        before = self.honest.stats.steps
-        deadline = time.monotonic() + timeout
-        while self.honest.stats.steps < before + 2:
-            assert time.monotonic() < deadline, f"{self.name}: the honest agent is not served"
-            assert self.honest_thread.is_alive(), f"{self.name}: the honest agent exited"
-            time.sleep(0.01)
+        answered(self.honest, self.honest.stats.steps + 2, timeout)
         assert c.fallbacks == fallbacks, f"{self.name}: the honest agent got a fallback"
         health = health_pb2_grpc.HealthStub(self.channel())
         status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
@@ -903,7 +899,7 @@ def test_bad_observations_get_the_fallback_on_the_agent(
     def run() -> str:
         policy = FakePolicy("agent_0", fallback_action=1)
         runner = AgentRunner(policy, "127.0.0.1:1")
-        reply = runner._answer(req)
+        reply = runner.answerer.answer(req)
         assert reply is not None and policy.seen == []  # never reached the policy
         return "fallback" if reply.is_fallback and reply.action == 1 else f"action {reply.action}"
 
@@ -921,21 +917,13 @@ def test_honest_agent_0_takes_its_seat_after_all_abuse(
             r = arena.runner("agent_0", lane_only=lane_only)
             t = threading.Thread(target=r.run, daemon=True)
             t.start()
-            deadline = time.monotonic() + 20
-            while r.stats.steps < 3:
-                assert time.monotonic() < deadline and t.is_alive(), "agent_0 not served"
-                time.sleep(0.01)
+            answered(r, 3)
             f0 = arena.c.counters["agent_0"].fallbacks
             before = r.stats.steps
-            while r.stats.steps < before + 3:
-                assert time.monotonic() < deadline, "agent_0 stopped being served"
-                time.sleep(0.01)
-            # Count once the steps it answered are closed (one more team step), and before it
-            # leaves: the step in flight when it says Leave rightly gets its fallback.
-            closed = arena.c._team_step + 1
-            while arena.c._team_step < closed:
-                assert time.monotonic() < deadline, "the team stopped stepping"
-                time.sleep(0.01)
+            # Count once the steps it answered are closed (the lockstep clock sends the next
+            # request only then), and before it leaves: the step in flight when it says Leave
+            # rightly gets its fallback.
+            answered(r, before + 4)
             f1 = arena.c.counters["agent_0"].fallbacks
             r.stop()
             t.join(10)

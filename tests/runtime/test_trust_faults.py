@@ -24,11 +24,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from runtime_doubles import SHA, FakePolicy, Harness
+from runtime_doubles import SHA, FakePolicy, Harness, run_with_a_faulty_agent_1
 
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner
 from qmix_edge.runtime.coordinator import AgentSlot, Coordinator, CoordinatorConfig, TeamSpec
+from qmix_edge.runtime.eval.faulty_agent import AgentFaults
 from qmix_edge.runtime.field import FieldStep
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
@@ -232,9 +233,7 @@ def run_with_slow_agent_1(h: Harness, proxy_factory: Any, delay_s: float, carrie
         threading.Thread(target=r.run, daemon=True).start()
     summary = h.wait(60)
     carriers = {
-        r["agent_id"]: r["carrier"]
-        for r in read_records(h.coordinator._record_path)
-        if r["type"] == "attach"
+        r["agent_id"]: r["carrier"] for r in read_records(h.record_path) if r["type"] == "attach"
     }
     assert carriers["agent_1"] == carrier
     return summary
@@ -249,7 +248,7 @@ def test_slow_link_within_the_deadline_is_exact(
     assert summary.finished
     assert summary.counters["agent_1"].fallbacks == 0
     assert summary.counters["agent_1"].late_replies == 0
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
     # the round trip through the link is at least 2 x 30 ms (a lower bound, not a timing)
     assert len(steps) == 6 and all(r["exchange_us"] >= 60_000 for r in steps)
 
@@ -262,7 +261,7 @@ def test_slow_link_beyond_the_deadline_is_never_applied(
     h = make_harness(episodes=3, step_deadline_ms=30, lease_steps=1000, team_wait_s=10)
     summary = run_with_slow_agent_1(h, proxy_factory, 0.06, carrier)
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
     assert len(steps) == 6
     assert all("agent_1" in r["fallback"] and r["actions"][1] == 1 for r in steps)
     c = summary.counters["agent_1"]
@@ -283,24 +282,12 @@ def test_record_writer_cuts_a_torn_last_line_before_appending(tmp_path: Any, tor
 
 
 def test_dropped_replies_each_cost_exactly_one_fallback(make_harness: Any) -> None:
-    from qmix_edge.runtime.agent import AgentFaults
-
     h = make_harness(episodes=8, step_deadline_ms=500, lease_steps=1000, team_wait_s=10)
-    h.run_in_thread()
-    honest = AgentRunner(FakePolicy("agent_0"), h.target, watchdog_s=10.0)
-    lossy = AgentRunner(
-        FakePolicy("agent_1"),
-        h.target,
-        watchdog_s=10.0,
-        faults=AgentFaults(drop_fraction=0.5, seed=3),
-    )
-    for r in (honest, lossy):
-        threading.Thread(target=r.run, daemon=True).start()
-    summary = h.wait(60)
+    summary, lossy = run_with_a_faulty_agent_1(h, AgentFaults(drop_fraction=0.5, drop_seed=3))
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
     assert len(steps) == 16
-    dropped = lossy.stats.dropped
+    dropped = lossy.dropped
     assert 0 < dropped < 16  # seeded: some, not all
     c = summary.counters["agent_1"]
     assert c.fallbacks == dropped and c.late_replies == 0

@@ -24,6 +24,7 @@ from qmix_edge.runtime import agent as agent_cli
 from qmix_edge.runtime import coordinator as coordinator_cli
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner, Backoff
+from qmix_edge.runtime.agent.carriers import LaneExchange, Link, SessionEnd, SessionOutcome
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
@@ -427,9 +428,11 @@ def test_tls_files_spoilt_after_start_up_are_retried_not_fatal(pki: Pki, tmp_pat
             backoff=Backoff(initial_s=0.05, max_s=0.05),
             give_up_s=0.3,
         )
-        outcome = runner.open_lane("127.0.0.1", port)
-        assert isinstance(outcome, str) and outcome.startswith("step lane TLS files unusable now")
-        assert "cannot be used" in outcome
+        exchange = LaneExchange(runner, Link("agent_0", tls=ClientTls(garbage)))
+        outcome = exchange.open("127.0.0.1", port)
+        assert isinstance(outcome, SessionOutcome) and outcome.end is SessionEnd.FAILED
+        assert outcome.detail.startswith("step lane TLS files unusable now")
+        assert "cannot be used" in outcome.detail
         assert runner.run() == 1  # gave up after give_up_s, never joined, never raised
     assert runner.stats.sessions == 0
 

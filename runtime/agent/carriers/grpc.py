@@ -2,7 +2,7 @@
 
 Owns one agent's sessions with a coordinator it reaches at its gRPC port: the Join rpc (with the
 bearer token as call metadata), then the step exchange on the coordinator's step lane when the
-Join offers one (`AgentRunner.serve_lane`, on a thread of its own with a blocking socket) or else
+Join offers one (`LaneExchange`, on a thread of its own with a blocking socket) or else
 on the Steps stream (grpc.aio: receiving a step, deciding and replying on one thread), and the
 Leave rpc when the agent stops. One event loop serves every session of the carrier's life.
 
@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
-from ..errors import JoinRefused
-from ..proto.v1 import team_pb2 as pb
-from ..proto.v1 import team_pb2_grpc as pb_grpc
-from ..security import host_of, token_metadata
-
-if TYPE_CHECKING:
-    from .runner import AgentRunner
+from ...errors import JoinRefused
+from ...lane import LaneClient
+from ...proto.v1 import team_pb2 as pb
+from ...proto.v1 import team_pb2_grpc as pb_grpc
+from ...security import host_of, token_metadata
+from .contract import FINISHED, SERVED, STOPPED, Link, SessionHost, SessionOutcome, failed
+from .lane import LaneExchange
 
 log = logging.getLogger(__name__)
 
@@ -41,30 +41,33 @@ def _code(e: grpc.RpcError) -> grpc.StatusCode:
     return e.code()  # type: ignore[attr-defined,no-any-return]
 
 
-def _outcome(e: grpc.RpcError) -> str:
+def _outcome(e: grpc.RpcError) -> SessionOutcome:
     """A failed call as a session outcome (logged, then retried)."""
-    return f"{_code(e).name}: {e.details()}"  # type: ignore[attr-defined]
+    return failed(f"{_code(e).name}: {e.details()}")  # type: ignore[attr-defined]
 
 
 class GrpcCarrier:
-    """`qmix_edge.runtime.agent.Carrier` over the coordinator's gRPC port ``target``."""
+    """`Carrier` over the coordinator's gRPC port ``target``."""
 
-    def __init__(self, runner: AgentRunner, target: str) -> None:
-        self.r = runner
+    def __init__(self, host: SessionHost, link: Link, target: str) -> None:
+        self.host = host
+        self.link = link
         self.target = target
-        tls = runner.tls
-        self._credentials = tls.credentials() if tls is not None else None
-        self._metadata = (
-            token_metadata(runner.policy.agent_id, runner.token) if runner.token else None
-        )
+        self.exchange = LaneExchange(host, link)
+        self._credentials = link.tls.credentials() if link.tls is not None else None
+        self._metadata = token_metadata(link.agent_id, link.token) if link.token else None
         self._loop = asyncio.new_event_loop()
-        self._task: asyncio.Future[str] | None = None  # the session under way
+        self._task: asyncio.Future[SessionOutcome] | None = None  # the session under way
         self._call: Any = None  # its Steps stream, if it steps there
         self._joined: tuple[Any, str] | None = None  # (stub, session id) while joined
         self._leaving: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------------ the Carrier
-    def session(self) -> str:
+    @property
+    def lane(self) -> LaneClient | None:
+        return self.exchange.lane
+
+    def session(self) -> SessionOutcome:
         return self._loop.run_until_complete(self._session_task())
 
     def stop(self) -> None:
@@ -83,12 +86,12 @@ class GrpcCarrier:
         self._loop.close()
 
     # ------------------------------------------------------------------------- stopping
-    async def _session_task(self) -> str:
+    async def _session_task(self) -> SessionOutcome:
         self._task = asyncio.ensure_future(self._session())
         try:
             return await self._task
         except asyncio.CancelledError:
-            return "stopped"
+            return STOPPED
         finally:
             self._task = None
 
@@ -104,7 +107,7 @@ class GrpcCarrier:
             await asyncio.wait_for(self._leave(stub, session_id, "agent stopping"), 1.0)
         if self._call is not None:
             self._call.cancel()
-        lane = self.r.lane
+        lane = self.exchange.lane
         if lane is not None:
             lane.interrupt()
 
@@ -117,14 +120,14 @@ class GrpcCarrier:
             )
 
     # -------------------------------------------------------------------------- a session
-    async def _session(self) -> str:
-        r = self.r
+    async def _session(self) -> SessionOutcome:
+        host, link = self.host, self.link
         options: list[tuple[str, Any]] = [
-            ("grpc.max_receive_message_length", r.max_message_bytes),
-            ("grpc.max_send_message_length", r.max_message_bytes),
+            ("grpc.max_receive_message_length", link.max_message_bytes),
+            ("grpc.max_send_message_length", link.max_message_bytes),
         ]
-        if self._credentials is not None and r.tls is not None:
-            options += r.tls.channel_options()
+        if self._credentials is not None and link.tls is not None:
+            options += link.tls.channel_options()
             channel = grpc.aio.secure_channel(self.target, self._credentials, options=options)
         else:
             channel = grpc.aio.insecure_channel(self.target, options=options)
@@ -132,20 +135,20 @@ class GrpcCarrier:
             stub = pb_grpc.TeamStub(channel)  # type: ignore[no-untyped-call]
             try:
                 reply = await stub.Join(
-                    r.join_request(), timeout=r.join_timeout_s, metadata=self._metadata
+                    host.join_request(), timeout=link.join_timeout_s, metadata=self._metadata
                 )
             except grpc.RpcError as e:
                 if _code(e) in _UNREACHED:
                     return _outcome(e)
                 raise JoinRefused(_code(e).value[0], e.details() or "") from e  # type: ignore[attr-defined]
-            r.accept_join(reply)
+            host.accept_join(reply)
             self._joined = (stub, reply.session_id)
             try:
                 if reply.step_lane_port:
                     outcome = await self._lane_session(reply)
                 else:
                     outcome = await self._stream_session(stub, reply)
-                if outcome == "finished":
+                if outcome == FINISHED:
                     await self._leave(stub, reply.session_id, "run finished")
                 return outcome
             except grpc.RpcError as e:
@@ -157,48 +160,48 @@ class GrpcCarrier:
                     with contextlib.suppress(Exception, asyncio.CancelledError):
                         await asyncio.wait_for(asyncio.shield(leaving), 2.0)
 
-    async def _stream_session(self, stub: Any, reply: pb.JoinReply) -> str:
+    async def _stream_session(self, stub: Any, reply: pb.JoinReply) -> SessionOutcome:
         """The step exchange on the gRPC Steps stream."""
         call = stub.Steps(metadata=self._metadata)
         self._call = call
         served = False
         try:
-            if self.r.stopping:
-                return "stopped"
+            if self.host.stopping:
+                return STOPPED
             await call.write(pb.AgentMessage(attach=pb.Attach(session_id=reply.session_id)))
             while True:
                 msg = await call.read()
                 if msg is grpc.aio.EOF:  # type: ignore[attr-defined]
                     break
                 served = True
-                out = self.r.on_message(msg)
-                if isinstance(out, str):
+                out = self.host.on_message(msg)
+                if isinstance(out, SessionOutcome):
                     return out
                 if out is not None:
                     await call.write(out)
         except asyncio.CancelledError:
-            if self.r.stopping:
-                return "stopped"
+            if self.host.stopping:
+                return STOPPED
             raise
         except grpc.RpcError as e:
-            if self.r.stopping:
-                return "stopped"
+            if self.host.stopping:
+                return STOPPED
             log.warning("stream broke: %s", _code(e).name)
         finally:
             self._call = None
             call.cancel()
-        return "served" if served else "stream ended before any message"
+        return SERVED if served else failed("stream ended before any message")
 
-    async def _lane_session(self, reply: pb.JoinReply) -> str:
+    async def _lane_session(self, reply: pb.JoinReply) -> SessionOutcome:
         """The step exchange on the coordinator's step lane, on a thread of its own (a blocking
         socket: no event loop between a step's arrival and its answer)."""
-        r = self.r
-        host, port = r.step_lane_address or (host_of(self.target), reply.step_lane_port)
-        client = await asyncio.to_thread(r.open_lane, host, port)
-        if isinstance(client, str):
+        ex = self.exchange
+        host, port = self.link.step_lane_address or (host_of(self.target), reply.step_lane_port)
+        client = await asyncio.to_thread(ex.open, host, port)
+        if isinstance(client, SessionOutcome):
             return client
         try:
-            attach = pb.Attach(session_id=reply.session_id, token=r.token)
-            return await asyncio.to_thread(r.serve_lane, client, pb.AgentMessage(attach=attach))
+            attach = pb.Attach(session_id=reply.session_id, token=self.link.token)
+            return await asyncio.to_thread(ex.serve, client, pb.AgentMessage(attach=attach))
         finally:
             client.close()
