@@ -112,6 +112,16 @@ def main(argv: Sequence[str] | None = None, *, answerer: AnswererFactory = StepA
         level=args.log_level,
         format=f"%(asctime)s %(levelname)s {args.agent} %(name)s: %(message)s",
     )
+    if args.rate_hz is not None:  # the field loop on this device's own clock
+        from .field_main import FieldAgent, run_field
+
+        try:
+            tls, token = client_security(args)
+            agent = FieldAgent(args, tls, token)
+        except RuntimeFailure as e:  # trust, artifact, store and plug-in problems
+            log.error("%s: %s", type(e).__name__, e)
+            return 2
+        return run_field(agent)
     try:
         tls, token = client_security(args)
         policy = load_policy(args.artifacts, args.agent, args.public_key)

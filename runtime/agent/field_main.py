@@ -152,10 +152,10 @@ class FieldAgent:
                 self.record.close()
 
 
-def run_field(cfg: AgentConfig, tls: ClientTls | None, token: str | None) -> int:
+def run_field(agent: FieldAgent) -> int:
     """qmix-agent's field loop: 0 when stopped (SIGTERM/SIGINT) or when mission control was lost
     and the deployment says stop (logged)."""
-    agent = FieldAgent(cfg, tls, token)
+    cfg = agent.cfg
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         agent.loop.stop()
