@@ -42,6 +42,8 @@ from ..legal import legal_action, substitute
 log = logging.getLogger(__name__)
 
 LossPolicy = Literal["continue", "hold", "stop"]
+_SAME_INSTANT_S = 1e-6
+"""A tick this close to a schedule change is at it (sums of periods are not exact in floats)."""
 LOSS_POLICIES: tuple[str, ...] = ("continue", "hold", "stop")
 
 
@@ -105,10 +107,15 @@ class Mission:
         with self._lock:
             return 0.0 if self._link_down_since is None else max(0.0, t - self._link_down_since)
 
+    def next_event(self) -> float | None:
+        """When the earliest pending schedule change takes effect (None: nothing pending)."""
+        with self._lock:
+            return self._events[0][0] if self._events else None
+
     def state(self, t: float) -> tuple[Phase, int | None]:
         """(phase, episode id) at ``t``, after applying every event due by then."""
         with self._lock:
-            while self._events and self._events[0][0] <= t:
+            while self._events and self._events[0][0] <= t + _SAME_INSTANT_S:
                 _, _, kind, ep = self._events.pop(0)
                 if kind == "start":
                     self._phase, self._episode = Phase.RUNNING, ep
@@ -350,6 +357,9 @@ class AutonomousLoop:
                 missed = int(late // period) + 1
                 self.stats.skipped_ticks += missed
                 next_t += missed * period
+            event = self.mission.next_event() if self.mission is not None else None
+            if event is not None and self.clock.now() <= event < next_t - _SAME_INSTANT_S:
+                next_t = event  # tick at the agreed instant: the team starts together
             self.clock.wait_until(next_t, self._stop)
         return LoopOutcome.STOPPED
 

@@ -263,3 +263,14 @@ def test_a_staged_policy_takes_over_at_the_named_episode_start() -> None:
     assert (old.acts, new.acts) == (4, 2)
     assert switched == [2] and new.resets == 1
     assert [t.episode_id for t in ticks] == [1, 1, 1, 1, 2, 2]
+
+
+def test_the_loop_ticks_at_the_agreed_instant_of_a_schedule_change() -> None:
+    mission = Mission()
+    loop, _, _, clock, ticks = make(LoopSettings(rate_hz=10), mission=mission)
+    start = clock.now() + 0.237  # between two ticks of the 10 Hz grid
+    mission.start(1, at=start)
+    loop.run(max_ticks=5)
+    decided = [t.t for t in ticks if t.why is Why.DECIDED]
+    assert decided[0] == pytest.approx(start)  # not at the next grid tick (+0.3)
+    assert np.allclose(np.diff(decided), 0.1)  # and the grid goes on from there
