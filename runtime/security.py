@@ -49,8 +49,11 @@ AUTHORIZATION_HEADER: Final = "authorization"
 """Metadata key of the bearer token (``Bearer <token>``)."""
 SAN_URI_PREFIX: Final = "qmix-agent:"
 """A SAN URI ``qmix-agent:<agent_id>`` binds a certificate to an agent id."""
-OPEN_METHOD_PREFIXES: Final = ("/grpc.health.v1.Health/",)
-"""Methods served without a token (health checks)."""
+OPEN_METHOD_PREFIXES: Final = ("/grpc.health.v1.Health/", "/qmix_edge.v1.Mission/Deploy")
+"""Methods served without an agent token: health checks, and the operator's Deploy (which checks
+the operator token itself)."""
+OPERATOR_HEADER: Final = "x-qmix-operator"
+"""Call metadata carrying the operator token (qmix-deploy)."""
 MIN_TOKEN_CHARS: Final = 16
 """Shortest token accepted in a tokens file (a guessable token is no protection)."""
 

@@ -14,6 +14,7 @@ called from any thread. `MissionServicer` is its gRPC face, registered with the 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import threading
@@ -25,10 +26,11 @@ from typing import Any
 
 import grpc
 
+from ..artifact import ArtifactError
 from ..proto.v1 import mission_pb2 as mpb
 from ..proto.v1 import mission_pb2_grpc as mpb_grpc
 from ..rollout import Offer, RolloutError, offer_for, read_chunk
-from ..security import Authenticator, IdentityError
+from ..security import OPERATOR_HEADER, Authenticator, IdentityError, call_metadata
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +192,22 @@ class MissionControl:
         )
         return offer
 
+    def progress(self) -> mpb.DeployProgress:
+        """The current rollout as qmix-deploy shows it."""
+        with self._lock:
+            r = self.rollout
+            if r is None:
+                return mpb.DeployProgress(done=True, cancelled="nothing offered")
+            agents = {a: s.rollout for a, s in self._status.items()}
+            done = bool(r.cancelled) or all(v == "active" for v in agents.values())
+            return mpb.DeployProgress(
+                version=r.offer.version,
+                agents=agents,
+                switch_at_episode=r.switch_at or 0,
+                cancelled=r.cancelled,
+                done=done,
+            )
+
     def chunk(self, version: str, name: str, offset: int, max_bytes: int) -> bytes:
         """One chunk of a file of the current offer (FetchChunk)."""
         r = self.rollout
@@ -317,6 +335,9 @@ class MissionControl:
             with self._lock:
                 s = self._status[agent_id]
                 s.telemetry, s.last_heard, s.version = tele, now, t.version or s.version
+                r = self.rollout
+                if r is not None and r.switch_at is not None and t.version == r.offer.version:
+                    s.rollout = "active"  # the agent runs the new version: it has switched
                 self.changed.notify_all()
             self._emit("telemetry", agent_id=agent_id, **tele)
         elif kind == "record":
@@ -340,6 +361,13 @@ class MissionControl:
         return None
 
 
+def _progress_differs(seen: mpb.DeployProgress) -> Callable[[MissionControl], bool]:
+    def changed(m: MissionControl) -> bool:
+        return m.progress() != seen
+
+    return changed
+
+
 def _offer_pb(offer: Offer) -> mpb.RolloutOffer:
     return mpb.RolloutOffer(
         version=offer.version,
@@ -350,9 +378,56 @@ def _offer_pb(offer: Offer) -> mpb.RolloutOffer:
 class MissionServicer(mpb_grpc.MissionServicer):
     """The gRPC face of a `MissionControl` (register with `add_MissionServicer_to_server`)."""
 
-    def __init__(self, control: MissionControl, auth: Authenticator | None = None) -> None:
+    def __init__(
+        self,
+        control: MissionControl,
+        auth: Authenticator | None = None,
+        operator_token: str | None = None,
+    ) -> None:
         self.control = control
         self.auth = auth or Authenticator()
+        self.operator_token = operator_token
+        """The token qmix-deploy must present; None: Deploy only from loopback."""
+
+    def _operator_ok(self, context: Any) -> str:
+        """Why this Deploy call is refused ("" when it may go on)."""
+        if self.operator_token is not None:
+            given = call_metadata(context.invocation_metadata()).get(OPERATOR_HEADER, "")
+            if not hmac.compare_digest(given.encode(), self.operator_token.encode()):
+                return "Deploy needs the operator token (qmix-deploy --operator-token-file)"
+            return ""
+        peer = str(context.peer())
+        if peer.startswith(("ipv4:127.", "ipv6:[::1]", "unix:")):
+            return ""
+        return (
+            f"Deploy from {peer} refused: mission control has no operator token "
+            "(qmix-coordinator --operator-token-file), so only a loopback caller may deploy"
+        )
+
+    async def Deploy(
+        self, request: mpb.DeployRequest, context: Any
+    ) -> AsyncIterator[mpb.DeployProgress]:
+        why = self._operator_ok(context)
+        if why:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
+        c = self.control
+        try:
+            offer = await asyncio.to_thread(c.offer, request.artifacts)
+        except (ArtifactError, RolloutError) as e:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+            return
+        deadline = time.monotonic() + (request.timeout_s or 600.0)
+        last = None
+        while True:
+            p = c.progress()
+            if p.version != offer.version:  # another deploy replaced this one
+                p.done, p.cancelled = True, "replaced by a newer offer"
+            if p != last:
+                yield p
+                last = p
+            if p.done or time.monotonic() > deadline:
+                return
+            await asyncio.to_thread(c.wait_for, _progress_differs(p), 1.0)
 
     async def Clock(self, request: mpb.ClockProbe, context: Any) -> mpb.ClockProbe:
         t1 = self.control.clock()

@@ -32,14 +32,15 @@ def sets(rollout_sets: dict[str, Path]) -> dict[str, Path]:
 class Server:
     """A gRPC server hosting one MissionServicer on an event loop thread."""
 
-    def __init__(self, control: MissionControl) -> None:
+    def __init__(self, control: MissionControl, operator_token: str | None = None) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
 
         async def start() -> tuple[Any, int]:
             server = grpc.aio.server()
-            mpb_grpc.add_MissionServicer_to_server(MissionServicer(control), server)
+            servicer = MissionServicer(control, operator_token=operator_token)
+            mpb_grpc.add_MissionServicer_to_server(servicer, server)
             port = server.add_insecure_port("127.0.0.1:0")
             await server.start()
             return server, port
@@ -74,6 +75,7 @@ class Agent:
 
         def on_switch(v: str, ep: int) -> None:
             self.switches.append((v, ep))
+            self.version = v  # this double switches at once (a real loop: at episode `ep`)
             self.switched.set()
 
         self.link = MissionLink(
@@ -106,7 +108,7 @@ def team(sets: dict[str, Path], tmp_path: Path) -> Iterator[Any]:
             offer_for(sets["v1"]).version,
             record=lambda t, **f: records.append((t, f)),
         )
-        server = Server(control)
+        server = Server(control, **kw)
         made.append(server)
         return control, server, records  # type: ignore[return-value]
 
@@ -276,3 +278,50 @@ def test_an_unsigned_set_is_refused_by_every_agent_and_the_team_stays(
     finally:
         for a in agents:
             a.close()
+
+
+def test_qmix_deploy_follows_a_rollout_to_the_switch(
+    team: Any, sets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qmix_edge.runtime.coordinator.deploy import main as deploy
+
+    control, server, _ = team()
+    v1, v2 = offer_for(sets["v1"]).version, offer_for(sets["v2"]).version
+    st = stores(sets, tmp_path)
+    agents = [Agent(a, server.port, tmp_path / a, v1, store=st[a]) for a in AGENTS]
+    try:
+        assert control.wait_for(lambda c: all(s.linked for s in c.status().values()), 10)
+        code = deploy(["--coordinator", f"127.0.0.1:{server.port}", "--artifacts", str(sets["v2"]),
+                       "--timeout-s", "30"])  # fmt: skip
+    finally:
+        for a in agents:
+            a.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"switched: every agent runs {v2[:12]}" in out
+    assert all(s.rollout == "active" for s in control.status().values())
+
+
+def test_qmix_deploy_reports_a_cancelled_rollout_and_a_missing_operator_token(
+    team: Any, sets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qmix_edge.runtime.coordinator.deploy import main as deploy
+
+    control, server, _ = team()
+    v1 = offer_for(sets["v1"]).version
+    st = stores(sets, tmp_path)
+    agents = [Agent(a, server.port, tmp_path / a, v1, store=st[a]) for a in AGENTS]
+    target = ["--coordinator", f"127.0.0.1:{server.port}", "--timeout-s", "30"]
+    try:
+        assert control.wait_for(lambda c: all(s.linked for s in c.status().values()), 10)
+        assert deploy([*target, "--artifacts", str(sets["unsigned"])]) == 1
+        assert "rollout cancelled" in capsys.readouterr().err
+        assert control.version == v1
+    finally:
+        for a in agents:
+            a.close()
+    locked, locked_server, _ = team(operator_token="s3cret-operator-token")
+    assert deploy(["--coordinator", f"127.0.0.1:{locked_server.port}", "--artifacts",
+                   str(sets["v2"])]) == 2  # fmt: skip
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert locked.rollout is None

@@ -200,3 +200,32 @@ class Chunk(_message.Message):
     offset: int
     data: bytes
     def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class DeployRequest(_message.Message):
+    __slots__ = ("artifacts", "timeout_s")
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    artifacts: str
+    timeout_s: float
+    def __init__(self, artifacts: _Optional[str] = ..., timeout_s: _Optional[float] = ...) -> None: ...
+
+class DeployProgress(_message.Message):
+    __slots__ = ("version", "agents", "switch_at_episode", "cancelled", "done")
+    class AgentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    SWITCH_AT_EPISODE_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    agents: _containers.ScalarMap[str, str]
+    switch_at_episode: int
+    cancelled: str
+    done: bool
+    def __init__(self, version: _Optional[str] = ..., agents: _Optional[_Mapping[str, str]] = ..., switch_at_episode: _Optional[int] = ..., cancelled: _Optional[str] = ..., done: _Optional[bool] = ...) -> None: ...

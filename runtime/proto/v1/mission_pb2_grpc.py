@@ -50,6 +50,11 @@ class MissionStub:
                 request_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.ChunkRequest.SerializeToString,
                 response_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.Chunk.FromString,
                 _registered_method=True)
+        self.Deploy = channel.unary_stream(
+                '/qmix_edge.v1.Mission/Deploy',
+                request_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.SerializeToString,
+                response_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.FromString,
+                _registered_method=True)
 
 
 class MissionServicer:
@@ -78,6 +83,16 @@ class MissionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deploy(self, request, context):
+        """The operator (qmix-deploy) offers a new artifact set to the team and follows the rollout until
+        the team has switched or the rollout is cancelled. Not an agent's call: it carries the operator
+        token (metadata "x-qmix-operator") when mission control has one, and is refused from any host
+        but loopback when it has none (PERMISSION_DENIED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MissionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +110,11 @@ def add_MissionServicer_to_server(servicer, server):
                     servicer.FetchChunk,
                     request_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.ChunkRequest.FromString,
                     response_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.Chunk.SerializeToString,
+            ),
+            'Deploy': grpc.unary_stream_rpc_method_handler(
+                    servicer.Deploy,
+                    request_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.FromString,
+                    response_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +199,33 @@ class Mission:
             '/qmix_edge.v1.Mission/FetchChunk',
             qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.ChunkRequest.SerializeToString,
             qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.Chunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/qmix_edge.v1.Mission/Deploy',
+            qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.SerializeToString,
+            qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.FromString,
             options,
             channel_credentials,
             insecure,
