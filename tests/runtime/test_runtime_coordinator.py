@@ -87,8 +87,8 @@ def start_runner(h: Harness, agent_id: str) -> AgentRunner:
 
 
 def records(h: Harness) -> list[dict[str, Any]]:
-    assert h.coordinator._record_path is not None
-    return list(read_records(h.coordinator._record_path))
+    assert h.coordinator.record_path is not None
+    return list(read_records(h.coordinator.record_path))
 
 
 # ------------------------------------------------------------------------------------ joins

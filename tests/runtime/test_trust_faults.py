@@ -233,7 +233,7 @@ def run_with_slow_agent_1(h: Harness, proxy_factory: Any, delay_s: float, carrie
     summary = h.wait(60)
     carriers = {
         r["agent_id"]: r["carrier"]
-        for r in read_records(h.coordinator._record_path)
+        for r in read_records(h.coordinator.record_path)
         if r["type"] == "attach"
     }
     assert carriers["agent_1"] == carrier
@@ -249,7 +249,7 @@ def test_slow_link_within_the_deadline_is_exact(
     assert summary.finished
     assert summary.counters["agent_1"].fallbacks == 0
     assert summary.counters["agent_1"].late_replies == 0
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     # the round trip through the link is at least 2 x 30 ms (a lower bound, not a timing)
     assert len(steps) == 6 and all(r["exchange_us"] >= 60_000 for r in steps)
 
@@ -262,7 +262,7 @@ def test_slow_link_beyond_the_deadline_is_never_applied(
     h = make_harness(episodes=3, step_deadline_ms=30, lease_steps=1000, team_wait_s=10)
     summary = run_with_slow_agent_1(h, proxy_factory, 0.06, carrier)
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     assert len(steps) == 6
     assert all("agent_1" in r["fallback"] and r["actions"][1] == 1 for r in steps)
     c = summary.counters["agent_1"]
@@ -298,7 +298,7 @@ def test_dropped_replies_each_cost_exactly_one_fallback(make_harness: Any) -> No
         threading.Thread(target=r.run, daemon=True).start()
     summary = h.wait(60)
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator._record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     assert len(steps) == 16
     dropped = lossy.stats.dropped
     assert 0 < dropped < 16  # seeded: some, not all
