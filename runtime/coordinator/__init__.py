@@ -8,7 +8,7 @@ The package, one layer a module:
 - `sessions`: who holds which seat; where a Join is decided (`Sessions.join`), attach, leave.
 - `authorize`: the one identity rule (`Authority.authorize`) both carriers ask.
 - `clock` and `sources`: the step clock (`StepClock`) fed by a `StepSource` (simulated env or
-  field); where a reply is accepted or discarded (`StepClock.accept`).
+  field); `replies`: where a reply is accepted or discarded (`StepWindow.accept`).
 - `grpc_service`: the Team service on gRPC; `lane_server`: the step lane's server side.
 - `server`: the lifecycle (`Coordinator`: event loop, start, run, graceful stop, close).
 - `summary` and `record`: what a run did and the run record it writes; `cli`: qmix-coordinator.

@@ -1,12 +1,11 @@
 """The step clock: runs the episodes, one team step at a time, fed by a `StepSource`.
 
-Each step sends every attached agent its StepRequest, collects replies in a `StepWindow` until
-all have answered or the step deadline passed, fills every missing or invalid reply with the one
+Each step sends every attached agent its StepRequest, collects replies in a `StepWindow`
+(`qmix_edge.runtime.coordinator.replies`: where a reply is accepted or discarded) until all have
+answered or the step deadline passed, fills every missing or invalid reply with the one
 legal-action rule (`qmix_edge.runtime.legal`), applies the actions through the source and records
-the step. `StepWindow.accept` is where a reply is accepted or discarded: one that does not answer
-the step in flight (late, stale, replayed, from the future) is discarded and counted, never applied
-to another step. An agent that misses ``lease_steps`` consecutive steps is declared dead and the
-team policy decides. The carriers cannot be told apart here.
+the step. An agent that misses ``lease_steps`` consecutive steps is declared dead and the team
+policy decides. The carriers cannot be told apart here.
 
 Must not import torch (nor qmix_edge.train / qmix_edge.export): it runs on a ground station.
 """
@@ -19,16 +18,16 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .. import wire
-from ..legal import is_allowed, substitute
+from ..legal import substitute
 from ..proto.v1 import team_pb2 as pb
 from .config import CoordinatorConfig
 from .record import Recorder
+from .replies import StepWindow
 from .sessions import Session, Sessions
 from .sources import StepSource
 from .summary import AgentCounters, RunSummary
@@ -43,30 +42,6 @@ _WIRE_F32 = np.dtype("<f4")  # observations travel as little-endian float32
 _STEP_MESSAGE_REUSE = 1024
 ENV_ERROR_LIMIT = 3
 """Consecutive episodes ended by an environment error after which the run stops as failed."""
-
-
-@dataclass
-class StepWindow:
-    """The one step whose replies are being collected."""
-
-    episode_id: int
-    step: int
-    expected: set[int]
-    masks: dict[int, np.ndarray]
-    done: asyncio.Future[None]
-    replies: dict[int, pb.StepReply] = field(default_factory=dict)
-    invalid: set[int] = field(default_factory=set)
-    late: dict[int, int] = field(default_factory=dict)
-
-    def check_complete(self) -> None:
-        if len(self.replies) + len(self.invalid) >= len(self.expected) and not self.done.done():
-            self.done.set_result(None)
-
-    def drop(self, index: int) -> None:
-        """Seat ``index`` will not answer (its session ended, its link is gone): stop waiting."""
-        if index in self.expected and index not in self.replies:
-            self.expected.discard(index)
-            self.check_complete()
 
 
 class StepClock:
@@ -108,51 +83,19 @@ class StepClock:
 
     # ------------------------------------------------------------------------- replies
     def accept(self, s: Session, reply: pb.StepReply) -> None:
-        """Take one StepReply: kept only if it answers the step in flight, else counted late; an
-        action out of range or masked is counted invalid and replaced by the legal-action rule."""
+        """Take one StepReply from a carrier: the step in flight's window accepts or discards it
+        (`StepWindow.accept`); with no step in flight it is late."""
         w = self._window
-        i = s.agent_index
-        if (
-            w is None
-            or s.ended
-            or reply.episode_id != w.episode_id
-            or reply.step != w.step
-            or i not in w.expected
-            or i in w.replies
-            or i in w.invalid
-        ):
+        if w is None:
             self.counters[s.agent_id].late_replies += 1
-            if w is not None:
-                w.late[i] = w.late.get(i, 0) + 1
             log.debug(
-                "discarded reply of %s for episode %d step %d (now %s)",
+                "discarded reply of %s for episode %d step %d (no step in flight)",
                 s.agent_id,
                 reply.episode_id,
                 reply.step,
-                (w.episode_id, w.step) if w else None,
             )
             return
-        a = reply.action
-        mask = w.masks.get(i)
-        n = self.team.agents[i].n_actions
-        if not is_allowed(a, n, mask):
-            w.invalid.add(i)
-            c = self.counters[s.agent_id]
-            c.invalid_actions += 1
-            # Once per agent at WARNING: a hostile agent must not flood the log either.
-            log.log(
-                logging.WARNING if c.invalid_actions == 1 else logging.DEBUG,
-                "agent %s answered action %d at episode %d step %d, which is %s; replaced by the "
-                "legal-action rule (further invalid replies of this agent are logged at DEBUG)",
-                s.agent_id,
-                a,
-                w.episode_id,
-                w.step,
-                "masked" if 0 <= a < n else f"outside [0, {n})",
-            )
-        else:
-            w.replies[i] = reply
-        w.check_complete()
+        w.accept(s, reply, self.team.agents[s.agent_index].n_actions, self.counters)
 
     def _session_ended(self, s: Session) -> None:
         if self._window is not None:
