@@ -31,7 +31,7 @@ from .replies import StepWindow
 from .sessions import Session, Sessions
 from .sources import StepSource
 from .summary import AgentCounters, RunSummary
-from .team import TeamSpec
+from .team import AgentSlot, TeamSpec
 
 log = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class StepClock:
         for i, s in live.items():
             msg = s.step_message
             if msg is None or rebuild:
-                msg = s.step_message = self._new_step_message(i, with_tensors=tensors)
+                msg = s.step_message = new_step_message(self.team.agents[i], with_tensors=tensors)
             req = msg.step_request
             req.episode_id = episode_id
             req.step = step
@@ -412,16 +412,6 @@ class StepClock:
             actions[~alive] = 0
         return actions, got, w.invalid, exchange_us, w.late
 
-    def _new_step_message(self, i: int, *, with_tensors: bool) -> pb.CoordinatorMessage:
-        """Agent ``i``'s reusable StepRequest with its constant tensor headers pre-set."""
-        msg = pb.CoordinatorMessage()
-        req = msg.step_request
-        if with_tensors:
-            slot = self.team.agents[i]
-            req.observation.CopyFrom(wire.encode(np.zeros(slot.obs_dim, dtype=np.float32)))
-            req.action_mask.CopyFrom(wire.encode(np.zeros(slot.n_actions, dtype=bool)))
-        return msg
-
     async def _declare_dead(self, i: int, missed: int) -> None:
         """The lease of agent ``i`` expired. A live session is closed (counted as a death); an agent
         that is already gone only triggers the team policy again."""
@@ -439,6 +429,17 @@ class StepClock:
             await self.sessions.end(
                 s, goodbye=pb.GOODBYE_REASON_LEASE_EXPIRED, detail="lease expired"
             )
+
+
+def new_step_message(slot: AgentSlot, *, with_tensors: bool) -> pb.CoordinatorMessage:
+    """``slot``'s reusable StepRequest with its constant tensor headers pre-set (the step clock
+    then sets only what changes from step to step)."""
+    msg = pb.CoordinatorMessage()
+    req = msg.step_request
+    if with_tensors:
+        req.observation.CopyFrom(wire.encode(np.zeros(slot.obs_dim, dtype=np.float32)))
+        req.action_mask.CopyFrom(wire.encode(np.zeros(slot.n_actions, dtype=bool)))
+    return msg
 
 
 def _env_failure(where: str, seed: int, error: Exception) -> str:
