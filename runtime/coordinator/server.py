@@ -49,8 +49,8 @@ class Coordinator:
     """One team's coordinator: sessions, step clock, records, and the servers they are reached by.
 
     The public methods are synchronous and thread-safe: `start`, `run` (blocks until the run
-    ends), `request_stop`, `close`, and the observers `live_agents`, `session_agent`,
-    `wait_until`. Simulation: pass ``env`` (a `qmix_edge.envs.TeamEnv` whose agents match
+    ends), `request_stop`, `close`, and the observers `live_agents`, `attached_agents`,
+    `session_agent`, `wait_until`. Simulation: pass ``env`` (a `qmix_edge.envs.TeamEnv` whose agents match
     ``team``).
     """
 
@@ -161,6 +161,10 @@ class Coordinator:
     def live_agents(self) -> tuple[str, ...]:
         """The agents holding their seat now (joined, session not over), in team order."""
         return self.sessions.live_agents()
+
+    def attached_agents(self) -> tuple[str, ...]:
+        """The agents whose session has attached its step carrier (they are sent steps)."""
+        return self.sessions.live_agents(attached=True)
 
     def session_agent(self, session_id: str) -> str | None:
         """The agent whose session ``session_id`` is, while that session lasts; else None."""

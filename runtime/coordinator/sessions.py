@@ -135,9 +135,11 @@ class Sessions:
     def all(self) -> list[Session]:
         return list(self._by_id.values())
 
-    def live_agents(self) -> tuple[str, ...]:
-        """The agents holding their seat now, in team order."""
-        return tuple(self.live[i].agent_id for i in sorted(self.live))
+    def live_agents(self, *, attached: bool = False) -> tuple[str, ...]:
+        """The agents holding their seat now (``attached``: and stepping), in team order. Safe
+        from other threads (one atomic copy of the seats)."""
+        held = sorted(list(self.live.values()), key=lambda s: s.agent_index)
+        return tuple(s.agent_id for s in held if s.attached or not attached)
 
     def attached_count(self) -> int:
         return sum(1 for s in self.live.values() if s.attached)
