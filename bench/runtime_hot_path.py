@@ -3,7 +3,7 @@
 Measured in one process, on this machine (no transport is involved; compare with the CPU per team
 step that bench/runtime_step_latency.py prints, on each carrier):
 1. the coordinator building one team step's StepRequests (N agents, reused messages), as
-   `Coordinator._exchange` does;
+   the coordinator's step clock does;
 2. appending one step record to the JSONL run record (one unbuffered write);
 3. the agent answering one StepRequest (decode + validate the tensors, ONNX policy, reply), and the
    ONNX `policy.act` alone, on an exported GRU agent with random weights.
@@ -30,7 +30,8 @@ from runtime_step_latency import OBS_DIM, NullEnv, export_bench_artifact
 
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner, load_policy
-from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
+from qmix_edge.runtime.coordinator import TeamSpec
+from qmix_edge.runtime.coordinator.clock import new_step_message
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.records import RecordWriter
 
@@ -45,10 +46,9 @@ def coordinator_costs(n: int, workdir: Path, number: int) -> tuple[float, float,
     env = NullEnv(n, 250)
     art = export_bench_artifact(env.spec, workdir / f"art{n}")
     team = TeamSpec.from_artifacts(art)
-    coord = Coordinator(team, CoordinatorConfig(), env=env)
     ts = env.reset(0)
     prev = np.zeros(n, dtype=np.int64)
-    msgs = [coord._new_step_message(i, with_tensors=True) for i in range(n)]
+    msgs = [new_step_message(slot, with_tensors=True) for slot in team.agents]
 
     def build() -> None:
         obs_all = np.ascontiguousarray(ts.obs)  # (n_agents, obs_dim)
@@ -78,7 +78,6 @@ def coordinator_costs(n: int, workdir: Path, number: int) -> tuple[float, float,
         t_rec = best_us(lambda: writer.write_record(rec), number)
     finally:
         writer.close()
-        coord.close()
     return t_build, t_rec, art, ts
 
 

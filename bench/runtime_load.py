@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         runner = threading.Thread(target=lambda: box.append(coord.run()))
         t_start = time.monotonic()
         runner.start()
-        while coord._team_step == 0 and time.monotonic() - t_start < 300:
+        while coord.team_steps == 0 and time.monotonic() - t_start < 300:
             time.sleep(0.1)  # the team assembles
         t0 = time.monotonic()
         print(
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not start_rss.get(name) and time.monotonic() - t0 >= args.warmup_s:
                     start_rss[name] = rss_mib(pid)
             if time.monotonic() >= next_report:
-                print(f"  {time.monotonic() - t0:.0f} s: {coord._team_step} team steps", flush=True)
+                print(f"  {time.monotonic() - t0:.0f} s: {coord.team_steps} team steps", flush=True)
                 next_report += 60
         end_rss = {name: rss_mib(pid) for name, pid in pids.items() if name not in died}
         coord.request_stop()

@@ -230,7 +230,7 @@ def run_team(
         runner.start()
         # Each agent's CPU once the whole team is attached: what its start-up (imports, ONNX
         # session) cost, so the steady per-step figure can leave it out.
-        while runner.is_alive() and sum(s.attached for s in list(coord._live.values())) < n_agents:
+        while runner.is_alive() and len(coord.attached_agents()) < n_agents:
             runner.join(0.005)
         agent_cpu0 = {}
         for p in procs:

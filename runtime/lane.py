@@ -11,8 +11,8 @@ and status codes) and then needs no gRPC at all; health stays on gRPC.
 Owns the framing (`encode_frame`, `FrameDecoder`) and the agent's end (`LaneClient`: a
 blocking socket, so receiving a step, deciding and replying happen on one thread with no event
 loop in between). Loads no grpc, and ssl only for a TLS lane (the contexts of both ends are
-`ServerTls.ssl_context` / `ClientTls.ssl_context`). The coordinator's end lives in
-`qmix_edge.runtime.coordinator` beside its gRPC servicer; who a lane's certificate names is
+`ServerTls.ssl_context` / `ClientTls.ssl_context`). The coordinator's end is
+`qmix_edge.runtime.coordinator.lane_server`; who a lane's certificate names is
 `qmix_edge.runtime.security.peercert_agent_id`, the same rule as on gRPC.
 
 Must not import torch (nor qmix_edge.train / qmix_edge.export).

@@ -6,13 +6,13 @@ Owns who may speak for which agent:
   certificate's, is a `SecurityConfigError` naming the files at start-up, never a failed bind or
   handshake later. With a client CA the coordinator requires a client certificate (mutual TLS).
 - An agent certificate is bound to its agent id: a SAN URI ``qmix-agent:<agent_id>`` if present,
-  else the certificate's common name. `agent_identity` reads it from the call's auth context.
+  else the certificate's common name. `cert_agent_id` (gRPC) and `peercert_agent_id` (lane) read it.
 - Per-agent bearer tokens (`load_tokens`): the agent sends ``authorization: Bearer <token>`` and
   ``x-qmix-agent-id: <agent_id>``; `qmix_edge.runtime.interceptor.TokenInterceptor` answers
   UNAUTHENTICATED for a missing or wrong token before any handler runs (compared with
   `hmac.compare_digest`). On the step lane the token travels in the Attach / JoinRequest frame.
-- `Authenticator.identity(context)`: the agent id this call has proven (cert and/or token; they
-  must agree). The coordinator refuses a Join, attach or Leave for another id (PERMISSION_DENIED).
+- The rule that a caller may only speak as the agent its certificate or token proves is the
+  coordinator's (`qmix_edge.runtime.coordinator.authorize`), the same on gRPC and the step lane.
 - `is_loopback` / `require_secure_or_loopback`: plain text only on loopback unless allowed.
 
 grpc.health.v1 stays open without a token (monitoring), but over the same TLS transport.
@@ -312,57 +312,6 @@ def peercert_agent_id(cert: Mapping[str, Any] | None) -> str | None:
         (str(v) for kind, v in cert.get("subjectAltName", ()) if kind == "URI"),
         (str(v) for rdn in cert.get("subject", ()) for key, v in rdn if key == "commonName"),
     )
-
-
-class IdentityError(Exception):
-    """The call's proven identity does not allow what it asks (PERMISSION_DENIED)."""
-
-
-@dataclass(frozen=True)
-class Authenticator:
-    """What proves an agent's identity on this coordinator."""
-
-    mutual_tls: bool = False
-    """Client certificates are required and name the agent."""
-    tokens: bool = False
-    """Bearer tokens are required (the `TokenInterceptor` has checked them)."""
-
-    @property
-    def enabled(self) -> bool:
-        return self.mutual_tls or self.tokens
-
-    def identity(self, context: Any) -> str | None:
-        """The agent id this call has proven, or None when no identity is configured.
-
-        Raises `IdentityError` when the certificate and the token name different agents, or a
-        required certificate names nobody."""
-        if not self.enabled:
-            return None
-        cert_id = None
-        if self.mutual_tls:
-            cert_id = cert_agent_id(context.auth_context())
-            if not cert_id:
-                raise IdentityError("the client certificate names no agent (CN or SAN URI)")
-        token_id = None
-        if self.tokens:
-            token_id = call_metadata(context.invocation_metadata()).get(AGENT_ID_HEADER)
-            if not token_id:  # the interceptor lets no such call through; defend anyway
-                raise IdentityError("no token identity on this call")
-        if cert_id and token_id and cert_id != token_id:
-            raise IdentityError(
-                f"the certificate names agent {cert_id[:80]!r} but the token speaks for "
-                f"{token_id[:80]!r}"
-            )
-        return cert_id or token_id
-
-    def check(self, context: Any, agent_id: str, what: str) -> None:
-        """Raise `IdentityError` unless this call may act as ``agent_id``."""
-        ident = self.identity(context)
-        if ident is not None and ident != agent_id:
-            raise IdentityError(
-                f"{what} as agent {agent_id[:80]!r} refused: this caller is authenticated as "
-                f"{ident[:80]!r} and may only speak as itself"
-            )
 
 
 # ----------------------------------------------------------------------------------- plaintext

@@ -30,23 +30,15 @@ from ..artifact import ArtifactError
 from ..proto.v1 import mission_pb2 as mpb
 from ..proto.v1 import mission_pb2_grpc as mpb_grpc
 from ..rollout import Offer, RolloutError, offer_for, read_chunk
-from ..security import OPERATOR_HEADER, Authenticator, IdentityError, call_metadata
+from ..security import OPERATOR_HEADER, call_metadata
+from .authorize import Authority
+from .grpc_service import credentials
+from .sessions import Refusal
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 RecordFn = Callable[..., None]
-
-
-class MissionRefusal(Exception):
-    """A link refused: ``code`` is the gRPC status code's name, ``detail`` the reason."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code, self.detail = code, detail
-
-
-"""``record(record_type, **fields)``: where mission events go (the coordinator's run record)."""
 
 
 @dataclass
@@ -212,11 +204,11 @@ class MissionControl:
         """One chunk of a file of the current offer (FetchChunk)."""
         r = self.rollout
         if r is None or version != r.offer.version:
-            raise MissionRefusal("NOT_FOUND", f"no offer of version {version[:16]!r}")
+            raise Refusal(grpc.StatusCode.NOT_FOUND, f"no offer of version {version[:16]!r}")
         try:
             return read_chunk(r.folder, r.offer, name, offset, max_bytes or 1 << 30)
         except RolloutError as e:
-            raise MissionRefusal("INVALID_ARGUMENT", str(e)) from e
+            raise Refusal(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from e
 
     # ------------------------------------------------------------------------------ the loop side
     def _accepts(self, version: str) -> bool:
@@ -261,19 +253,22 @@ class MissionControl:
                 log.warning("rollout cancelled: %s", r.cancelled)
 
     def attach(self, agent_id: str, version: str, loop: asyncio.AbstractEventLoop) -> _Link:
-        """Admit one agent's link (the Connect stream's hello); `MissionRefusal` says why not.
+        """Admit one agent's link (the Connect stream's hello); `Refusal` says why not.
         The link's queue already holds the welcome, the schedule so far and any rollout."""
         if agent_id not in self.agent_ids:
-            raise MissionRefusal(
-                "NOT_FOUND", f"agent {agent_id[:80]!r} is not in this team {list(self.agent_ids)}"
+            raise Refusal(
+                grpc.StatusCode.NOT_FOUND,
+                f"agent {agent_id[:80]!r} is not in this team {list(self.agent_ids)}",
             )
         if not self._accepts(version):
-            raise MissionRefusal(
-                "FAILED_PRECONDITION",
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
                 f"agent {agent_id} runs artifact {version[:12]}; the team runs {self.version[:12]}",
             )
         if agent_id in self._links:
-            raise MissionRefusal("ALREADY_EXISTS", f"agent {agent_id} already has a live link")
+            raise Refusal(
+                grpc.StatusCode.ALREADY_EXISTS, f"agent {agent_id} already has a live link"
+            )
         self._loop = loop
         link = _Link(agent_id, asyncio.Queue(), version)
         self._links[agent_id] = link
@@ -381,11 +376,12 @@ class MissionServicer(mpb_grpc.MissionServicer):
     def __init__(
         self,
         control: MissionControl,
-        auth: Authenticator | None = None,
+        authority: Authority | None = None,
         operator_token: str | None = None,
     ) -> None:
         self.control = control
-        self.auth = auth or Authenticator()
+        self.authority = authority or Authority(control.agent_ids, mutual_tls=False, tokens=None)
+        """The coordinator's identity rule: an agent's link may only speak as itself."""
         self.operator_token = operator_token
         """The token qmix-deploy must present; None: Deploy only from loopback."""
 
@@ -464,13 +460,12 @@ class MissionServicer(mpb_grpc.MissionServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
         hello = first.hello
         try:
-            self.auth.check(context, hello.agent_id, "connect")
+            self.authority.authorize(
+                credentials(context, self.authority), hello.agent_id, "a mission link"
+            )
             link = c.attach(hello.agent_id, hello.version, asyncio.get_running_loop())
-        except IdentityError as e:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(e))
-            return
-        except MissionRefusal as e:
-            await context.abort(getattr(grpc.StatusCode, e.code), e.detail)
+        except Refusal as e:
+            await context.abort(e.code, e.detail)
             return
 
         async def read() -> None:

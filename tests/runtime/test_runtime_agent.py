@@ -156,7 +156,7 @@ def test_field_mode_with_the_example_plugin(
     for t in threads:
         t.join(10)
     assert summary.finished and [e["steps"] for e in summary.episodes] == [4, 4]
-    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     assert len(steps) == 8
     assert all(set(r["reports"]) == {"agent_0", "agent_1"} for r in steps)
     assert all("distance" in rep for r in steps for rep in r["reports"].values())

@@ -15,7 +15,13 @@ from runtime_doubles import SHA, FakePolicy, Harness
 
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner
-from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
+from qmix_edge.runtime.coordinator import (
+    Authority,
+    Coordinator,
+    CoordinatorConfig,
+    Credentials,
+    Refusal,
+)
 from qmix_edge.runtime.errors import RuntimeFailure, TeamMismatchError
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
@@ -87,8 +93,8 @@ def start_runner(h: Harness, agent_id: str) -> AgentRunner:
 
 
 def records(h: Harness) -> list[dict[str, Any]]:
-    assert h.coordinator._record_path is not None
-    return list(read_records(h.coordinator._record_path))
+    assert h.coordinator.record_path is not None
+    return list(read_records(h.coordinator.record_path))
 
 
 # ------------------------------------------------------------------------------------ joins
@@ -309,3 +315,82 @@ def test_oversized_message_is_refused_and_server_stays_up(make_harness: Any) -> 
         stub.Join(join_request(client_name="x" * 4096), timeout=5)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert stub.Join(join_request(), timeout=5).session_id
+
+
+# ------------------------------------------------------------------------ the identity rule
+TOKENS = {"agent_0": "token-0", "agent_1": "token-1"}
+
+
+@pytest.mark.parametrize(
+    ("mutual_tls", "tokens", "caller", "code"),
+    [
+        (False, None, Credentials("p"), None),  # no identity configured: anyone
+        (False, TOKENS, Credentials("p", token="token-0"), None),
+        (False, TOKENS, Credentials("p", token="token-0", token_agent_id="agent_0"), None),
+        (False, TOKENS, Credentials("p"), grpc.StatusCode.UNAUTHENTICATED),
+        (False, TOKENS, Credentials("p", token="token-1"), grpc.StatusCode.UNAUTHENTICATED),
+        (
+            False,
+            TOKENS,
+            Credentials("p", token="token-1", token_agent_id="agent_1"),
+            grpc.StatusCode.PERMISSION_DENIED,  # proven to be agent_1
+        ),
+        (
+            False,
+            TOKENS,
+            Credentials("p", token="forged", token_agent_id="agent_1"),
+            grpc.StatusCode.UNAUTHENTICATED,  # claims agent_1 without its token: proves nothing
+        ),
+        (True, None, Credentials("p", certificate="agent_0"), None),
+        (True, None, Credentials("p", certificate="agent_1"), grpc.StatusCode.PERMISSION_DENIED),
+        (True, None, Credentials("p"), grpc.StatusCode.PERMISSION_DENIED),  # names nobody
+        (True, TOKENS, Credentials("p", certificate="agent_0", token="token-0"), None),
+        (
+            True,
+            TOKENS,
+            Credentials("p", certificate="agent_1", token="token-0"),
+            grpc.StatusCode.PERMISSION_DENIED,  # the token and the certificate disagree
+        ),
+    ],
+)
+def test_one_identity_rule_for_every_carrier(
+    mutual_tls: bool,
+    tokens: dict[str, str] | None,
+    caller: Credentials,
+    code: grpc.StatusCode | None,
+) -> None:
+    authority = Authority(["agent_0", "agent_1"], mutual_tls=mutual_tls, tokens=tokens)
+    if code is None:
+        authority.authorize(caller, "agent_0", "a Join")
+        return
+    with pytest.raises(Refusal) as refused:
+        authority.authorize(caller, "agent_0", "a Join")
+    assert refused.value.code == code
+    assert "agent_0" in refused.value.detail
+
+
+# ---------------------------------------------------------------------- observers and CLI
+def test_wait_until_gives_up_after_its_timeout_and_sees_seats(make_harness: Any) -> None:
+    h = make_harness()
+    assert h.coordinator.wait_until(lambda c: False, 0.01) is False
+    agent = ManualAgent(h, "agent_0")
+    assert h.coordinator.wait_until(lambda c: c.live_agents() == ("agent_0",), 10)
+    assert h.coordinator.session_agent(agent.join.session_id) == "agent_0"
+    agent.close()
+    assert h.coordinator.wait_until(lambda c: c.live_agents() == (), 10)
+    assert h.coordinator.session_agent(agent.join.session_id) is None
+
+
+def test_a_bug_in_the_cli_is_raised_with_its_traceback_not_called_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from qmix_edge.runtime.coordinator import TeamSpec, main
+
+    def broken(*args: Any, **kwargs: Any) -> TeamSpec:
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(TeamSpec, "from_artifacts", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug"):  # python -m: traceback, exit 1
+        main(["--artifacts", "/nonexistent"])
+    monkeypatch.undo()
+    assert main(["--artifacts", "/nonexistent"]) == 2  # the missing artifact is a config error

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_doubles import CountingAnswerer, FakePolicy, Harness, answered
+from runtime_doubles import CountingAnswerer, FakePolicy, Harness
 
 from qmix_edge.runtime import lane, wire
 from qmix_edge.runtime.agent import AgentRunner
@@ -141,13 +141,21 @@ def test_lane_client_interrupt_unblocks_recv() -> None:
         client = lane.LaneClient("127.0.0.1", srv.getsockname()[1], max_message_bytes=1024)
         conn, _ = srv.accept()
         with conn:
-            got: list[Any] = ["pending"]
-            t = threading.Thread(target=lambda: got.__setitem__(0, client.recv()))
+            got: list[Any] = []
+            first = threading.Event()
+
+            def read() -> None:
+                got.append(client.recv())
+                first.set()
+                got.append(client.recv())  # nothing more comes: blocks until interrupted
+
+            t = threading.Thread(target=read)
             t.start()
-            time.sleep(0.05)
+            conn.sendall(lane.encode_frame(_steps(1)[0]))
+            assert first.wait(5)
             client.interrupt()
             t.join(5)
-            assert not t.is_alive() and got == [None]
+            assert not t.is_alive() and got == [_steps(1)[0], None]
             client.close()
 
 
@@ -204,12 +212,12 @@ def run_team(h: Harness, how: dict[str, str]) -> list[AgentRunner]:
 
 
 def carriers(h: Harness) -> dict[str, str]:
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     return {r["agent_id"]: r["carrier"] for r in recs if r["type"] == "attach"}
 
 
 def step_facts(h: Harness) -> list[tuple[Any, ...]]:
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     return [
         (r["episode_index"], r["step"], tuple(r["actions"]), r["reward"], tuple(r["fallback"]))
         for r in recs
@@ -218,7 +226,7 @@ def step_facts(h: Harness) -> list[tuple[Any, ...]]:
 
 
 def joined_on_lane(h: Harness) -> dict[str, bool]:
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     return {r["agent_id"]: r["via"] == "lane" for r in recs if r["type"] == "join"}
 
 
@@ -265,16 +273,15 @@ def test_a_broken_lane_is_a_disconnect_and_the_agent_rejoins_on_a_new_lane(
     h = make_harness(episodes=40, step_deadline_ms=2000, step_period_ms=5, team_wait_s=10)
     runners = run_team(h, {"agent_0": "lane", "agent_1": how})
     victim = runners[1]
-    answered(victim, 5)
-    lane = victim.lane
-    assert lane is not None, "agent_1 does not step on the lane"
-    lane.interrupt()  # the link breaks under the agent (as a cut cable would)
+    wait_for_decisions(h, "agent_1", 5)
+    assert victim.lane is not None, "agent_1 never stepped on the lane"
+    victim.lane.interrupt()  # the link breaks under the agent (as a cut cable would)
     summary = h.wait(60)
     assert summary.finished
     c = summary.counters["agent_1"]
     assert c.joins == 2 and c.rejoins == 1 and c.disconnects == 1
     assert victim.stats.sessions == 2
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     assert [r["carrier"] for r in recs if r["type"] == "attach" and r["agent_id"] == "agent_1"] == [
         "lane",
         "lane",
@@ -304,18 +311,33 @@ def test_lane_port_out_of_range_is_a_config_error() -> None:
 
 
 # ------------------------------------------------------------- joining on the lane alone
+def wait_for_decisions(h: Harness, agent_id: str, n: int, timeout: float = 20.0) -> None:
+    """Until the coordinator has applied ``n`` replies of ``agent_id`` as sent."""
+    served = h.coordinator.wait_until(lambda c: c.counters[agent_id].decisions >= n, timeout)
+    assert served, f"{agent_id} answered no {n} steps"
+
+
+def wait_for_empty_seats(h: Harness, *agent_ids: str, timeout: float = 10.0) -> None:
+    """Until no session holds the seats of ``agent_ids`` (every seat without any)."""
+
+    def free(c: Coordinator) -> bool:
+        live = c.live_agents()
+        return not live if not agent_ids else not set(agent_ids) & set(live)
+
+    assert h.coordinator.wait_until(free, timeout), (
+        f"seats still taken: {h.coordinator.live_agents()}"
+    )
+
+
 def test_a_lane_only_agent_that_stops_leaves_and_its_seat_is_free(make_harness: Any) -> None:
     h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
     runners = run_team(h, {"agent_0": "lane-only", "agent_1": "lane-only"})
-    answered(runners[0], 3)
+    wait_for_decisions(h, "agent_0", 3)
     runners[0].stop()
-    deadline = time.monotonic() + 10
-    while h.coordinator._live.get(0) is not None:
-        assert time.monotonic() < deadline, "agent_0's seat was never freed"
-        time.sleep(0.005)
+    wait_for_empty_seats(h, "agent_0")
     h.coordinator.request_stop()
     h.wait()
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     leaves = [r["reason"] for r in recs if r["type"] == "leave" and r["agent_id"] == "agent_0"]
     assert leaves[0] == "left: agent stopping"  # said, not cut
     assert h.summary.counters["agent_0"].disconnects == 0
@@ -338,22 +360,19 @@ def test_a_lane_only_agent_the_team_refuses_exits_2(
     h = make_harness(episodes=1)
     r = AgentRunner(policy, None, step_lane_address=f"127.0.0.1:{h.coordinator.lane_port}")
     assert r.run() == code
-    deadline = time.monotonic() + 10
-    while h.coordinator._live:  # nothing left holding a seat (the lane's close frees it)
-        assert time.monotonic() < deadline, "a refused agent still holds a seat"
-        time.sleep(0.005)
+    wait_for_empty_seats(h)  # nothing left holding a seat (the lane's close frees it)
     h.coordinator.close(grace_s=0.1)
 
 
 def test_a_second_live_lane_only_agent_is_refused_and_retries(make_harness: Any) -> None:
     h = make_harness(episodes=0, step_period_ms=5, step_deadline_ms=2000, team_wait_s=10)
-    first = run_team(h, {"agent_0": "lane-only", "agent_1": "lane"})
-    answered(first[0], 2)
+    run_team(h, {"agent_0": "lane-only", "agent_1": "lane"})
+    wait_for_decisions(h, "agent_0", 2)
     twin = runner(h, "agent_0", "lane-only", give_up_s=0.5)
     assert twin.run() == 1  # ALREADY_EXISTS is retried, then it gives up; never admitted
     assert twin.stats.sessions == 0
-    before = first[0].stats.steps
-    answered(first[0], before + 2)  # the rightful agent_0 still steps
+    before = h.coordinator.counters["agent_0"].decisions
+    wait_for_decisions(h, "agent_0", before + 2)  # the rightful agent_0 still steps
     h.coordinator.request_stop()
     h.wait()
 
@@ -395,7 +414,7 @@ def test_frames_sent_with_the_join_wait_for_its_answer(make_harness: Any) -> Non
     assert got[0].join_reply.step_lane_port == h.coordinator.lane_port
     h.coordinator.request_stop()
     h.wait()
-    recs = read_records(h.record_path)  # type: ignore[arg-type]
+    recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     assert [(r["type"], r.get("reason")) for r in recs if r["type"] in ("join", "leave")] == [
         ("join", None),
         ("leave", "left: pipelined"),
@@ -408,17 +427,14 @@ def test_a_lane_that_closes_while_its_join_is_decided_frees_the_seat(make_harnes
     for _ in range(3):  # each time the seat is free again for the next one
         with raw_lane(h) as sock:
             sock.sendall(lane_join_frame())
-        deadline = time.monotonic() + 10
-        while h.coordinator._live:
-            assert time.monotonic() < deadline, "the seat stayed taken"
-            time.sleep(0.005)
+        wait_for_empty_seats(h)
     h.coordinator.request_stop()
     h.wait()
 
 
 def test_join_on_a_stopping_coordinator_is_unavailable_and_retried(make_harness: Any) -> None:
     h = make_harness(episodes=1)
-    h.coordinator._stopping.set()
+    h.coordinator.request_stop()  # new Joins are refused from now on
     with raw_lane(h) as sock:
         sock.sendall(lane_join_frame())
         (bye,) = read_frames(sock, until=lambda m: True)

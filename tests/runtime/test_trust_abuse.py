@@ -28,7 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_doubles import SHA, CountingAnswerer, FakePolicy, Harness, answered, two_step_team
+from runtime_doubles import SHA, CountingAnswerer, FakePolicy, Harness, two_step_team
 from trust_pki import Pki, make_pki
 
 from qmix_edge.envs import TwoStepGame
@@ -146,8 +146,12 @@ class Arena:
     def wait_served(self, timeout: float = 20.0) -> None:
         """A new team step completes with the honest agent's own decision (no fallback)."""
         c = self.c.counters["agent_1"]
-        fallbacks = c.fallbacks
-        answered(self.honest, self.honest.stats.steps + 2, timeout)
+        fallbacks, before = c.fallbacks, c.decisions
+        served = self.c.wait_until(
+            lambda _: c.decisions >= before + 2 or not self.honest_thread.is_alive(), timeout
+        )
+        assert self.honest_thread.is_alive(), f"{self.name}: the honest agent exited"
+        assert served, f"{self.name}: the honest agent is not served"
         assert c.fallbacks == fallbacks, f"{self.name}: the honest agent got a fallback"
         health = health_pb2_grpc.HealthStub(self.channel())
         status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5).status
@@ -238,7 +242,7 @@ def join_request(agent_id: str = "agent_0", **kw: Any) -> pb.JoinRequest:
 
 def give_back_seat(arena: Arena, stub: Any, session_id: str) -> None:
     """Leave agent_0's seat when an abuse case's session still holds it."""
-    if session_id in arena.c._sessions:
+    if arena.c.session_agent(session_id) is not None:
         stub.Leave(
             pb.LeaveRequest(session_id=session_id, reason="abuse case over"),
             timeout=5,
@@ -557,7 +561,7 @@ def test_session_hijack_with_another_certificate(mtls: Arena) -> None:
             attach = pb.AgentMessage(attach=pb.Attach(session_id=s.join.session_id))
             stream = status_of(lambda: list(thief.Steps(iter([attach]), timeout=5)))
             ch.close()
-            assert s.join.session_id in mtls.c._sessions  # untouched
+            assert mtls.c.session_agent(s.join.session_id) == "agent_0"  # untouched
             return leave if leave == stream else f"{leave.name}/{stream.name}"
         finally:
             s.close()
@@ -605,9 +609,7 @@ def test_stale_replayed_and_future_step_replies_are_discarded(
             s.reply(req.episode_id - 1, req.step, 1)  # an old episode
             s.reply(req.episode_id + 5, 0, 1)  # an episode that does not exist yet
             nxt = s.next_request()
-            deadline = time.monotonic() + 10
-            while c.late_replies < late0 + 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            mtls.c.wait_until(lambda _: c.late_replies >= late0 + 4, 10)  # counted on arrival
             assert nxt.previous_action == 0 or nxt.episode_id != req.episode_id
             return f"discarded, {c.late_replies - late0} counted late"
         finally:
@@ -632,7 +634,7 @@ def test_out_of_range_action_gets_the_fallback(mtls: Arena) -> None:
             s.next_request()  # the step was closed and recorded before the next one was sent
             rec = next(
                 r
-                for r in read_records(mtls.c._record_path)  # type: ignore[arg-type]
+                for r in read_records(mtls.c.record_path)  # type: ignore[arg-type]
                 if r["type"] == "step"
                 and (r["episode_id"], r["step"]) == (req.episode_id, req.step)
             )
@@ -831,7 +833,9 @@ def test_step_lane_token_abuse(tokens: Arena, case: str, token: str) -> None:
         try:
             attach = pb.AgentMessage(attach=pb.Attach(session_id=join.session_id, token=token))
             got = lane_raw(tokens, frame(attach.SerializeToString()), cert=None)
-            assert join.session_id in tokens.c._sessions  # the seat is still the joiner's
+            assert (
+                tokens.c.session_agent(join.session_id) is not None
+            )  # the seat is still the joiner's
             return got
         finally:
             stub.Leave(pb.LeaveRequest(session_id=join.session_id), metadata=tokens.metadata())
@@ -849,7 +853,7 @@ def test_step_lane_garbage_after_attach(mtls: Arena) -> None:
         got = lane_answer(s.client)
         s.close()
         assert mtls.c.counters["agent_0"].malformed == before + 1
-        assert s.join.session_id not in mtls.c._sessions
+        assert mtls.c.session_agent(s.join.session_id) is None
         return got
 
     observe(mtls, "step lane: garbage frame after attach", Code.INVALID_ARGUMENT, case)
@@ -914,17 +918,19 @@ def test_honest_agent_0_takes_its_seat_after_all_abuse(
     for arena in (mtls, tokens):
 
         def case(arena: Arena = arena) -> str:
+            c = arena.c.counters["agent_0"]
             r = arena.runner("agent_0", lane_only=lane_only)
             t = threading.Thread(target=r.run, daemon=True)
+            start = c.decisions
             t.start()
-            answered(r, 3)
-            f0 = arena.c.counters["agent_0"].fallbacks
-            before = r.stats.steps
-            # Count once the steps it answered are closed (the lockstep clock sends the next
-            # request only then), and before it leaves: the step in flight when it says Leave
-            # rightly gets its fallback.
-            answered(r, before + 4)
-            f1 = arena.c.counters["agent_0"].fallbacks
+            served = arena.c.wait_until(lambda _: c.decisions >= start + 3 or not t.is_alive(), 20)
+            assert served and t.is_alive(), "agent_0 not served"
+            f0, before = c.fallbacks, c.decisions
+            # Count once a step it answered has closed, and before it leaves: the step in flight
+            # when it says Leave rightly gets its fallback.
+            served = arena.c.wait_until(lambda _: c.decisions >= before + 3, 20)
+            assert served, "agent_0 stopped being served"
+            f1 = c.fallbacks
             r.stop()
             t.join(10)
             return "served" if f1 == f0 else "fallbacks"

@@ -233,7 +233,9 @@ def run_with_slow_agent_1(h: Harness, proxy_factory: Any, delay_s: float, carrie
         threading.Thread(target=r.run, daemon=True).start()
     summary = h.wait(60)
     carriers = {
-        r["agent_id"]: r["carrier"] for r in read_records(h.record_path) if r["type"] == "attach"
+        r["agent_id"]: r["carrier"]
+        for r in read_records(h.coordinator.record_path)
+        if r["type"] == "attach"
     }
     assert carriers["agent_1"] == carrier
     return summary
@@ -248,7 +250,7 @@ def test_slow_link_within_the_deadline_is_exact(
     assert summary.finished
     assert summary.counters["agent_1"].fallbacks == 0
     assert summary.counters["agent_1"].late_replies == 0
-    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     # the round trip through the link is at least 2 x 30 ms (a lower bound, not a timing)
     assert len(steps) == 6 and all(r["exchange_us"] >= 60_000 for r in steps)
 
@@ -261,7 +263,7 @@ def test_slow_link_beyond_the_deadline_is_never_applied(
     h = make_harness(episodes=3, step_deadline_ms=30, lease_steps=1000, team_wait_s=10)
     summary = run_with_slow_agent_1(h, proxy_factory, 0.06, carrier)
     assert summary.finished
-    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     assert len(steps) == 6
     assert all("agent_1" in r["fallback"] and r["actions"][1] == 1 for r in steps)
     c = summary.counters["agent_1"]
@@ -285,7 +287,7 @@ def test_dropped_replies_each_cost_exactly_one_fallback(make_harness: Any) -> No
     h = make_harness(episodes=8, step_deadline_ms=500, lease_steps=1000, team_wait_s=10)
     summary, lossy = run_with_a_faulty_agent_1(h, AgentFaults(drop_fraction=0.5, drop_seed=3))
     assert summary.finished
-    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
     assert len(steps) == 16
     dropped = lossy.dropped
     assert 0 < dropped < 16  # seeded: some, not all

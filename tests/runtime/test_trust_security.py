@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,9 @@ from qmix_edge.runtime import coordinator as coordinator_cli
 from qmix_edge.runtime import wire
 from qmix_edge.runtime.agent import AgentRunner, Backoff
 from qmix_edge.runtime.agent.carriers import LaneExchange, Link, SessionEnd, SessionOutcome
+from qmix_edge.runtime.artifact import ArtifactError
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
+from qmix_edge.runtime.coordinator.cli import build_coordinator, parse_args
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
 from qmix_edge.runtime.security import (
@@ -171,9 +174,9 @@ def test_another_agents_certificate_cannot_attach_to_or_end_its_session(
     )
     leave = pb.LeaveRequest(session_id=session, reason="hijack")
     assert code_of(lambda: thief.Leave(leave, timeout=5)) == grpc.StatusCode.PERMISSION_DENIED
-    assert h.coordinator._sessions[session].agent_id == "agent_0"  # still there
+    assert h.coordinator.session_agent(session) == "agent_0"  # still there
     own.Leave(pb.LeaveRequest(session_id=session, reason="done"), timeout=5)
-    assert session not in h.coordinator._sessions
+    assert h.coordinator.session_agent(session) is None
 
 
 # ----------------------------------------------------------------------------------- tokens
@@ -294,12 +297,11 @@ def test_cert_identity_prefers_the_san_uri() -> None:
         (["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], "cannot read"),
     ],
 )
-def test_coordinator_cli_security_errors(
-    argv: list[str], match: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.ERROR):
-        assert coordinator_cli.main(["--artifacts", "/nonexistent", *argv]) == 2
-    assert match in caplog.text
+def test_coordinator_cli_security_errors(argv: list[str], match: str) -> None:
+    argv = ["--artifacts", "/nonexistent", *argv]
+    assert coordinator_cli.main(argv) == 2
+    with pytest.raises(SecurityConfigError, match=re.escape(match)):
+        build_coordinator(parse_args(argv))
 
 
 @pytest.mark.parametrize(
@@ -356,14 +358,16 @@ def _unusable_tls_files(pki: Pki, tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_coordinator_refuses_unusable_tls_files_at_start_up(
-    case: str, files: Any, pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    case: str, files: Any, pki: Pki, tmp_path: Path
 ) -> None:
     """gRPC finds bad TLS material only when it binds, and then says the port is in use (exit 1):
     the files are checked first, and the error names them (exit 2, a config error)."""
-    argv = [str(a) for a in files(_unusable_tls_files(pki, tmp_path), pki)]
-    with caplog.at_level(logging.ERROR):
-        assert coordinator_cli.main(["--artifacts", "/nonexistent", *argv]) == 2, case
-    assert "cannot be used" in caplog.text and "port is in use" not in caplog.text
+    argv = ["--artifacts", "/nonexistent"]
+    argv += [str(a) for a in files(_unusable_tls_files(pki, tmp_path), pki)]
+    assert coordinator_cli.main(argv) == 2, case
+    with pytest.raises(SecurityConfigError, match="cannot be used") as refused:
+        build_coordinator(parse_args(argv))
+    assert "port is in use" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -437,15 +441,12 @@ def test_tls_files_spoilt_after_start_up_are_retried_not_fatal(pki: Pki, tmp_pat
     assert runner.stats.sessions == 0
 
 
-def test_plain_text_off_loopback_is_allowed_only_when_asked(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+def test_plain_text_off_loopback_is_allowed_only_when_asked() -> None:
     # --allow-insecure passes the transport check; the bogus artifact is the next error.
-    with caplog.at_level(logging.ERROR):
-        code = coordinator_cli.main(
-            ["--artifacts", "/nonexistent", "--host", "0.0.0.0", "--allow-insecure"]
-        )
-    assert code == 2 and "not loopback" not in caplog.text
+    argv = ["--artifacts", "/nonexistent", "--host", "0.0.0.0", "--allow-insecure"]
+    assert coordinator_cli.main(argv) == 2
+    with pytest.raises(ArtifactError):
+        build_coordinator(parse_args(argv))
 
 
 def test_tokens_file_round_trip(tmp_path: Path) -> None:
