@@ -33,6 +33,7 @@ import onnx
 from tqdm import tqdm
 
 import qmix_edge
+from qmix_edge.common import atomic
 from qmix_edge.envs import EnvSpec, TeamEnv
 from qmix_edge.runtime.artifact import (
     METADATA_AGENT_KEY,
@@ -43,8 +44,6 @@ from qmix_edge.runtime.artifact import (
     Manifest,
     ParityFigures,
     VariantEntry,
-    atomic_write_bytes,
-    fsync_dir,
     sha256_bytes,
 )
 from qmix_edge.runtime.tensors import MANIFEST_FILE, MANIFEST_FORMAT_VERSION
@@ -367,11 +366,11 @@ def export_agent_networks(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
         for name, data in files.items():
-            atomic_write_bytes(tmp / name, data)
-        atomic_write_bytes(tmp / MANIFEST_FILE, manifest_bytes)
+            atomic.write_bytes(tmp / name, data)
+        atomic.write_bytes(tmp / MANIFEST_FILE, manifest_bytes)
         public_key = None
         if key is not None:
-            atomic_write_bytes(tmp / SIGNATURE_FILE, sign(manifest_bytes, key))
+            atomic.write_bytes(tmp / SIGNATURE_FILE, sign(manifest_bytes, key))
             public_key = key.public_key()
         _self_check(tmp, manifest, public_key)
         os.chmod(tmp, 0o755)
@@ -429,7 +428,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
             with contextlib.suppress(OSError):
                 os.replace(old, out)
         raise
-    fsync_dir(out.parent)
+    atomic.fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 

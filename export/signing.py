@@ -16,7 +16,7 @@ from typing import Final
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from qmix_edge.runtime.artifact import atomic_write_bytes
+from qmix_edge.common import atomic
 
 from .errors import ExportConfigError
 
@@ -45,8 +45,8 @@ def generate_keypair(out_dir: str | os.PathLike[str], *, force: bool = False) ->
     pub = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    atomic_write_bytes(priv_path, priv, mode=0o600)
-    atomic_write_bytes(pub_path, pub, mode=0o644)
+    atomic.write_bytes(priv_path, priv, mode=0o600)
+    atomic.write_bytes(pub_path, pub, mode=0o644)
     return priv_path, pub_path
 
 
