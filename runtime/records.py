@@ -51,8 +51,36 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION: Final = 2
 """The record schema this module writes (1: records that carry no version)."""
 
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
-"""One compact encoder for every line (``json.dumps`` would rebuild its arguments per call)."""
+
+def _line_encoder() -> Callable[[Any], str]:
+    """record -> its compact JSON, exactly as ``json.JSONEncoder(separators=(",", ":")).encode``
+    writes it, through json's C encoder built once: ``JSONEncoder.encode`` builds it anew on every
+    call, which cost more than the schema check the write path now makes. Without the C
+    accelerator, the encoder's own ``encode``. There is no circular-reference check: a record is
+    flat data this module's callers build (a cycle would be a bug, and raises RecursionError)."""
+    from json import encoder as json_encoder
+
+    compact = json.JSONEncoder(separators=(",", ":"))
+    make = getattr(json_encoder, "c_make_encoder", None)
+    if make is None:
+        return compact.encode
+    # The arguments JSONEncoder.iterencode passes, for the compact encoder above.
+    c_encode = make(
+        None,  # markers: no circular-reference check
+        compact.default,
+        json_encoder.encode_basestring_ascii,  # ensure_ascii
+        None,  # indent
+        ":",
+        ",",
+        False,  # sort_keys
+        False,  # skipkeys
+        True,  # allow_nan
+    )
+    return lambda record: "".join(c_encode(record, 0))
+
+
+_ENCODE: Final = _line_encoder()
+"""One compact encoder for every line, built once."""
 
 
 class RecordError(RuntimeFailure, ValueError):
@@ -403,7 +431,7 @@ class RecordWriter:
             return  # not reached
         if schema.cls is RunStart:
             record = {**record, "schema": SCHEMA_VERSION}
-        data = (_ENCODER.encode(record) + "\n").encode("utf-8")
+        data = (_ENCODE(record) + "\n").encode("utf-8")
         with self._lock:
             f = self._file
             if f is None:

@@ -31,11 +31,12 @@ from qmix_edge.runtime.records import (
     Step,
     read_records,
     resume_point,
+    to_json,
 )
 
 ONE_OF_EACH: list[Record] = [
     RunStart("c1", "team", "simulation", resumed_from=0, time=1.5),
-    Join("agent_0", "s1", "dev-0", rejoin=False, peer="ipv4:127.0.0.1:1", via="lane"),
+    Join("agent_0", "s1", 'drône-0 "α"', rejoin=False, peer="ipv4:127.0.0.1:1", via="lane"),
     Attach("agent_0", "s1", carrier="lane"),
     EpisodeStart(episode_id=1, episode_index=0, seed=7),
     Step(
@@ -78,6 +79,21 @@ def test_every_record_type_reads_back_as_itself(tmp_path: Path) -> None:
     assert first["type"] == "run_start" and first["schema"] == SCHEMA_VERSION
     end = json.loads(path.read_text().splitlines()[6])
     assert end["return"] == -0.5 and "team_return" not in end  # the JSON name is unchanged
+
+
+def test_each_line_is_the_compact_json_the_format_always_had(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    w = RecordWriter(path)
+    for r in ONE_OF_EACH:
+        w.append(r)
+    w.close()
+    expected = []
+    for r in ONE_OF_EACH:
+        obj = to_json(r)
+        if isinstance(r, RunStart):
+            obj["schema"] = SCHEMA_VERSION
+        expected.append(json.dumps(obj, separators=(",", ":")) + "\n")
+    assert path.read_bytes() == "".join(expected).encode("ascii")  # non-ASCII escaped, as before
 
 
 def test_the_coordinators_call_shape_is_checked_and_typed(tmp_path: Path) -> None:
