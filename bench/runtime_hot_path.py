@@ -4,7 +4,9 @@ Measured in one process, on this machine (no transport is involved; compare with
 step that bench/runtime_step_latency.py prints, on each carrier):
 1. the coordinator building one team step's StepRequests (N agents, reused messages), as
    the coordinator's step clock does;
-2. appending one step record to the JSONL run record (one unbuffered write);
+2. appending one step record to the JSONL run record (checked against the record schema, one
+   unbuffered write), against `UncheckedWriter`, the write path as it was before the schema (no
+   check, `JSONEncoder.encode` per line), in the same run;
 3. the agent answering one StepRequest (decode + validate the tensors, ONNX policy, reply), and the
    ONNX `policy.act` alone, on an exported GRU agent with random weights.
 
@@ -16,8 +18,10 @@ Needs the [train] extra (torch) to export the bench artifact; the measured code 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
+import threading
 import timeit
 from pathlib import Path
 from typing import Any
@@ -41,8 +45,35 @@ def best_us(fn: object, number: int) -> float:
     return min(timeit.repeat(fn, number=number, repeat=3)) / number * 1e6  # type: ignore[arg-type]
 
 
-def coordinator_costs(n: int, workdir: Path, number: int) -> tuple[float, float, Path, Any]:
-    """(us to build a team step's requests, us to append its step record, artifact, TeamStep)."""
+class UncheckedWriter:
+    """`RecordWriter`'s write path as it was before records had a schema (the baseline): one
+    shared compact encoder, one unbuffered write under a lock, no check of the record."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: Any = open(path, "ab", buffering=0)  # noqa: SIM115 - closed in close()
+        self._lock = threading.Lock()
+        self._encoder = json.JSONEncoder(separators=(",", ":"))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        data = (self._encoder.encode(record) + "\n").encode("utf-8")
+        with self._lock:
+            f = self._file
+            if f is None:
+                raise ValueError("closed")
+            written = f.write(data)
+            while written is not None and written < len(data):
+                data = data[written:]
+                written = f.write(data)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def coordinator_costs(
+    n: int, workdir: Path, number: int, rounds: int = 7
+) -> tuple[float, float, float, Path, Any]:
+    """(us to build a team step's requests, us to append its step record, the same before the
+    record schema, artifact, TeamStep)."""
     env = NullEnv(n, 250)
     art = export_bench_artifact(env.spec, workdir / f"art{n}")
     team = TeamSpec.from_artifacts(art)
@@ -65,6 +96,7 @@ def coordinator_costs(n: int, workdir: Path, number: int) -> tuple[float, float,
         **{"episode_id": 1, "episode_index": 0, "step": 5, "team_step": 100},
         "actions": list(range(n)),
         "fallback": [],
+        "invalid": [],
         "late": {},
         "exchange_us": 700,
         "t_ms": 12345.678,
@@ -73,25 +105,35 @@ def coordinator_costs(n: int, workdir: Path, number: int) -> tuple[float, float,
         "applied": True,
     }
     writer = RecordWriter(workdir / f"rec{n}.jsonl")
+    unchecked = UncheckedWriter(workdir / f"raw{n}.jsonl")
     try:
         t_build = best_us(build, number)
-        t_rec = best_us(lambda: writer.write_record(rec), number)
+        # Alternate the two, best of each, so a burst of load hits both alike.
+        t_rec, t_raw = float("inf"), float("inf")
+        for _ in range(rounds):
+            t_raw = min(t_raw, best_us(lambda: unchecked.write_record(rec), number))
+            t_rec = min(t_rec, best_us(lambda: writer.write_record(rec), number))
     finally:
         writer.close()
-    return t_build, t_rec, art, ts
+        unchecked.close()
+    return t_build, t_rec, t_raw, art, ts
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--agents", type=int, nargs="+", default=[3, 16], help="team sizes")
     ap.add_argument("--number", type=int, default=3000, help="calls per timing")
+    ap.add_argument(
+        "--rounds", type=int, default=7, help="alternations of the checked and unchecked record"
+    )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="qmix-hot-") as d:
         for n in args.agents:
-            t_build, t_rec, art, ts = coordinator_costs(n, Path(d), args.number)
+            t_build, t_rec, t_raw, art, ts = coordinator_costs(n, Path(d), args.number, args.rounds)
             print(
                 f"{n:>2} agents, coordinator: build a team step's requests {t_build:.1f} us, "
-                f"append its step record {t_rec:.1f} us"
+                f"append its step record {t_rec:.1f} us (the write path before the record schema "
+                f"{t_raw:.1f} us: ratio {t_rec / t_raw:.2f})"
             )
         policy = load_policy(str(art), "agent_0", None)
         runner = AgentRunner(policy, "127.0.0.1:1")

@@ -27,7 +27,6 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -36,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime_step_latency import NullEnv, export_bench_artifact, memory_mib
 
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 
 
 def rss_mib(pid: int) -> float:
@@ -135,18 +134,18 @@ def main(argv: list[str] | None = None) -> int:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        steps = [r for r in read_records(record) if r["type"] == "step"]
-    span = (steps[-1]["t_ms"] - steps[0]["t_ms"]) / 1000.0
-    ex = [r["exchange_us"] for r in steps]
+        steps = [r for r in read_records(record) if isinstance(r, Step)]
+    span = (steps[-1].t_ms - steps[0].t_ms) / 1000.0
+    ex = [r.exchange_us for r in steps]
     tenth = max(1, len(steps) // 10)
     first, last = steps[:tenth], steps[-tenth:]
 
-    def rate(rs: list[dict[str, Any]]) -> float:
-        dt = (rs[-1]["t_ms"] - rs[0]["t_ms"]) / 1000.0
+    def rate(rs: list[Step]) -> float:
+        dt = (rs[-1].t_ms - rs[0].t_ms) / 1000.0
         return (len(rs) - 1) / dt if dt > 0 else float("nan")
 
     c = coord.counters
-    fallbacks = sum(len(r["fallback"]) for r in steps)
+    fallbacks = sum(len(r.fallback) for r in steps)
     late = sum(x.late_replies for x in c.values())
     errors = len(died) + sum(x.deaths + x.disconnects + x.invalid_actions for x in c.values())
     agents = [a for a in team.agent_ids if a in start_rss and a in end_rss]

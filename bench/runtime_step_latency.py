@@ -51,7 +51,7 @@ from runtime_transport import run as raw_round_trip
 
 from qmix_edge.envs import AgentSpec, EnvSpec, StepResult, TeamEnv, TeamStep
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 
 OBS_DIM, N_ACTIONS = 18, 5  # simple_spread's sizes
 
@@ -253,7 +253,7 @@ def run_team(
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    recs = [r for r in read_records(record) if r["type"] == "step"]
+    recs = [r for r in read_records(record) if isinstance(r, Step)]
     coord_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     result["coordinator_cpu_us_per_step"] = coord_cpu / max(1, len(recs)) * 1e6
     result["agent_cpu_us_per_step"] = statistics.mean(agent_cpu.values()) / max(1, len(recs)) * 1e6
@@ -262,13 +262,13 @@ def run_team(
         / max(1, len(recs))
         * 1e6
     )
-    fallbacks = sum(len(r["fallback"]) for r in recs)
+    fallbacks = sum(len(r.fallback) for r in recs)
     # Steady state: drop each episode's first 5 steps (agents warming up after EpisodeStart).
-    steady = [r for r in recs if r["step"] >= 5]
-    ex = sorted(r["exchange_us"] for r in steady)
+    steady = [r for r in recs if r.step >= 5]
+    ex = sorted(r.exchange_us for r in steady)
     # Throughput over the whole run after the first episode (agents warm), boundaries included.
-    warm = [r for r in recs if r["episode_index"] >= 1] or recs
-    span_s = (warm[-1]["t_ms"] - warm[0]["t_ms"]) / 1000.0
+    warm = [r for r in recs if r.episode_index >= 1] or recs
+    span_s = (warm[-1].t_ms - warm[0].t_ms) / 1000.0
     result["steps_per_s"] = (len(warm) - 1) / span_s if span_s > 0 else float("nan")
     result["exchange_p50_us"] = statistics.median(ex)
     result["exchange_p99_us"] = ex[int(0.99 * (len(ex) - 1))]
@@ -278,7 +278,7 @@ def run_team(
     result["peak_rss_mib_mean"] = statistics.mean(m["peak"] for m in peaks.values())
     result["peak_anon_mib"], result["peak_file_mib"] = top["anon"], top["file"]
     result["uss_mib_max"] = max(uss.values())
-    decisions = sorted(us for r in steady for us in r["decision_us"].values())
+    decisions = sorted(us for r in steady for us in r.decision_us.values())
     result["decision_p50_us"] = statistics.median(decisions) if decisions else float("nan")
     result["steps"] = len(recs)
     return result

@@ -19,6 +19,7 @@ LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 GROUPS = {
     "run": "what to evaluate",
     "team": "the coordinator and the agents",
+    "procs": "the processes (start, stop, reconnect)",
     "trust": "trust (TLS, mutual TLS, tokens)",
     "net": "network namespaces",
 }
@@ -58,6 +59,15 @@ class EvalSecurity:
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"TLS/token files not found: {missing}")
+        if self.tokens is not None:
+            from ..security import SecurityConfigError, load_tokens
+
+            without = [a for a in agent_ids if a not in load_tokens(self.tokens)]
+            if without:
+                raise SecurityConfigError(
+                    f"--tokens {self.tokens} has no token for {without}; give every agent of the "
+                    "manifest its own token"
+                )
 
 
 def _path(text: str) -> Path:
@@ -127,6 +137,48 @@ class EvalConfig:
         "lane alone and load no gRPC. Implied by --no-step-lane.",
         group="team",
     )
+    team_wait_s: float = setting(
+        60.0,
+        "Before each episode the coordinator waits up to this long for every seat to be filled, "
+        "in seconds (qmix-coordinator --team-wait-s).",
+        group="procs",
+    )
+    coordinator_start_s: float = setting(
+        120.0,
+        "How long the coordinator may take to serve (report its ports) after each start, in "
+        "seconds; longer = a failure naming its log.",
+        group="procs",
+    )
+    unplanned_restart_ms: int = setting(
+        200,
+        "Down time before restarting a coordinator that stopped before the run finished without "
+        "a planned restart_coordinator fault (a planned one waits its restart_after_ms).",
+        group="procs",
+    )
+    agent_backoff_max_s: float = setting(
+        0.5,
+        "Largest delay between an agent's reconnect attempts, in seconds (qmix-agent "
+        "--backoff-max-s): short, so a restarted coordinator has its team back at once.",
+        group="procs",
+    )
+    agent_give_up_s: float = setting(
+        120.0,
+        "An agent exits (a failure) when the coordinator has been unreachable this long, in "
+        "seconds (qmix-agent --give-up-s); 0 = never.",
+        group="procs",
+    )
+    agents_exit_s: float = setting(
+        15.0,
+        "After the run finished, how long the agents get to exit on their own before they are "
+        "stopped, in seconds.",
+        group="procs",
+    )
+    stop_grace_s: float = setting(
+        5.0,
+        "A process told to stop (SIGTERM) that is still running after this long is killed, in "
+        "seconds.",
+        group="procs",
+    )
     tls_ca: Path | None = setting(
         None, "TLS: the CA of the coordinator's certificate.", parse=_path, group="trust"
     )
@@ -169,6 +221,23 @@ class EvalConfig:
         if self.team_policy not in TEAM_POLICIES:
             raise ValueError(
                 f"team_policy must be one of {TEAM_POLICIES}; found {self.team_policy!r}"
+            )
+        for name in (
+            "timeout_s",
+            "team_wait_s",
+            "coordinator_start_s",
+            "agent_backoff_max_s",
+            "agents_exit_s",
+            "stop_grace_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be > 0; found {getattr(self, name)}"
+                )
+        if self.unplanned_restart_ms < 0 or self.agent_give_up_s < 0:
+            raise ValueError(
+                "--unplanned-restart-ms and --agent-give-up-s must be >= 0 (0 = the agents never "
+                f"give up); found {self.unplanned_restart_ms} and {self.agent_give_up_s}"
             )
         if self.netns_rate and not self.netns:
             raise ValueError("--netns-rate needs --netns")

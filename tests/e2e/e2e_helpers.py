@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from qmix_edge.runtime.records import Record, Step
+
 
 def agent_cmd(artifacts: Path, agent: str, port: int, *extra: str) -> list[str]:
     """The `qmix-agent` command line for one agent dialling a coordinator on loopback (its gRPC
@@ -16,7 +18,7 @@ def agent_cmd(artifacts: Path, agent: str, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def replay_checked(env_id: str, records: list[dict], seed0: int, fallback: int = 0) -> int:  # type: ignore[type-arg]
+def replay_checked(env_id: str, records: list[Record], seed0: int, fallback: int = 0) -> int:
     """Replay a run record's applied actions in a fresh ``env_id`` env (episode i reset with
     ``seed0 + i``): every action must be allowed by its step's mask, and every substituted one
     (``fallback`` in the record) the legal-action rule's. Returns the steps replayed."""
@@ -27,18 +29,18 @@ def replay_checked(env_id: str, records: list[dict], seed0: int, fallback: int =
 
     env = make_env(env_id, n_agents=2)
     ids = [a.agent_id for a in env.spec.agents]
-    steps = [r for r in records if r["type"] == "step" and r["applied"]]
+    steps = [r for r in records if isinstance(r, Step) and r.applied]
     n = 0
-    for index in sorted({r["episode_index"] for r in steps}):
+    for index in sorted({r.episode_index for r in steps}):
         ts = env.reset(seed=seed0 + index)
-        for r in (r for r in steps if r["episode_index"] == index):
+        for r in (r for r in steps if r.episode_index == index):
             for i, a in enumerate(ids):
                 n_actions = env.spec.agents[i].n_actions
                 mask = ts.avail[i, :n_actions]
-                assert mask[r["actions"][i]], (r, mask)
-                if a in r["fallback"]:
-                    assert r["actions"][i] == substitute(fallback, n_actions, mask), (r, mask)
-            ts = env.step(np.asarray(r["actions"], dtype=np.int64)).next
+                assert mask[r.actions[i]], (r, mask)
+                if a in r.fallback:
+                    assert r.actions[i] == substitute(fallback, n_actions, mask), (r, mask)
+            ts = env.step(np.asarray(r.actions, dtype=np.int64)).next
             n += 1
     env.close()
     return n

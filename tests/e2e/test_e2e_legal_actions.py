@@ -27,7 +27,7 @@ from qmix_edge.runtime.artifact import Manifest
 from qmix_edge.runtime.coordinator import EXIT_INCOMPLETE_TEAM
 from qmix_edge.runtime.eval import EvalConfig, run_reference
 from qmix_edge.runtime.eval import main as eval_main
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import EpisodeEnd, RunEnd, Step, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -91,11 +91,11 @@ def test_a_killed_or_silent_agent_gets_legal_substitutions_and_the_run_finishes(
     a0 = report["agents"]["agent_0"]
     assert a0["fallbacks"] > 0 and a0["invalid"] == 0
     recs = list(read_records(tmp_path / "work" / "episodes.jsonl"))
-    steps = [r for r in recs if r["type"] == "step"]
+    steps = [r for r in recs if isinstance(r, Step)]
     if fault["kind"] == "kill":
         assert report["process"]["agent_starts"]["agent_0"] == 2
-        killed = next(r for r in steps if r["team_step"] == 5)
-        assert killed["fallback"] == ["agent_0"]  # mid-episode 0: its step became a substitution
+        killed = next(r for r in steps if r.team_step == 5)
+        assert killed.fallback == ("agent_0",)  # mid-episode 0: its step became a substitution
     assert replay_checked(env, recs, seed0=7) == len(steps) == 24
 
 
@@ -134,17 +134,18 @@ def test_a_hostile_agent_is_counted_invalid_and_the_returns_equal_the_rules_refe
                 p.kill()
                 p.wait(10)
     recs = list(read_records(tmp_path / "run.jsonl"))
-    ends = [r for r in recs if r["type"] == "episode_end"]
-    assert [e["reason"] for e in ends] == ["truncated"] * 3
-    stats = recs[-1]["stats"]
+    ends = [r for r in recs if isinstance(r, EpisodeEnd)]
+    assert [e.reason for e in ends] == ["truncated"] * 3
+    assert isinstance(recs[-1], RunEnd)
+    stats = recs[-1].stats
     assert stats["agent_1"]["invalid_actions"] == 24 and stats["agent_1"]["decisions"] == 0
     assert stats["agent_0"]["decisions"] == 24 and stats["agent_1"]["deaths"] == 0
-    steps = [r for r in recs if r["type"] == "step"]
-    assert all(r["invalid"] == ["agent_1"] for r in steps)
+    steps = [r for r in recs if isinstance(r, Step)]
+    assert all(r.invalid == ("agent_1",) for r in steps)
     assert replay_checked(env, recs, seed0=7) == 24
     cfg = EvalConfig(artifacts=artifacts, env=None, episodes=3, seed=7, report=tmp_path / "r.json")
     reference = run_reference(cfg, manifest.agent_ids, substituted={"agent_1"})
-    assert [e["return"] for e in ends] == reference
+    assert [e.team_return for e in ends] == reference
 
 
 @pytest.mark.slow
@@ -168,8 +169,8 @@ def test_a_coordinator_by_hand_with_a_seat_never_filled_exits_3_and_names_it(
                 p.wait(10)
     assert coord.returncode == EXIT_INCOMPLETE_TEAM, err[-3000:]
     end = list(read_records(tmp_path / "run.jsonl"))[-1]
-    assert end["type"] == "run_end" and "agent_1" in end["never_joined"]
-    assert end["exit_status"] == EXIT_INCOMPLETE_TEAM and end["incomplete_team_episodes"] == 1
+    assert isinstance(end, RunEnd) and "agent_1" in end.never_joined
+    assert end.exit_status == EXIT_INCOMPLETE_TEAM and end.incomplete_team_episodes == 1
     named = [line for line in err.splitlines() if "never joined:" in line]
     assert named and "agent_1" in named[0]
 

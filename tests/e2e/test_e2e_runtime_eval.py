@@ -24,7 +24,7 @@ from e2e_helpers import agent_cmd
 
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
 from qmix_edge.runtime.eval import main as eval_main
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import EpisodeEnd, RunEnd, Step, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,8 +100,8 @@ def strip(extra: tuple[str, ...], flag: str) -> list[str]:
     return list(extra[:i] + extra[i + 2 :])
 
 
-def step_records(tmp_path: Path) -> list[dict[str, Any]]:
-    return [r for r in read_records(tmp_path / "work" / "episodes.jsonl") if r["type"] == "step"]
+def step_records(tmp_path: Path) -> list[Step]:
+    return [r for r in read_records(tmp_path / "work" / "episodes.jsonl") if isinstance(r, Step)]
 
 
 def assert_untouched_episodes_exact(report: dict[str, Any]) -> None:
@@ -159,8 +159,8 @@ def test_killed_agent_falls_back_rejoins_and_run_completes(
     assert_untouched_episodes_exact(report)
     assert report["episodes"][0]["return"] == report["episodes"][0]["reference_return"]
     for r in step_records(tmp_path):
-        if "agent_0" in r["fallback"]:
-            assert r["actions"][0] == 0  # the manifest's fallback action
+        if "agent_0" in r.fallback:
+            assert r.actions[0] == 0  # the manifest's fallback action
 
 
 @pytest.mark.slow
@@ -186,10 +186,10 @@ def test_stalled_agent_late_replies_are_discarded_never_applied(
     steps = step_records(tmp_path)
     for r in steps:
         # Each step's action for agent_1 is either its own reply to THAT step or its fallback.
-        assert ("agent_1" in r["fallback"]) != ("agent_1" in r["decision_us"])
-        if "agent_1" in r["fallback"]:
-            assert r["actions"][1] == 0
-    late_steps = [r["team_step"] for r in steps if r["late"].get("agent_1")]
+        assert ("agent_1" in r.fallback) != ("agent_1" in r.decision_us)
+        if "agent_1" in r.fallback:
+            assert r.actions[1] == 0
+    late_steps = [r.team_step for r in steps if r.late.get("agent_1")]
     assert late_steps and min(late_steps) > 13
     # Episodes the stall did not touch (reset at episode start) are exact.
     assert_untouched_episodes_exact(report)
@@ -269,8 +269,8 @@ def test_qmix_agent_field_mode_runs_without_torch(
         assert "TORCH WAS IMPORTED" not in err
         assert "exits 0" in err.strip().splitlines()[-1]
     assert result["summary"].finished
-    steps = [r for r in read_records(tmp_path / "field.jsonl") if r["type"] == "step"]
-    assert len(steps) == 10 and all(len(r["reports"]) == 2 for r in steps)
+    steps = [r for r in read_records(tmp_path / "field.jsonl") if isinstance(r, Step)]
+    assert len(steps) == 10 and all(len(r.reports or ()) == 2 for r in steps)
     acted = [json.loads(x) for x in (tmp_path / "actions.jsonl").read_text().splitlines()]
     assert sum(not a["fallback"] for a in acted) == 20
 
@@ -323,7 +323,7 @@ def test_coordinator_sigterm_is_graceful(two_step_artifacts: Path, tmp_path: Pat
             )
             for a in ("agent_0", "agent_1")
         ]
-        while sum(r["type"] == "step" for r in read_records(record)) < 10:
+        while sum(isinstance(r, Step) for r in read_records(record)) < 10:
             assert coord.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         coord.send_signal(signal.SIGTERM)
@@ -331,9 +331,9 @@ def test_coordinator_sigterm_is_graceful(two_step_artifacts: Path, tmp_path: Pat
         assert coord.returncode == 0, err[-2000:]
         assert "run record appended to" in err.strip().splitlines()[-1]
         recs = list(read_records(record))
-        assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is False
-        ends = [r for r in recs if r["type"] == "episode_end"]
-        assert ends and all(e["reason"] in ("terminated", "stopped") for e in ends)
+        assert isinstance(recs[-1], RunEnd) and recs[-1].finished is False
+        ends = [r for r in recs if isinstance(r, EpisodeEnd)]
+        assert ends and all(e.reason in ("terminated", "stopped") for e in ends)
         for p in agents:
             _, aerr = p.communicate(timeout=60)
             assert p.returncode == 1  # gave up reconnecting: the coordinator stayed away

@@ -24,7 +24,16 @@ from e2e_helpers import agent_cmd
 from trust_certs import TOKENS, make_certs
 
 from qmix_edge.runtime.eval import main as eval_main
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import (
+    EpisodeEnd,
+    Join,
+    Leave,
+    Record,
+    RunEnd,
+    Step,
+    from_json,
+    read_records,
+)
 
 
 def eval_argv(artifacts: Path, tmp_path: Path, certs: dict[str, Path], episodes: int) -> list[str]:
@@ -51,8 +60,8 @@ def test_eval_over_mutual_tls_with_tokens_keeps_exact_parity(
     assert report["parity"]["all_equal"] and report["totals"]["fallbacks"] == 0
     for a in TOKENS:  # token files are private to their owner
         assert (work / f"{a}.token").stat().st_mode & 0o077 == 0
-    joins = [r for r in read_records(work / "episodes.jsonl") if r["type"] == "join"]
-    assert sorted(r["agent_id"] for r in joins) == ["agent_0", "agent_1"]
+    joins = [r for r in read_records(work / "episodes.jsonl") if isinstance(r, Join)]
+    assert sorted(r.agent_id for r in joins) == ["agent_0", "agent_1"]
 
 
 @pytest.mark.slow
@@ -87,11 +96,12 @@ def wait_for(pred: Any, what: str, timeout: float = 120.0) -> None:
         time.sleep(0.02)
 
 
-def raw_lines(path: Path) -> tuple[list[dict[str, Any]], str]:
-    """(every complete line parsed as JSON — any bad line fails the test, the torn tail)."""
+def raw_lines(path: Path) -> tuple[list[Record], str]:
+    """(every complete line parsed as JSON and as a record — any bad line fails the test, the
+    torn tail)."""
     text = path.read_text()
     *complete, tail = text.split("\n")
-    return [json.loads(line) for line in complete], tail
+    return [from_json(json.loads(line)) for line in complete], tail
 
 
 @pytest.mark.slow
@@ -113,14 +123,14 @@ def test_coordinator_kill_9_loses_at_most_the_line_in_flight_and_resume_complete
                     agent_cmd(two_step_artifacts, a, port, *AGENT_FLAGS), stderr=logs[a]
                 )
             )
-        wait_for(lambda: sum(r["type"] == "step" for r in read_records(record)) >= 15, "15 steps")
+        wait_for(lambda: sum(isinstance(r, Step) for r in read_records(record)) >= 15, "15 steps")
         os.kill(c1.pid, signal.SIGKILL)
         c1.wait(10)
         before, tail = raw_lines(record)  # every complete line is valid JSON
         assert tail == "" or not tail.endswith("\n")  # at most one torn line
-        steps = [r["team_step"] for r in before if r["type"] == "step"]
+        steps = [r.team_step for r in before if isinstance(r, Step)]
         assert steps == list(range(len(steps))) and len(steps) >= 15  # no hole up to the kill
-        assert not any(r["type"] == "run_end" for r in before)
+        assert not any(isinstance(r, RunEnd) for r in before)
         # the agents notice, hold their fallback, and reconnect to the restarted coordinator
         wait_for(
             lambda: "holding the fallback action" in (tmp_path / "agent_0.log").read_text(),
@@ -138,14 +148,12 @@ def test_coordinator_kill_9_loses_at_most_the_line_in_flight_and_resume_complete
         assert "torn line" in (tmp_path / "c2.log").read_text()  # cut off before appending
         recs, tail = raw_lines(record)  # the resumed record is valid JSONL throughout
         assert tail == "" and recs[: len(before)] == before
-        assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is True
+        assert isinstance(recs[-1], RunEnd) and recs[-1].finished is True
         done = {
-            r["episode_index"]
-            for r in recs
-            if r["type"] == "episode_end" and r["reason"] != "stopped"
+            r.episode_index for r in recs if isinstance(r, EpisodeEnd) and r.reason != "stopped"
         }
         assert done == set(range(40))
-        fresh_joins = [r for r in recs if r["type"] == "join" and r["rejoin"] is False]
+        fresh_joins = [r for r in recs if isinstance(r, Join) and r.rejoin is False]
         assert len(fresh_joins) >= 4  # both agents joined each coordinator instance
         for p in procs[1:3]:
             assert p.wait(60) == 0  # the agents finished with the run
@@ -182,10 +190,10 @@ def test_agent_kill_9_loses_no_team_step(two_step_artifacts: Path, tmp_path: Pat
     assert code == 0
     lines, tail = raw_lines(tmp_path / "work" / "episodes.jsonl")
     assert tail == ""  # the coordinator closed its record cleanly
-    steps = [r for r in lines if r["type"] == "step"]
-    assert [r["team_step"] for r in steps] == list(range(24))  # 12 two-step episodes, no hole
-    hit = [r for r in steps if "agent_1" in r["fallback"]]
-    assert hit and hit[0]["team_step"] >= 9  # the step in flight got the fallback, not lost
+    steps = [r for r in lines if isinstance(r, Step)]
+    assert [r.team_step for r in steps] == list(range(24))  # 12 two-step episodes, no hole
+    hit = [r for r in steps if "agent_1" in r.fallback]
+    assert hit and hit[0].team_step >= 9  # the step in flight got the fallback, not lost
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["agents"]["agent_1"]["rejoins_after_agent_faults"] >= 1
 
@@ -226,7 +234,7 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
         wait_for(
             lambda: (
                 sum(
-                    r["type"] == "step" and "agent_0" not in r["fallback"]
+                    isinstance(r, Step) and "agent_0" not in r.fallback
                     for r in read_records(record)
                 )
                 >= 10
@@ -236,19 +244,19 @@ def test_agent_sigterm_leaves_its_seat_and_the_team_goes_on(
         agents["agent_0"].send_signal(signal.SIGTERM)
         assert agents["agent_0"].wait(15) == 1  # stopped on request
         leave = next(
-            r for r in read_records(record) if r["type"] == "leave" and r["agent_id"] == "agent_0"
+            r for r in read_records(record) if isinstance(r, Leave) and r.agent_id == "agent_0"
         )
-        assert leave["reason"] == "left: agent stopping"
-        joins = [r for r in read_records(record) if r["type"] == "join"]
-        assert {r["via"] for r in joins} == {"lane" if dial == "lane-only" else "grpc"}
-        n_then = sum(r["type"] == "step" for r in read_records(record))
+        assert leave.reason == "left: agent stopping"
+        joins = [r for r in read_records(record) if isinstance(r, Join)]
+        assert {r.via for r in joins} == {"lane" if dial == "lane-only" else "grpc"}
+        n_then = sum(isinstance(r, Step) for r in read_records(record))
         wait_for(
-            lambda: sum(r["type"] == "step" for r in read_records(record)) >= n_then + 10,
+            lambda: sum(isinstance(r, Step) for r in read_records(record)) >= n_then + 10,
             "10 more steps without agent_0",
         )
-        later = [r for r in read_records(record) if r["type"] == "step"][n_then + 1 :]
-        assert all(r["fallback"] == ["agent_0"] for r in later)
-        assert all(r["exchange_us"] < 5_000_000 for r in later)  # never waited for the deadline
+        later = [r for r in read_records(record) if isinstance(r, Step)][n_then + 1 :]
+        assert all(r.fallback == ("agent_0",) for r in later)
+        assert all(r.exchange_us < 5_000_000 for r in later)  # never waited for the deadline
         coord.send_signal(signal.SIGTERM)
         assert coord.wait(30) == 0
     finally:

@@ -21,7 +21,7 @@ from qmix_edge.runtime.agent import AgentRunner, Backoff, main
 from qmix_edge.runtime.errors import RuntimeFailure
 from qmix_edge.runtime.field import FieldStep, load_callable
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -156,10 +156,10 @@ def test_field_mode_with_the_example_plugin(
     for t in threads:
         t.join(10)
     assert summary.finished and [e["steps"] for e in summary.episodes] == [4, 4]
-    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if isinstance(r, Step)]
     assert len(steps) == 8
-    assert all(set(r["reports"]) == {"agent_0", "agent_1"} for r in steps)
-    assert all("distance" in rep for r in steps for rep in r["reports"].values())
+    assert all(set(r.reports or ()) == {"agent_0", "agent_1"} for r in steps)
+    assert all("distance" in rep for r in steps for rep in (r.reports or {}).values())
     done = [json.loads(line) for line in log_path.read_text().splitlines()]
     decided = [d for d in done if not d["fallback"]]
     assert len(decided) == 16  # every step of both agents reached the actuator
@@ -167,7 +167,7 @@ def test_field_mode_with_the_example_plugin(
     by_step = {(d["agent_id"], d["step"], d["episode_id"]): d["action"] for d in decided}
     for r in steps:
         for i, a in enumerate(("agent_0", "agent_1")):
-            assert by_step[(a, r["step"], r["episode_id"])] == r["actions"][i]
+            assert by_step[(a, r.step, r.episode_id)] == r.actions[i]
 
 
 def run_agent_process(code: str) -> subprocess.CompletedProcess[str]:

@@ -25,7 +25,7 @@ from qmix_edge.runtime.coordinator import (
 from qmix_edge.runtime.errors import RuntimeFailure, TeamMismatchError
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Record, RunEnd, Step, read_records
 
 
 def join_request(agent_id: str = "agent_0", sha: str | None = None, **kw: Any) -> pb.JoinRequest:
@@ -92,7 +92,7 @@ def start_runner(h: Harness, agent_id: str) -> AgentRunner:
     return runner
 
 
-def records(h: Harness) -> list[dict[str, Any]]:
+def records(h: Harness) -> list[Record]:
     assert h.coordinator.record_path is not None
     return list(read_records(h.coordinator.record_path))
 
@@ -160,13 +160,13 @@ def test_full_team_runs_episodes_and_records_them(make_harness: Any) -> None:
     assert summary.finished
     assert [e["steps"] for e in summary.episodes] == [2, 2, 2]
     recs = records(h)
-    steps = [r for r in recs if r["type"] == "step"]
-    assert len(steps) == 6 and all(r["fallback"] == [] for r in steps)
+    steps = [r for r in recs if isinstance(r, Step)]
+    assert len(steps) == 6 and all(r.fallback == () for r in steps)
     # Each agent saw only its own observation, at its true size, bit for bit.
     for p in policies:
         assert all(obs.shape == (3,) and obs.dtype.name == "float32" for obs, _ in p.seen)
         assert p.resets >= 3  # join + one per episode
-    assert recs[-1]["type"] == "run_end" and recs[-1]["finished"] is True
+    assert isinstance(recs[-1], RunEnd) and recs[-1].finished is True
 
 
 def test_missed_deadline_gives_fallback_and_stale_reply_is_never_applied(make_harness: Any) -> None:
@@ -185,10 +185,10 @@ def test_missed_deadline_gives_fallback_and_stale_reply_is_never_applied(make_ha
     slow.reply(req1.episode_id, 1, action=1)  # the real answer to step 1
     summary = h.wait()
     slow.close()
-    steps = [r for r in records(h) if r["type"] == "step"]
-    assert steps[0]["actions"][1] == 1 and steps[0]["fallback"] == ["agent_1"]
-    assert steps[1]["actions"][1] == 1 and steps[1]["fallback"] == []
-    assert steps[1]["late"] == {"agent_1": 2}
+    steps = [r for r in records(h) if isinstance(r, Step)]
+    assert steps[0].actions[1] == 1 and steps[0].fallback == ("agent_1",)
+    assert steps[1].actions[1] == 1 and steps[1].fallback == ()
+    assert steps[1].late == {"agent_1": 2}
     c = summary.counters["agent_1"]
     assert (c.fallbacks, c.late_replies) == (1, 2)
     assert summary.counters["agent_0"].late_replies == 0
@@ -206,8 +206,8 @@ def test_invalid_action_is_replaced_by_fallback(make_harness: Any) -> None:
     summary = h.wait()
     bad.close()
     assert summary.counters["agent_1"].invalid_actions == 1
-    steps = [r for r in records(h) if r["type"] == "step"]
-    assert steps[0]["fallback"] == ["agent_1"] and steps[0]["actions"][1] == 1
+    steps = [r for r in records(h) if isinstance(r, Step)]
+    assert steps[0].fallback == ("agent_1",) and steps[0].actions[1] == 1
 
 
 @pytest.mark.parametrize("policy", ["abort_episode", "continue_degraded"])
@@ -225,21 +225,21 @@ def test_lease_expiry_and_team_policy(make_harness: Any, policy: str) -> None:
     first, second = summary.episodes
     c = summary.counters["agent_1"]
     assert c.deaths == 1
-    steps = [r for r in records(h) if r["type"] == "step" and r["episode_index"] == 0]
+    steps = [r for r in records(h) if isinstance(r, Step) and r.episode_index == 0]
     if policy == "abort_episode":
         assert first["reason"].startswith("aborted: agent_1")
-        assert steps[-1]["applied"] is False and first["steps"] == 2
+        assert steps[-1].applied is False and first["steps"] == 2
     else:
-        assert first["reason"] == "terminated" and all(s["applied"] for s in steps)
+        assert first["reason"] == "terminated" and all(s.applied for s in steps)
     # The dead agent is gone: the next episode runs with its fallback, without waiting for it;
     # under abort_episode its continued silence aborts that episode too.
     if policy == "abort_episode":
         assert second["reason"].startswith("aborted: agent_1")
     else:
         assert second["reason"] == "terminated"
-    later = [r for r in records(h) if r["type"] == "step" and r["episode_index"] == 1]
-    assert all(r["fallback"] == ["agent_1"] for r in later)
-    assert all(r["exchange_us"] < 500_000 for r in later)  # never waited for the deadline
+    later = [r for r in records(h) if isinstance(r, Step) and r.episode_index == 1]
+    assert all(r.fallback == ("agent_1",) for r in later)
+    assert all(r.exchange_us < 500_000 for r in later)  # never waited for the deadline
 
 
 def test_killed_agent_rejoins_and_its_state_is_reset(make_harness: Any) -> None:
@@ -290,8 +290,8 @@ def test_stop_finishes_the_step_in_flight_and_says_goodbye(make_harness: Any) ->
     a.close()
     assert not summary.finished
     assert summary.episodes[-1]["reason"] == "stopped"
-    steps = [r for r in records(h) if r["type"] == "step"]
-    assert steps[-1]["step"] == req.step and steps[-1]["fallback"] == []
+    steps = [r for r in records(h) if isinstance(r, Step)]
+    assert steps[-1].step == req.step and steps[-1].fallback == ()
 
 
 def test_port_in_use_fails_loudly(make_harness: Any) -> None:

@@ -22,7 +22,7 @@ from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
 from qmix_edge.runtime.errors import RuntimeFailure
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Attach, Join, Leave, Step, read_records
 from qmix_edge.runtime.security import peercert_agent_id
 
 
@@ -213,21 +213,21 @@ def run_team(h: Harness, how: dict[str, str]) -> list[AgentRunner]:
 
 def carriers(h: Harness) -> dict[str, str]:
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
-    return {r["agent_id"]: r["carrier"] for r in recs if r["type"] == "attach"}
+    return {r.agent_id: r.carrier for r in recs if isinstance(r, Attach)}
 
 
 def step_facts(h: Harness) -> list[tuple[Any, ...]]:
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
     return [
-        (r["episode_index"], r["step"], tuple(r["actions"]), r["reward"], tuple(r["fallback"]))
+        (r.episode_index, r.step, r.actions, r.reward, r.fallback)
         for r in recs
-        if r["type"] == "step"
+        if isinstance(r, Step)
     ]
 
 
 def joined_on_lane(h: Harness) -> dict[str, bool]:
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
-    return {r["agent_id"]: r["via"] == "lane" for r in recs if r["type"] == "join"}
+    return {r.agent_id: r.via == "lane" for r in recs if isinstance(r, Join)}
 
 
 def test_lane_stream_and_mixed_teams_step_identically(make_harness: Any) -> None:
@@ -282,7 +282,7 @@ def test_a_broken_lane_is_a_disconnect_and_the_agent_rejoins_on_a_new_lane(
     assert c.joins == 2 and c.rejoins == 1 and c.disconnects == 1
     assert victim.stats.sessions == 2
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
-    assert [r["carrier"] for r in recs if r["type"] == "attach" and r["agent_id"] == "agent_1"] == [
+    assert [r.carrier for r in recs if isinstance(r, Attach) and r.agent_id == "agent_1"] == [
         "lane",
         "lane",
     ]
@@ -338,7 +338,7 @@ def test_a_lane_only_agent_that_stops_leaves_and_its_seat_is_free(make_harness: 
     h.coordinator.request_stop()
     h.wait()
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
-    leaves = [r["reason"] for r in recs if r["type"] == "leave" and r["agent_id"] == "agent_0"]
+    leaves = [r.reason for r in recs if isinstance(r, Leave) and r.agent_id == "agent_0"]
     assert leaves[0] == "left: agent stopping"  # said, not cut
     assert h.summary.counters["agent_0"].disconnects == 0
 
@@ -415,7 +415,7 @@ def test_frames_sent_with_the_join_wait_for_its_answer(make_harness: Any) -> Non
     h.coordinator.request_stop()
     h.wait()
     recs = read_records(h.coordinator.record_path)  # type: ignore[arg-type]
-    assert [(r["type"], r.get("reason")) for r in recs if r["type"] in ("join", "leave")] == [
+    assert [(r.TYPE, getattr(r, "reason", None)) for r in recs if isinstance(r, Join | Leave)] == [
         ("join", None),
         ("leave", "left: pipelined"),
     ]

@@ -18,46 +18,50 @@ from runtime_doubles import FakePolicy
 from qmix_edge.runtime.agent import AgentRunner
 from qmix_edge.runtime.coordinator import RunSummary, summary_lines
 from qmix_edge.runtime.eval import EvalConfig, Fault, build_report, summary_text
+from qmix_edge.runtime.eval.picture import draw_report, fault_positions
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
-from qmix_edge.runtime.report_picture import draw_report, fault_positions
+from qmix_edge.runtime.records import EpisodeEnd, EpisodeStart, Record, RunStart, Step
 
 EPISODE_STEPS = 4
 
 
-def _records(fallback_at: int) -> list[dict[str, Any]]:
+def _records(fallback_at: int) -> list[Record]:
     """Two 4-step episodes; one step's reply missed the 100 ms deadline (a fallback at ~100 ms)."""
-    out: list[dict[str, Any]] = [{"type": "run_start"}]
+    out: list[Record] = [RunStart("c", "team", "simulation", resumed_from=0, time=0.0)]
     for t in range(2 * EPISODE_STEPS):
         e, k = divmod(t, EPISODE_STEPS)
         if k == 0:
-            out.append({"type": "episode_start", "episode_index": e})
+            out.append(EpisodeStart(episode_id=e + 1, episode_index=e, seed=e))
         out.append(
-            {
-                "type": "step",
-                "episode_index": e,
-                "step": k,
-                "team_step": t,
-                "exchange_us": 100_500 if t == fallback_at else 400 + 10 * t,
-                "fallback": ["agent_0"] if t == fallback_at else [],
-                "late": {},
-                "decision_us": {"agent_0": 50, "agent_1": 60},
-            }
+            Step(
+                episode_id=e + 1,
+                episode_index=e,
+                step=k,
+                team_step=t,
+                actions=(0, 0),
+                exchange_us=100_500 if t == fallback_at else 400 + 10 * t,
+                fallback=("agent_0",) if t == fallback_at else (),
+                late={},
+                t_ms=float(t),
+                decision_us={"agent_1": 60} if t == fallback_at else {"agent_0": 50, "agent_1": 60},
+            )
         )
         if k == EPISODE_STEPS - 1:
             out.append(
-                {
-                    "type": "episode_end",
-                    "episode_index": e,
-                    "reason": "done",
-                    "return": -1.0 - e,
-                    "steps": EPISODE_STEPS,
-                }
+                EpisodeEnd(
+                    episode_id=e + 1,
+                    episode_index=e,
+                    seed=e,
+                    steps=EPISODE_STEPS,
+                    team_return=-1.0 - e,
+                    reason="truncated",
+                )
             )
     return out
 
 
 @pytest.fixture
-def report_and_records(tmp_path: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def report_and_records(tmp_path: Any) -> tuple[dict[str, Any], list[Record]]:
     faults = (
         Fault("kill", "agent_0", at_step=5),  # episode 1, step 1 of 4 -> 1.25
         Fault("drop", "agent_1", fraction=0.5),  # throughout: no one position
@@ -78,14 +82,14 @@ def report_and_records(tmp_path: Any) -> tuple[dict[str, Any], list[dict[str, An
 
 
 def test_faults_sit_where_they_struck_on_the_episode_axis(
-    report_and_records: tuple[dict[str, Any], list[dict[str, Any]]],
+    report_and_records: tuple[dict[str, Any], list[Record]],
 ) -> None:
     report, records = report_and_records
     assert fault_positions(report["faults"], records) == [(1.25, "kill agent_0")]
 
 
 def test_picture_marks_percentiles_deadline_faults_and_whole_episodes(
-    report_and_records: tuple[dict[str, Any], list[dict[str, Any]]],
+    report_and_records: tuple[dict[str, Any], list[Record]],
 ) -> None:
     import matplotlib
 
@@ -96,7 +100,7 @@ def test_picture_marks_percentiles_deadline_faults_and_whole_episodes(
     fig = draw_report(report, records)
     try:
         latency, returns = fig.axes
-        ms = [r["exchange_us"] / 1000 for r in records if r["type"] == "step"]
+        ms = [r.exchange_us / 1000 for r in records if isinstance(r, Step)]
         vlines = {round(float(line.get_xdata()[0]), 6) for line in latency.get_lines()}
         expected = {round(float(x), 6) for x in (*np.percentile(ms, [50, 99]), 100.0)}
         assert vlines == expected  # p50, p99 and the 100 ms deadline
@@ -117,7 +121,7 @@ def test_picture_marks_percentiles_deadline_faults_and_whole_episodes(
 
 
 def test_report_defines_the_sign_of_the_return_the_faults_cost(
-    report_and_records: tuple[dict[str, Any], list[dict[str, Any]]],
+    report_and_records: tuple[dict[str, Any], list[Record]],
 ) -> None:
     report, _ = report_and_records
     assert report["fault_cost"] == pytest.approx(0.5)  # reference -1.0, distributed -1.5

@@ -25,7 +25,7 @@ from qmix_edge.runtime.coordinator import (
     summary_lines,
 )
 from qmix_edge.runtime.legal import substitute
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import EpisodeEnd, Record, RunEnd, Step, read_records
 
 N_ACTIONS, OBS_DIM, FALLBACK = 4, 5, 0  # masked_noop with 4 actions; fallback 0 = the no-op
 
@@ -68,16 +68,16 @@ class AuditedEnv(TeamEnv):
         self.current = result.next
         return result
 
-    def substitutions_follow_the_rule(self, recs: list[dict[str, Any]]) -> int:
+    def substitutions_follow_the_rule(self, recs: list[Record]) -> int:
         """Every applied action is allowed, and every substituted one (the record's ``fallback``)
         is the legal-action rule's; returns the steps checked."""
-        steps = [r for r in recs if r["type"] == "step" and r["applied"]]
+        steps = [r for r in recs if isinstance(r, Step) and r.applied]
         assert len(steps) == len(self.applied)
         for r, (actions, masks) in zip(steps, self.applied, strict=True):
-            assert r["actions"] == actions.tolist()
+            assert list(r.actions) == actions.tolist()
             for i, a in enumerate(("agent_0", "agent_1")):
                 assert masks[i, actions[i]], (r, masks)
-                if a in r["fallback"]:
+                if a in r.fallback:
                     assert actions[i] == substitute(FALLBACK, N_ACTIONS, masks[i])
         return len(steps)
 
@@ -107,7 +107,7 @@ def coordinator(tmp_path: Path) -> Iterator[Any]:
         h.coordinator.close(grace_s=0.5)
 
 
-def records(h: RecordedHarness) -> list[dict[str, Any]]:
+def records(h: RecordedHarness) -> list[Record]:
     return list(read_records(h.record_path))
 
 
@@ -137,10 +137,10 @@ def test_hostile_agent_is_counted_invalid_and_the_team_completes_every_episode(
     assert (c.invalid_actions, c.fallbacks, c.decisions, c.deaths) == (24, 24, 0, 0)
     assert summary.counters["agent_0"].decisions == 24
     recs = records(h)
-    steps = [r for r in recs if r["type"] == "step"]
-    assert all(r["invalid"] == ["agent_1"] and r["fallback"] == ["agent_1"] for r in steps)
+    steps = [r for r in recs if isinstance(r, Step)]
+    assert all(r.invalid == ("agent_1",) and r.fallback == ("agent_1",) for r in steps)
     for r, (_, _, mask, _) in zip(steps, sent, strict=True):
-        assert r["actions"][1] == substitute(FALLBACK, N_ACTIONS, mask)
+        assert r.actions[1] == substitute(FALLBACK, N_ACTIONS, mask)
     # the fallback 0 was masked at some of those steps, so the rule had to go past it
     assert any(not mask[FALLBACK] for _, _, mask, _ in sent)
     assert h.coordinator.env.substitutions_follow_the_rule(recs) == 24
@@ -163,8 +163,8 @@ def test_a_seat_never_filled_is_named_and_not_a_success(coordinator: Any) -> Non
     recs = records(h)
     assert h.coordinator.env.substitutions_follow_the_rule(recs) == 16
     end = recs[-1]
-    assert end["type"] == "run_end" and end["never_joined"] == ["agent_1"]
-    assert end["exit_status"] == EXIT_INCOMPLETE_TEAM and end["incomplete_team_episodes"] == 2
+    assert isinstance(end, RunEnd) and end.never_joined == ("agent_1",)
+    assert end.exit_status == EXIT_INCOMPLETE_TEAM and end.incomplete_team_episodes == 2
     assert any(line.startswith("never joined: agent_1 ") for line in summary_lines(summary))
 
 
@@ -189,8 +189,8 @@ def test_an_env_error_ends_its_episode_and_the_run_goes_on(coordinator: Any) -> 
     failed = summary.episodes[1]
     assert failed["error"] == "RuntimeError: physics diverged (seed 1)" and failed["steps"] == 2
     assert summary.finished and summary.failure is None and summary.exit_status == EXIT_OK
-    ends = [r for r in records(h) if r["type"] == "episode_end"]
-    assert ends[1]["reason"] == "env_error" and "physics diverged" in ends[1]["error"]
+    ends = [r for r in records(h) if isinstance(r, EpisodeEnd)]
+    assert ends[1].reason == "env_error" and "physics diverged" in (ends[1].error or "")
 
 
 def test_three_env_errors_in_a_row_fail_the_run_with_the_message(coordinator: Any) -> None:
@@ -205,5 +205,5 @@ def test_three_env_errors_in_a_row_fail_the_run_with_the_message(coordinator: An
     assert not summary.finished and summary.exit_status == EXIT_FAILURE
     assert summary.failure is not None and "physics diverged (seed 2)" in summary.failure
     end = records(h)[-1]
-    assert end["type"] == "run_end" and end["exit_status"] == EXIT_FAILURE
-    assert "3 consecutive episodes" in end["failure"]
+    assert isinstance(end, RunEnd) and end.exit_status == EXIT_FAILURE
+    assert "3 consecutive episodes" in (end.failure or "")

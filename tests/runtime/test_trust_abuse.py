@@ -38,7 +38,7 @@ from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig
 from qmix_edge.runtime.lane import LaneClient
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 from qmix_edge.runtime.security import ClientTls, ServerTls, token_metadata
 
 TOKENS = {"agent_0": "abuse-token-0-" + "q" * 20, "agent_1": "abuse-token-1-" + "w" * 20}
@@ -635,10 +635,9 @@ def test_out_of_range_action_gets_the_fallback(mtls: Arena) -> None:
             rec = next(
                 r
                 for r in read_records(mtls.c.record_path)  # type: ignore[arg-type]
-                if r["type"] == "step"
-                and (r["episode_id"], r["step"]) == (req.episode_id, req.step)
+                if isinstance(r, Step) and (r.episode_id, r.step) == (req.episode_id, req.step)
             )
-            assert rec["fallback"] == ["agent_0"] and rec["actions"][0] == 1
+            assert rec.fallback == ("agent_0",) and rec.actions[0] == 1
             return f"fallback applied, invalid_actions +{c.invalid_actions - before}"
         finally:
             s.close()

@@ -33,7 +33,7 @@ from qmix_edge.runtime.eval.faulty_agent import AgentFaults
 from qmix_edge.runtime.field import FieldStep
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
 from qmix_edge.runtime.proto.v1 import team_pb2_grpc as pb_grpc
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Attach, Join, Step, read_records
 
 N_AGENTS = 12
 
@@ -101,7 +101,7 @@ def test_twelve_agents_joining_at_once_are_each_admitted_exactly_once(tmp_path: 
         for i in range(N_AGENTS):
             c = summary.counters[f"agent_{i}"]
             assert (c.joins, c.rejoins, c.fallbacks) == (1, 0, 0), (i, c)
-        joins = [r["agent_id"] for r in read_records(record) if r["type"] == "join"]
+        joins = [r.agent_id for r in read_records(record) if isinstance(r, Join)]
         assert sorted(joins) == sorted(f"agent_{i}" for i in range(N_AGENTS))
         assert all(r.stats.sessions == 1 and r.stats.steps == 10 for r in runners)
     finally:
@@ -233,9 +233,9 @@ def run_with_slow_agent_1(h: Harness, proxy_factory: Any, delay_s: float, carrie
         threading.Thread(target=r.run, daemon=True).start()
     summary = h.wait(60)
     carriers = {
-        r["agent_id"]: r["carrier"]
+        r.agent_id: r.carrier
         for r in read_records(h.coordinator.record_path)
-        if r["type"] == "attach"
+        if isinstance(r, Attach)
     }
     assert carriers["agent_1"] == carrier
     return summary
@@ -250,9 +250,9 @@ def test_slow_link_within_the_deadline_is_exact(
     assert summary.finished
     assert summary.counters["agent_1"].fallbacks == 0
     assert summary.counters["agent_1"].late_replies == 0
-    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if isinstance(r, Step)]
     # the round trip through the link is at least 2 x 30 ms (a lower bound, not a timing)
-    assert len(steps) == 6 and all(r["exchange_us"] >= 60_000 for r in steps)
+    assert len(steps) == 6 and all(r.exchange_us >= 60_000 for r in steps)
 
 
 @pytest.mark.parametrize("carrier", ["lane", "stream"])
@@ -263,9 +263,9 @@ def test_slow_link_beyond_the_deadline_is_never_applied(
     h = make_harness(episodes=3, step_deadline_ms=30, lease_steps=1000, team_wait_s=10)
     summary = run_with_slow_agent_1(h, proxy_factory, 0.06, carrier)
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if isinstance(r, Step)]
     assert len(steps) == 6
-    assert all("agent_1" in r["fallback"] and r["actions"][1] == 1 for r in steps)
+    assert all("agent_1" in r.fallback and r.actions[1] == 1 for r in steps)
     c = summary.counters["agent_1"]
     assert c.fallbacks == 6 and c.late_replies >= 1
 
@@ -277,7 +277,14 @@ def test_record_writer_cuts_a_torn_last_line_before_appending(tmp_path: Any, tor
     path = tmp_path / "run.jsonl"
     path.write_text('{"type":"run_start"}\n{"type":"step","step":0}\n' + torn)
     w = RecordWriter(path)
-    w.write("run_start", resumed_from=0)
+    w.write(
+        "run_start",
+        coordinator_instance="c",
+        team_id="t",
+        mode="simulation",
+        resumed_from=0,
+        time=0.0,
+    )
     w.close()
     lines = path.read_text().splitlines()
     assert [json.loads(x)["type"] for x in lines] == ["run_start", "step", "run_start"]
@@ -287,11 +294,11 @@ def test_dropped_replies_each_cost_exactly_one_fallback(make_harness: Any) -> No
     h = make_harness(episodes=8, step_deadline_ms=500, lease_steps=1000, team_wait_s=10)
     summary, lossy = run_with_a_faulty_agent_1(h, AgentFaults(drop_fraction=0.5, drop_seed=3))
     assert summary.finished
-    steps = [r for r in read_records(h.coordinator.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.coordinator.record_path) if isinstance(r, Step)]
     assert len(steps) == 16
     dropped = lossy.dropped
     assert 0 < dropped < 16  # seeded: some, not all
     c = summary.counters["agent_1"]
     assert c.fallbacks == dropped and c.late_replies == 0
-    assert sum("agent_1" in r["fallback"] for r in steps) == dropped
+    assert sum("agent_1" in r.fallback for r in steps) == dropped
     assert summary.counters["agent_0"].fallbacks == 0

@@ -12,31 +12,34 @@ No torch here; matplotlib is imported lazily, and its absence is a note, not an 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from qmix_edge.common import atomic
+
+from ..records import Record, Step
+
 _FAULT_COLORS = {"kill": "tab:red", "stall": "tab:purple", "restart_coordinator": "tab:brown"}
 
 
 def fault_positions(
-    faults: Sequence[Mapping[str, Any]], records: Sequence[Mapping[str, Any]]
+    faults: Sequence[Mapping[str, Any]], records: Sequence[Record]
 ) -> list[tuple[float, str]]:
     """(position on the episode axis, label) of each fault that strikes at a team step.
 
     Position = episode index + the step's fraction of that episode (a kill at step 5 of a
     10-step episode 2 sits at 2.5). Drops strike throughout and have no one position; a fault
     whose step the run never reached is left out."""
-    steps = [r for r in records if r.get("type") == "step"]
     at: dict[int, tuple[int, int]] = {}  # team_step -> (episode_index, step)
     length: dict[int, int] = {}  # episode_index -> steps seen
-    for r in steps:
-        e = int(r["episode_index"])
-        at.setdefault(int(r["team_step"]), (e, int(r["step"])))
-        length[e] = max(length.get(e, 0), int(r["step"]) + 1)
+    for r in records:
+        if isinstance(r, Step):
+            e = r.episode_index
+            at.setdefault(r.team_step, (e, r.step))
+            length[e] = max(length.get(e, 0), r.step + 1)
     out = []
     for f in faults:
         if f["kind"] == "drop" or int(f["at_step"]) not in at:
@@ -47,9 +50,7 @@ def fault_positions(
     return out
 
 
-def write_picture(
-    report: Mapping[str, Any], records: Sequence[Mapping[str, Any]], path: Path
-) -> str:
+def write_picture(report: Mapping[str, Any], records: Sequence[Record], path: Path) -> str:
     """Draw the report (`draw_report`) to ``path`` atomically; returns a note of what was written."""
     try:
         import matplotlib
@@ -59,19 +60,24 @@ def write_picture(
     except ImportError:
         return "no picture: matplotlib is missing (pip install 'qmix-edge[sim]')"
     fig = draw_report(report, records)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
+    tmp = atomic.temp_path_beside(path, ".png")  # the suffix tells matplotlib the format
+    try:
+        fig.savefig(tmp, dpi=80)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    atomic.replace_file(tmp, path)
     return f"picture written to {path}"
 
 
-def draw_report(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Any:
+def draw_report(report: Mapping[str, Any], records: Sequence[Record]) -> Any:
     """The report's figure (matplotlib): latency histogram left, returns per episode right."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    steps = [r for r in records if r["type"] == "step"]
+    steps = [r for r in records if isinstance(r, Step)]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
     _latency(ax1, steps, report)
     _returns(ax2, report, records)
@@ -81,9 +87,9 @@ def draw_report(report: Mapping[str, Any], records: Sequence[Mapping[str, Any]])
     return fig
 
 
-def _latency(ax: Any, steps: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> None:
-    ms = np.asarray([float(r["exchange_us"]) / 1000.0 for r in steps])  # (team steps,)
-    fell_back = np.asarray([bool(r["fallback"]) for r in steps], dtype=bool)
+def _latency(ax: Any, steps: Sequence[Step], report: Mapping[str, Any]) -> None:
+    ms = np.asarray([r.exchange_us / 1000.0 for r in steps])  # (team steps,)
+    fell_back = np.asarray([bool(r.fallback) for r in steps], dtype=bool)
     deadline = report.get("step_deadline_ms")
     ax.set_title("team step latency")
     ax.set_xlabel("team step exchange (ms, log scale)")
@@ -119,7 +125,7 @@ def _latency(ax: Any, steps: Sequence[Mapping[str, Any]], report: Mapping[str, A
     ax.legend(fontsize=8, loc="upper center")
 
 
-def _returns(ax: Any, report: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> None:
+def _returns(ax: Any, report: Mapping[str, Any], records: Sequence[Record]) -> None:
     eps = report["episodes"]
     x = [e["episode_index"] for e in eps]
     ax.plot(x, [e["reference_return"] for e in eps], "o-", label="reference (1 process)")
