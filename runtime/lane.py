@@ -204,6 +204,12 @@ class LaneClient:
         finally:
             self._send_lock.release()
 
+    def send_bytes(self, data: bytes) -> None:
+        """Send bytes as they are, unframed: for tools and tests that speak the lane's framing
+        themselves (a coordinator must survive whatever arrives)."""
+        with self._send_lock:
+            self._sock.sendall(data)
+
     def set_timeout(self, seconds: float | None) -> None:
         """Make `recv` raise TimeoutError (an OSError) after ``seconds`` of silence; None: block."""
         self._sock.settimeout(seconds)

@@ -204,6 +204,12 @@ class AgentPolicy:
             self._infer = bound
         self.reset()
 
+    @property
+    def uses_io_binding(self) -> bool:
+        """Whether `act` runs through onnxruntime's I/O binding on fixed buffers (the fast path;
+        False: a plain session ``run`` per call, where the installed onnxruntime lacks it)."""
+        return self._infer != self._infer_run
+
     def _infer_run(self) -> list[np.ndarray]:
         return self._session.run(self._outputs, self._feed)  # type: ignore[no-any-return]
 

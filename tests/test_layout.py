@@ -225,8 +225,8 @@ def test_import_graph_reads_deferred_relative_and_type_checking_imports(tmp_path
     }
 
 
-SIZE_CHECKED = ("qmix_edge", "common", "envs", "train", "export")
-"""Folders held to the size rule here (runtime/ is being laid out as packages of its own)."""
+SIZE_CHECKED = ("qmix_edge", "common", "envs", "train", "export", "runtime")
+"""Every package folder (generated gRPC code under runtime/proto is not ours to split)."""
 MAX_MODULE_LINES = 600
 
 
@@ -236,6 +236,7 @@ def test_modules_stay_under_600_lines() -> None:
         f"{p.relative_to(ROOT)}: {n} lines"
         for folder in SIZE_CHECKED
         for p in sorted((ROOT / folder).rglob("*.py"))
-        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+        if "proto" not in p.relative_to(ROOT).parts
+        and (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     ]
     assert not big, f"modules over {MAX_MODULE_LINES} lines:\n" + "\n".join(big)

@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import RuntimeFailure
 from ..field import Actuator, FieldStep, Safety, Sensor, SensorReading, as_reading
 from ..legal import legal_action, substitute
+from .answer import PolicyLike
 
 log = logging.getLogger(__name__)
 
@@ -256,31 +257,13 @@ class LoopOutcome(StrEnum):
     """The requested number of ticks ran (tests, benchmarks)."""
 
 
-class DecidingPolicy(Protocol):
-    """What the loop needs of a policy (`qmix_edge.runtime.policy.AgentPolicy` is one)."""
-
-    @property
-    def agent_id(self) -> str: ...
-    @property
-    def obs_dim(self) -> int: ...
-    @property
-    def n_actions(self) -> int: ...
-    @property
-    def fallback_action(self) -> int: ...
-    def act(
-        self, obs: np.ndarray, mask: np.ndarray | None = None, *, known_finite: bool = False
-    ) -> Any: ...
-    def record_action(self, action: int) -> None: ...
-    def reset(self) -> None: ...
-
-
 class AutonomousLoop:
     """One device's control loop (see the module docstring). `run` drives it on a `Clock`;
     `tick` is one step at a given time (the seam tests and benchmarks use)."""
 
     def __init__(
         self,
-        policy: DecidingPolicy,
+        policy: PolicyLike,
         sensor: Sensor,
         actuator: Actuator,
         settings: LoopSettings,
@@ -305,13 +288,13 @@ class AutonomousLoop:
         self._step = 0
         self._last_mask: np.ndarray | None = None
         self._auto_next = 1
-        self._switch: tuple[int, DecidingPolicy, Callable[[], None]] | None = None
+        self._switch: tuple[int, PolicyLike, Callable[[], None]] | None = None
         self._switch_lock = threading.Lock()
 
     def switch_at(
         self,
         episode_id: int,
-        policy: DecidingPolicy,
+        policy: PolicyLike,
         on_switched: Callable[[], None] = lambda: None,
     ) -> None:
         """Run ``policy`` from the start of episode ``episode_id`` on (a staged rollout); then call

@@ -98,9 +98,8 @@ class AgentConfig:
     rate_hz: float | None = setting(
         None,
         "Field mode on this device's own clock: run the control loop (sensor, safety mask, "
-        "policy, actuator) at this many ticks per second, whether or not the coordinator is "
-        "reachable; the coordinator (--coordinator) is then mission control, not a metronome. "
-        "none = lockstep: decide when the coordinator asks.",
+        "policy, actuator) at this many ticks per second, episodes back to back, with no "
+        "coordinator on the decision path. none = lockstep: decide when the coordinator asks.",
         group="field",
     )
     on_coordinator_loss: LossPolicy = setting(
@@ -154,10 +153,11 @@ class AgentConfig:
                 raise ValueError("--rate-hz runs the field loop: it needs --sensor and --actuator")
             if not 0 < self.rate_hz <= 10_000:
                 raise ValueError(f"--rate-hz must be in (0, 10000]; found {self.rate_hz}")
-            if self.step_lane_address and not self.coordinator:
+            if self.coordinator or self.step_lane_address:
                 raise ValueError(
-                    "--rate-hz talks to mission control over gRPC: give --coordinator HOST:PORT "
-                    "(or neither, to run without mission control)"
+                    "--rate-hz with a coordinator needs mission control, which qmix-coordinator "
+                    "does not serve yet: run the field loop on its own (without --coordinator and "
+                    "--step-lane-address), or in lockstep (without --rate-hz)"
                 )
         elif not self.coordinator and not self.step_lane_address:
             raise ValueError(

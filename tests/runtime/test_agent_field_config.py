@@ -26,7 +26,8 @@ def test_a_field_loop_needs_no_coordinator_and_reads_back_through_to_argv() -> N
     [
         ([*BASE, "--rate-hz", "50"], "needs --sensor and --actuator"),
         ([*BASE, *PLUGINS, "--rate-hz", "0"], "rate-hz must be in"),
-        ([*BASE, *PLUGINS, "--rate-hz", "50", "--step-lane-address", "h:1"], "over gRPC"),
+        ([*BASE, *PLUGINS, "--rate-hz", "50", "--step-lane-address", "h:1"], "mission control"),
+        ([*BASE, *PLUGINS, "--rate-hz", "50", "--coordinator", "h:1"], "does not serve yet"),
         ([*BASE], "give --coordinator"),
     ],
 )

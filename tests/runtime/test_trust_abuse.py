@@ -657,7 +657,7 @@ def lane_client(arena: Arena, cert: str | None = "agent_0") -> LaneClient:
 
 def lane_answer(client: LaneClient, timeout: float = 10.0) -> Any:
     """How the coordinator ended a lane: the status code of its Goodbye REFUSED, or a text."""
-    client._sock.settimeout(timeout)
+    client.set_timeout(timeout)
     try:
         while (m := client.recv()) is not None:
             if m.WhichOneof("kind") == "goodbye" and m.goodbye.reason == pb.GOODBYE_REASON_REFUSED:
@@ -674,7 +674,7 @@ def lane_answer(client: LaneClient, timeout: float = 10.0) -> Any:
 def lane_raw(arena: Arena, payload: bytes, cert: str | None = "agent_0") -> Any:
     """Send raw bytes as the first thing on a fresh lane; the coordinator's answer."""
     client = lane_client(arena, cert)
-    client._sock.sendall(payload)
+    client.send_bytes(payload)
     return lane_answer(client)
 
 
@@ -712,7 +712,7 @@ class LaneSession:
         self.client.send(pb.AgentMessage(attach=pb.Attach(session_id=self.join.session_id)))
 
     def next_request(self) -> pb.StepRequest:
-        self.client._sock.settimeout(10)
+        self.client.set_timeout(10)
         while True:
             m = self.client.recv()
             assert m is not None, "the lane closed"
@@ -848,7 +848,7 @@ def test_step_lane_garbage_after_attach(mtls: Arena) -> None:
         s = LaneSession(mtls)
         s.next_request()
         before = mtls.c.counters["agent_0"].malformed
-        s.client._sock.sendall(frame(GARBAGE))
+        s.client.send_bytes(frame(GARBAGE))
         got = lane_answer(s.client)
         s.close()
         assert mtls.c.counters["agent_0"].malformed == before + 1
