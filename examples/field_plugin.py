@@ -68,3 +68,17 @@ def actuate(ctx: FieldStep, action: int) -> None:
                 )
                 + "\n"
             )
+
+
+GEOFENCE = 1.0
+"""Half the side of the square the simulated device must stay in."""
+
+
+def geofence(ctx: FieldStep, reading: SensorReading) -> np.ndarray:
+    """A safety plug-in (``--safety examples.field_plugin:geofence``): forbid the moves that would
+    take the device out of the square |x|, |y| <= GEOFENCE (staying put is always allowed)."""
+    dev = _DEVICES.setdefault(ctx.agent_id, _Device())
+    allowed = np.ones(ctx.n_actions, dtype=bool)  # (n_actions,)
+    for a in range(min(ctx.n_actions, len(_MOVES))):
+        allowed[a] = bool(np.all(np.abs(dev.position + _MOVES[a]) <= GEOFENCE + 1e-6))
+    return allowed

@@ -274,3 +274,15 @@ def test_the_loop_ticks_at_the_agreed_instant_of_a_schedule_change() -> None:
     decided = [t.t for t in ticks if t.why is Why.DECIDED]
     assert decided[0] == pytest.approx(start)  # not at the next grid tick (+0.3)
     assert np.allclose(np.diff(decided), 0.1)  # and the grid goes on from there
+
+
+def test_the_example_geofence_forbids_leaving_the_square_and_allows_staying() -> None:
+    from examples import field_plugin
+
+    ctx = FieldStep("fence_test", 4, 5, 1, 0)
+    reading = field_plugin.read_sensors(ctx)
+    assert field_plugin.geofence(ctx, reading).all()  # at the centre every move stays inside
+    for _ in range(10):  # push right to the fence
+        field_plugin.actuate(ctx, 2)
+    allowed = field_plugin.geofence(ctx, reading)
+    assert allowed[0] and not allowed[2]  # stay allowed, a step further right forbidden
