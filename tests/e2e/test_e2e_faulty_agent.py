@@ -13,7 +13,7 @@ from e2e_helpers import agent_cmd
 
 from qmix_edge.envs import make_env
 from qmix_edge.runtime.coordinator import Coordinator, CoordinatorConfig, TeamSpec
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 
 
 def faulty_cmd(artifacts: Path, agent: str, port: int, *faults: str) -> list[str]:
@@ -59,7 +59,7 @@ def test_a_killed_agent_dies_by_sigkill_at_its_team_step(
                 p.kill()
                 p.wait(10)
         coordinator.close(grace_s=0.5)
-    steps = [r for r in read_records(record) if r["type"] == "step"]
+    steps = [r for r in read_records(record) if isinstance(r, Step)]
     # agent_1 decided every team step before 5 itself; step 5 reached it and it died there.
-    assert [r["team_step"] for r in steps if "agent_1" not in r["fallback"]] == [0, 1, 2, 3, 4]
-    assert all("agent_0" not in r["fallback"] for r in steps)
+    assert [r.team_step for r in steps if "agent_1" not in r.fallback] == [0, 1, 2, 3, 4]
+    assert all("agent_0" not in r.fallback for r in steps)

@@ -376,6 +376,9 @@ def test_wait_until_gives_up_after_its_timeout_and_sees_seats(make_harness: Any)
     agent = ManualAgent(h, "agent_0")
     assert h.coordinator.wait_until(lambda c: c.live_agents() == ("agent_0",), 10)
     assert h.coordinator.session_agent(agent.join.session_id) == "agent_0"
+    # closed once attached (a stream cancelled before its attach arrives leaves a joined session
+    # that only the attach timeout ends)
+    assert h.coordinator.wait_until(lambda c: "agent_0" in c.attached_agents(), 10)
     agent.close()
     assert h.coordinator.wait_until(lambda c: c.live_agents() == (), 10)
     assert h.coordinator.session_agent(agent.join.session_id) is None

@@ -21,7 +21,7 @@ from qmix_edge.runtime.agent import main as agent_main
 from qmix_edge.runtime.eval.faulty_agent import AgentFaults, FaultyAnswerer
 from qmix_edge.runtime.eval.faulty_agent import main as faulty_main
 from qmix_edge.runtime.proto.v1 import team_pb2 as pb
-from qmix_edge.runtime.records import read_records
+from qmix_edge.runtime.records import Step, read_records
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,11 +81,11 @@ def test_a_stall_makes_late_replies_once_then_the_agent_decides_again(make_harne
     h = make_harness(episodes=10, step_deadline_ms=300, lease_steps=1000, team_wait_s=10)
     summary, stalling = run_with_a_faulty_agent_1(h, AgentFaults(stall_at_step=5, stall_ms=900))
     assert summary.finished
-    steps = [r for r in read_records(h.record_path) if r["type"] == "step"]
+    steps = [r for r in read_records(h.record_path) if isinstance(r, Step)]
     assert len(steps) == 20
-    missed = [r["team_step"] for r in steps if "agent_1" in r["fallback"]]
+    missed = [r.team_step for r in steps if "agent_1" in r.fallback]
     assert missed and missed == list(range(5, 5 + len(missed)))  # from the stalled step on
-    assert all("agent_1" not in r["fallback"] for r in steps[-5:])  # once: it decides again
+    assert all("agent_1" not in r.fallback for r in steps[-5:])  # once: it decides again
     c = summary.counters["agent_1"]
     assert c.late_replies == c.fallbacks == len(missed)  # each came late, none went missing
     assert c.joins == 1 and c.deaths == 0 and stalling.stalled  # stalled, not dead
