@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from ..errors import RuntimeFailure
-from ..field import Actuator, FieldStep, Safety, Sensor, SensorReading, as_reading
+from ..field import Actuator, FieldStep, Safety, Sensor, as_reading
 from ..legal import legal_action, substitute
 from .answer import PolicyLike
 
@@ -472,8 +472,3 @@ class AutonomousLoop:
         if self.on_tick is not None:
             self.on_tick(tick)
         return tick
-
-
-def reading_now(obs: np.ndarray, **kw: Any) -> SensorReading:
-    """A `SensorReading` stamped with the current monotonic time (for sensor plug-ins)."""
-    return SensorReading(obs=obs, time=time.monotonic(), **kw)
