@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .artifact import SIGNATURE_FILE, ArtifactCorruptError, Manifest, read_manifest_bytes
+from .artifact import (
+    SIGNATURE_FILE,
+    ArtifactCorruptError,
+    Manifest,
+    read_manifest_bytes,
+    sha256_bytes,
+)
 from .errors import RuntimeFailure
 from .tensors import MANIFEST_FILE
 
@@ -136,6 +142,11 @@ def _sha256_file(path: Path) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
+def artifact_version(artifact_dir: str | os.PathLike[str]) -> str:
+    """The version of an artifact set: the sha256 of its ``manifest.json`` bytes."""
+    return sha256_bytes(read_manifest_bytes(Path(artifact_dir)))
+
+
 def offer_for(artifact_dir: str | os.PathLike[str]) -> Offer:
     """The offer of a complete artifact directory: its manifest, every graph it lists (variants
     included) and its signature when there is one. The set is checked first (every listed file's
@@ -148,12 +159,8 @@ def offer_for(artifact_dir: str | os.PathLike[str]) -> Offer:
         names += [v.file for v in a.variants]
     if (root / SIGNATURE_FILE).is_file():
         names.append(SIGNATURE_FILE)
-    files = []
-    for name in names:
-        size, digest = _sha256_file(root / name)
-        files.append(OfferFile(name, size, digest))
-    version = hashlib.sha256(read_manifest_bytes(root)).hexdigest()
-    return Offer(version, tuple(files))
+    files = tuple(OfferFile(name, *_sha256_file(root / name)) for name in names)
+    return Offer(files[0].sha256, files)  # the version is the manifest's own sha256
 
 
 def read_chunk(

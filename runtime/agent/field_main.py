@@ -18,17 +18,12 @@ from typing import Any
 
 from ..field import load_callable
 from ..policy import AgentPolicy
+from ..rollout import artifact_version
 from ..security import ClientTls
 from .autonomous import AutonomousLoop, LoopOutcome, LoopSettings, Mission, Tick
 from .config import AgentConfig
 
 log = logging.getLogger(__name__)
-
-
-def _version_of(folder: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256((folder / "manifest.json").read_bytes()).hexdigest()
 
 
 class FieldAgent:
@@ -47,7 +42,7 @@ class FieldAgent:
                 self.store.activate(self.store.add_local(cfg.artifacts, check=self._check))
             folder = self.store.path()
             log.info("running artifact %s from the store %s", self.store.current, cfg.store)
-        self.version = _version_of(folder)
+        self.version = artifact_version(folder)
         policy = AgentPolicy.load(folder, cfg.agent, public_key=cfg.public_key)
         self.mission = Mission() if cfg.coordinator else None
         self.record = None
