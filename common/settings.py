@@ -30,12 +30,16 @@ from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 __all__ = [
+    "LOG_LEVELS",
+    "LogLevel",
     "SettingError",
     "add_settings",
     "build_parser",
+    "check_log_level",
     "docs",
     "flag_of",
     "from_namespace",
+    "log_level_setting",
     "parse",
     "setting",
     "to_argv",
@@ -89,6 +93,22 @@ def setting(
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LOG_LEVELS: tuple[str, ...] = get_args(LogLevel)
+"""The logging levels a command's ``--log-level`` takes."""
+
+
+def check_log_level(value: str) -> None:
+    """`ValueError` naming the choices unless ``value`` is one of `LOG_LEVELS`."""
+    if value not in LOG_LEVELS:
+        raise ValueError(f"log_level must be one of {LOG_LEVELS}; found {value!r}")
+
+
+def log_level_setting(default: LogLevel) -> Any:
+    """The ``--log-level`` field every command declares (case-insensitive on the command line)."""
+    return setting(default, "Logging level.", parse=str.upper)
 
 
 def _cli(f: dataclasses.Field[Any]) -> dict[str, Any]:

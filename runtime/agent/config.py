@@ -6,13 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qmix_edge.common.settings import setting
+from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
 
 from ..lane import parse_address
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LossPolicy = Literal["continue", "hold", "stop"]
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 GROUPS = {
     "who": "this agent and where its team is",
@@ -143,7 +141,7 @@ class AgentConfig:
         "control when linked (each line stored once).",
         group="field",
     )
-    log_level: LogLevel = setting("INFO", "Logging level.", parse=str.upper)
+    log_level: LogLevel = log_level_setting("INFO")
 
     def __post_init__(self) -> None:
         if (self.sensor is None) != (self.actuator is None):
@@ -173,5 +171,4 @@ class AgentConfig:
         for name in ("watchdog_s", "give_up_s", "backoff_max_s", "loss_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0; found {getattr(self, name)}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {LOG_LEVELS}; found {self.log_level!r}")
+        check_log_level(self.log_level)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from qmix_edge.common.settings import setting
+from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
 
 from .. import wire
 
@@ -25,8 +25,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE_TEAM = 0, 1, 2, 3
 environment failed `ENV_ERROR_LIMIT` times in a row); usage or configuration error; the run ended
 but a seat was never filled or no agent ever decided (the summary names who never joined)."""
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 GROUPS = {
     "team": "the team and its run",
@@ -159,7 +157,7 @@ class CoordinatorConfig:
         "Allow plain text on a non-loopback --host (a trusted network only).",
         group="trust",
     )
-    log_level: LogLevel = setting("INFO", "Logging level.", parse=str.upper)
+    log_level: LogLevel = log_level_setting("INFO")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -189,8 +187,7 @@ class CoordinatorConfig:
             value = getattr(self, name)
             if value is not None and not 0 <= value <= 65535:
                 raise ValueError(f"{name} must be in [0, 65535] (0 = any free port); found {value}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {LOG_LEVELS}; found {self.log_level!r}")
+        check_log_level(self.log_level)
 
     @property
     def address(self) -> str:

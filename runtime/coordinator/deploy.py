@@ -15,10 +15,9 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from qmix_edge.common import settings
-from qmix_edge.common.settings import setting
+from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
 
 from ..errors import RuntimeFailure
 from ..security import (
@@ -54,9 +53,10 @@ class DeployConfig:
     allow_insecure: bool = setting(
         False, "Allow plain text to a non-loopback mission control (a trusted network only)."
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = setting(
-        "WARNING", "Logging level.", parse=str.upper
-    )
+    log_level: LogLevel = log_level_setting("WARNING")
+
+    def __post_init__(self) -> None:
+        check_log_level(self.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
-from qmix_edge.common.settings import setting
+from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
 
 from ..coordinator.config import STEP_DEADLINE_MS, TEAM_POLICIES, TeamPolicy
 from .faults import Fault, fault_plan_json, read_fault_plan
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
 GROUPS = {
     "run": "what to evaluate",
@@ -211,7 +207,7 @@ class EvalConfig:
     netns_rate: str | None = setting(
         None, "With --netns: shape each link to this rate (tc tbf), e.g. 10mbit.", group="net"
     )
-    log_level: LogLevel = setting("WARNING", "Logging level.", parse=str.upper)
+    log_level: LogLevel = log_level_setting("WARNING")
     security: EvalSecurity = field(init=False, repr=False, compare=False)
     """The TLS fields above as one value (derived)."""
 
@@ -241,8 +237,7 @@ class EvalConfig:
             )
         if self.netns_rate and not self.netns:
             raise ValueError("--netns-rate needs --netns")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"log_level must be one of {LOG_LEVELS}; found {self.log_level!r}")
+        check_log_level(self.log_level)
         object.__setattr__(
             self,
             "security",
