@@ -44,6 +44,10 @@ _KINDS = {
 }
 
 
+_TELEMETRY_FIELDS = frozenset(f.name for f in mpb.Telemetry.DESCRIPTOR.fields)
+"""What a Telemetry report carries (other counters of the loop stay local)."""
+
+
 class LocalRecord:
     """The agent's own JSONL record: one line per event, numbered by position (0, 1, ...), so
     mission control stores each line once whatever the reconnections."""
@@ -203,14 +207,9 @@ class MissionLink:
     def _tick(self, stream: Any) -> None:
         """Telemetry and record lines, about every ``telemetry_period_s``, while the stream lives."""
         while not self._stop.is_set() and stream.is_active():
-            t = dict(self.telemetry())
+            t = {k: v for k, v in self.telemetry().items() if k in _TELEMETRY_FIELDS}
             t["link_lost_s"] = 0.0
-            fields = {f.name for f in mpb.Telemetry.DESCRIPTOR.fields}
-            self._outbox.put(
-                mpb.FieldReport(
-                    telemetry=mpb.Telemetry(**{k: v for k, v in t.items() if k in fields})
-                )
-            )
+            self._outbox.put(mpb.FieldReport(telemetry=mpb.Telemetry(**t)))
             self._send_record()
             self._stop.wait(self.telemetry_period_s)
 
