@@ -9,6 +9,8 @@ dataclasses below instead of dicts). Every line is a JSON object whose ``type`` 
 - ``join`` (`Join`), ``attach`` (`Attach`), ``leave`` (`Leave`): an agent's session
 - ``episode_start`` (`EpisodeStart`), ``step`` (`Step`), ``episode_end`` (`EpisodeEnd`)
 - ``run_end`` (`RunEnd`)
+- mission control's lines (``mission``, ``field_link``, ``telemetry``, ``agent_record``,
+  ``rollout_*``), declared in `qmix_edge.runtime.mission_records` (schema 3 on)
 
 Each dataclass documents its fields. JSON names equal attribute names, except `EpisodeEnd`'s
 ``return`` (a Python keyword), read as ``team_return``.
@@ -45,11 +47,23 @@ from pathlib import Path
 from typing import Any, ClassVar, Final, TypeAlias, get_args, get_origin, get_type_hints
 
 from .errors import RuntimeFailure
+from .mission_records import (
+    MISSION_RECORD_TYPES,
+    AgentRecordLine,
+    FieldLink,
+    MissionEvent,
+    RolloutCancelled,
+    RolloutOffered,
+    RolloutSwitch,
+    RolloutSwitched,
+    TelemetryReport,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION: Final = 2
-"""The record schema this module writes (1: records that carry no version)."""
+SCHEMA_VERSION: Final = 3
+"""The record schema this module writes (1: records that carry no version; 3 added mission
+control's lines)."""
 
 
 def _line_encoder() -> Callable[[Any], str]:
@@ -98,7 +112,7 @@ class RunStart:
     team_id: str
     """The team's id (the training run the artifacts come from)."""
     mode: str
-    """``simulation`` or ``field``."""
+    """``simulation``, ``field`` (lockstep) or ``mission`` (agents on their own clocks)."""
     resumed_from: int
     """Index of the first episode this process runs (0 unless resumed)."""
     time: float
@@ -237,7 +251,24 @@ class RunEnd:
     """qmix-coordinator's exit code for this run."""
 
 
-Record: TypeAlias = RunStart | Join | Attach | Leave | EpisodeStart | Step | EpisodeEnd | RunEnd
+Record: TypeAlias = (
+    RunStart
+    | Join
+    | Attach
+    | Leave
+    | EpisodeStart
+    | Step
+    | EpisodeEnd
+    | RunEnd
+    | MissionEvent
+    | FieldLink
+    | TelemetryReport
+    | AgentRecordLine
+    | RolloutOffered
+    | RolloutSwitch
+    | RolloutSwitched
+    | RolloutCancelled
+)
 """Any line of a run record."""
 
 RECORD_TYPES: Final[tuple[type[Record], ...]] = (
@@ -249,6 +280,7 @@ RECORD_TYPES: Final[tuple[type[Record], ...]] = (
     Step,
     EpisodeEnd,
     RunEnd,
+    *MISSION_RECORD_TYPES,
 )
 
 

@@ -49,9 +49,13 @@ AUTHORIZATION_HEADER: Final = "authorization"
 """Metadata key of the bearer token (``Bearer <token>``)."""
 SAN_URI_PREFIX: Final = "qmix-agent:"
 """A SAN URI ``qmix-agent:<agent_id>`` binds a certificate to an agent id."""
-OPEN_METHOD_PREFIXES: Final = ("/grpc.health.v1.Health/", "/qmix_edge.v1.Mission/Deploy")
-"""Methods served without an agent token: health checks, and the operator's Deploy (which checks
-the operator token itself)."""
+OPEN_METHOD_PREFIXES: Final = (
+    "/grpc.health.v1.Health/",
+    "/qmix_edge.v1.Mission/Deploy",
+    "/qmix_edge.v1.Mission/Operate",
+)
+"""Methods served without an agent token: health checks, and the operator's Deploy and Operate
+(which check the operator token themselves)."""
 OPERATOR_HEADER: Final = "x-qmix-operator"
 """Call metadata carrying the operator token (qmix-deploy)."""
 MIN_TOKEN_CHARS: Final = 16
@@ -223,11 +227,11 @@ def load_tokens(path: str | os.PathLike[str]) -> dict[str, str]:
     return dict(data)
 
 
-def read_token_file(path: str | os.PathLike[str]) -> str:
-    """One agent's token: the file's content without surrounding whitespace."""
-    token = _read(path, "--token-file").decode("utf-8", "replace").strip()
+def read_token_file(path: str | os.PathLike[str], flag: str = "--token-file") -> str:
+    """A token file's content without surrounding whitespace (``flag``: the flag that named it)."""
+    token = _read(path, flag).decode("utf-8", "replace").strip()
     if not token:
-        raise SecurityConfigError(f"--token-file {str(path)!r} is empty")
+        raise SecurityConfigError(f"{flag} {str(path)!r} is empty")
     _warn_if_readable_by_others(Path(path))
     return token
 

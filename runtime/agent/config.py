@@ -35,7 +35,8 @@ class AgentConfig:
     )
     coordinator: str | None = setting(
         None,
-        "HOST:PORT of qmix-coordinator's gRPC port (Join and Leave over gRPC).",
+        "HOST:PORT of qmix-coordinator's gRPC port (Join and Leave over gRPC; with --rate-hz: "
+        "mission control's).",
         group="who",
     )
     step_lane_address: str | None = setting(
@@ -96,8 +97,10 @@ class AgentConfig:
     rate_hz: float | None = setting(
         None,
         "Field mode on this device's own clock: run the control loop (sensor, safety mask, "
-        "policy, actuator) at this many ticks per second, episodes back to back, with no "
-        "coordinator on the decision path. none = lockstep: decide when the coordinator asks.",
+        "policy, actuator) at this many ticks per second, with no coordinator on the decision "
+        "path. With --coordinator it links to mission control (qmix-coordinator --mode mission: "
+        "agreed episode starts, telemetry, record upload, rollouts); without, it runs episodes "
+        "back to back on its own. none = lockstep: decide when the coordinator asks.",
         group="field",
     )
     on_coordinator_loss: LossPolicy = setting(
@@ -151,11 +154,11 @@ class AgentConfig:
                 raise ValueError("--rate-hz runs the field loop: it needs --sensor and --actuator")
             if not 0 < self.rate_hz <= 10_000:
                 raise ValueError(f"--rate-hz must be in (0, 10000]; found {self.rate_hz}")
-            if self.coordinator or self.step_lane_address:
+            if self.step_lane_address:
                 raise ValueError(
-                    "--rate-hz with a coordinator needs mission control, which qmix-coordinator "
-                    "does not serve yet: run the field loop on its own (without --coordinator and "
-                    "--step-lane-address), or in lockstep (without --rate-hz)"
+                    "--rate-hz runs the agent on its own clock, which has no step lane: give "
+                    "--coordinator HOST:PORT (mission control's gRPC port, qmix-coordinator "
+                    "--mode mission), or neither to run on its own"
                 )
         elif not self.coordinator and not self.step_lane_address:
             raise ValueError(

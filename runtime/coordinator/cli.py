@@ -27,11 +27,13 @@ from ..security import (
     ServerTls,
     is_loopback,
     load_tokens,
+    read_token_file,
     require_secure_or_loopback,
 )
 from .clock import ENV_ERROR_LIMIT
 from .config import EXIT_FAILURE, EXIT_INCOMPLETE_TEAM, EXIT_OK, EXIT_USAGE, CoordinatorConfig
 from .config import GROUPS as CONFIG_GROUPS
+from .mission_run import MissionSummary
 from .server import Coordinator
 from .summary import summary_lines
 from .team import TeamSpec, make_team_env
@@ -42,10 +44,16 @@ DESCRIPTION = f"""\
 Serve one team: agents (qmix-agent) dial in, join with their artifact hash, and the
 coordinator keeps them in step. Simulation mode runs the environment here and sends
 each agent its own observation; field mode paces a real team and records reports.
+Mission mode is mission control for agents on their own clocks (qmix-agent --rate-hz):
+it starts and ends episodes for the whole team at agreed times, collects telemetry and
+the agents' own records, and rolls out signed policies (qmix-deploy); qmix-mission
+pauses, resumes or ends an episode and shows the team.
 
-example:
+examples:
   qmix-coordinator --artifacts artifacts/run1 --episodes 10 --port 50051 \\
       --record runs/run1/episodes.jsonl
+  qmix-coordinator --artifacts artifacts/run1 --mode mission --episode-limit 25 \\
+      --step-period-ms 100 --episodes 0 --record mission.jsonl
 
 exit status: 0 the run finished (or was stopped) with its whole team; 1 runtime
 failure (e.g. the environment raised in {ENV_ERROR_LIMIT} consecutive episodes); 2 usage or
@@ -112,7 +120,20 @@ def build_coordinator(config: CoordinatorConfig) -> Coordinator:
         except TeamMismatchError as e:
             _refuse_an_edited_manifest(config.artifacts, team, config.public_key, e)
             raise
-    return Coordinator(team, config, env=env, record_path=config.record, tls=tls, tokens=tokens)
+    operator_token = (
+        read_token_file(config.operator_token_file, "--operator-token-file")
+        if config.operator_token_file
+        else None
+    )
+    return Coordinator(
+        team,
+        config,
+        env=env,
+        record_path=config.record,
+        tls=tls,
+        tokens=tokens,
+        operator_token=operator_token,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         coordinator.close()
         stop_handler()
-    for line in summary_lines(summary, config.record):
+    lines = (
+        summary.lines(config.record)
+        if isinstance(summary, MissionSummary)
+        else summary_lines(summary, config.record)
+    )
+    for line in lines:
         log.log(logging.INFO if summary.exit_status == EXIT_OK else logging.ERROR, "%s", line)
     return summary.exit_status
 

@@ -10,9 +10,9 @@ from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setti
 
 from .. import wire
 
-Mode = Literal["simulation", "field"]
+Mode = Literal["simulation", "field", "mission"]
 TeamPolicy = Literal["abort_episode", "continue_degraded"]
-MODES: tuple[str, ...] = ("simulation", "field")
+MODES: tuple[str, ...] = ("simulation", "field", "mission")
 TEAM_POLICIES: tuple[str, ...] = ("abort_episode", "continue_degraded")
 
 STEP_DEADLINE_MS = 500
@@ -52,7 +52,11 @@ class CoordinatorConfig:
     mode: Mode = setting(
         "simulation",
         "simulation: the coordinator owns the environment and sends each agent its observation; "
-        "field: agents read their own sensors and the coordinator paces and records the team.",
+        "field: lockstep in the field: agents read their own sensors when the coordinator ticks; "
+        "mission: every agent runs its own loop (qmix-agent --rate-hz) and the coordinator is "
+        "mission control, off the decision path: it starts and ends episodes for the whole team "
+        "at agreed times, collects telemetry and the agents' records, and rolls out signed "
+        "policies (qmix-deploy).",
         group="team",
     )
     env: str | None = setting(
@@ -62,7 +66,8 @@ class CoordinatorConfig:
     seed: int = setting(0, "Episode i resets the environment with seed + i.", group="team")
     episode_limit: int | None = setting(
         None,
-        "Steps per episode; field mode requires it, simulation defaults to the env's limit.",
+        "Steps per episode; field and mission modes require it, simulation defaults to the "
+        "env's limit.",
         group="team",
     )
     team_policy: TeamPolicy = setting(
@@ -100,7 +105,15 @@ class CoordinatorConfig:
     )
     step_period_ms: int = setting(
         0,
-        "Time between step starts in ms; required in field mode, 0 = as fast as possible.",
+        "Time between step starts in ms; required in field mode, 0 = as fast as possible. "
+        "Mission mode: the agents' control period (1000 / their --rate-hz); an episode lasts "
+        "--episode-limit periods.",
+        group="clock",
+    )
+    start_lead_ms: int = setting(
+        500,
+        "Mission mode: how far ahead every start and end is announced, so the whole team "
+        "receives it before the agreed instant (more than the link's worst delay).",
         group="clock",
     )
     attach_timeout_s: float = setting(
@@ -152,6 +165,12 @@ class CoordinatorConfig:
         "agent it speaks for.",
         group="trust",
     )
+    operator_token_file: str | None = setting(
+        None,
+        "Mission mode: file holding the token qmix-deploy must present to roll out a policy; "
+        "none = rollouts only from this host (loopback).",
+        group="trust",
+    )
     allow_insecure: bool = setting(
         False,
         "Allow plain text on a non-loopback --host (a trusted network only).",
@@ -176,11 +195,16 @@ class CoordinatorConfig:
             raise ValueError(f"lease_steps must be >= 1; found {self.lease_steps}")
         if self.step_period_ms < 0:
             raise ValueError(f"step_period_ms must be >= 0; found {self.step_period_ms}")
-        if self.mode == "field" and (self.step_period_ms <= 0 or not self.episode_limit):
+        if self.mode in ("field", "mission") and (
+            self.step_period_ms <= 0 or not self.episode_limit
+        ):
             raise ValueError(
-                "field mode needs a step period and an episode length: set step_period_ms > 0 "
-                f"and episode_limit > 0 (found {self.step_period_ms} and {self.episode_limit})"
+                f"{self.mode} mode needs a step period and an episode length: set "
+                f"step_period_ms > 0 and episode_limit > 0 (found {self.step_period_ms} and "
+                f"{self.episode_limit})"
             )
+        if self.start_lead_ms < 0:
+            raise ValueError(f"start_lead_ms must be >= 0; found {self.start_lead_ms}")
         if self.episode_limit is not None and self.episode_limit < 1:
             raise ValueError(f"episode_limit must be >= 1; found {self.episode_limit}")
         for name in ("port", "step_lane_port"):

@@ -1,6 +1,6 @@
 """``qmix-deploy``: offer a new artifact set to a team in the field and follow its rollout.
 
-Mission control (``qmix-coordinator --mode field``) offers the set to every agent; each downloads,
+Mission control (``qmix-coordinator --mode mission``) offers the set to every agent; each downloads,
 verifies (every file's sha256, the manifest's Ed25519 signature, its own graph) and stages it; the
 team switches at one episode boundary once every agent has staged it, or not at all. This command
 prints each agent's progress and exits 0 once every agent runs the new version, 1 when the rollout
@@ -14,49 +14,29 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from qmix_edge.common import settings
-from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
+from qmix_edge.common.settings import setting
 
 from ..errors import RuntimeFailure
-from ..security import (
-    OPERATOR_HEADER,
-    ClientTls,
-    host_of,
-    read_token_file,
-    require_secure_or_loopback,
-)
+from .operator import OperatorFlags, dial
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class DeployConfig:
+class DeployConfig(OperatorFlags):
     """What qmix-deploy is told (every field is a flag)."""
 
-    coordinator: str = setting("", "HOST:PORT of mission control's gRPC port.", required=True)
     artifacts: str = setting(
         "",
         "The artifact directory to roll out, as a path on mission control's host (qmix-export's "
         "output, signed when the agents' stores have a public key).",
         required=True,
     )
-    operator_token_file: str | None = setting(
-        None, "File holding the operator token mission control was started with."
-    )
     timeout_s: float = setting(
         600.0, "Stop following (exit 1) after this long; the rollout goes on."
     )
-    tls_ca: str | None = setting(None, "Dial TLS; the CA of mission control's certificate.")
-    tls_server_name: str | None = setting(None, "Name mission control's certificate must carry.")
-    allow_insecure: bool = setting(
-        False, "Allow plain text to a non-loopback mission control (a trusted network only)."
-    )
-    log_level: LogLevel = log_level_setting("WARNING")
-
-    def __post_init__(self) -> None:
-        check_log_level(self.log_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,21 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     logging.basicConfig(level=cfg.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        tls = ClientTls(Path(cfg.tls_ca), server_name=cfg.tls_server_name) if cfg.tls_ca else None
-        require_secure_or_loopback(
-            host_of(cfg.coordinator), tls is not None, cfg.allow_insecure, "--tls-ca"
-        )
-        token = read_token_file(cfg.operator_token_file) if cfg.operator_token_file else None
-        credentials = tls.credentials() if tls is not None else None
+        channel, metadata = dial(cfg)
     except RuntimeFailure as e:
         print(f"qmix-deploy: error: {e}", file=sys.stderr)
         return 2
-    metadata = ((OPERATOR_HEADER, token),) if token else None
-    channel = (
-        grpc.secure_channel(cfg.coordinator, credentials, tls.channel_options())  # type: ignore[union-attr]
-        if credentials is not None
-        else grpc.insecure_channel(cfg.coordinator)
-    )
     last: dict[str, str] = {}
     final = None
     try:

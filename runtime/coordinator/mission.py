@@ -7,32 +7,26 @@ record lines (each line stored once, whatever the reconnections), and rolls out 
 sets: the team switches at one named episode once every agent has staged the set, or not at all.
 
 `MissionControl` holds that state and runs on the server's asyncio loop; its public methods may be
-called from any thread. `MissionServicer` is its gRPC face, registered with the generated
-``add_MissionServicer_to_server``. No torch.
+called from any thread. Its gRPC face is `qmix_edge.runtime.coordinator.mission_service`; the
+episode schedule of a whole mission is `qmix_edge.runtime.coordinator.mission_run`. No torch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from ..artifact import ArtifactError
 from ..proto.v1 import mission_pb2 as mpb
-from ..proto.v1 import mission_pb2_grpc as mpb_grpc
 from ..rollout import Offer, RolloutError, offer_for, read_chunk
-from ..security import OPERATOR_HEADER, call_metadata
-from .authorize import Authority
-from .grpc_service import credentials
 from .sessions import Refusal
 
 log = logging.getLogger(__name__)
@@ -85,7 +79,13 @@ class MissionControl:
         *,
         record: RecordFn | None = None,
         clock: Callable[[], float] = time.monotonic,
+        first_episode: int = 1,
+        record_next_seq: Mapping[str, int] | None = None,
     ) -> None:
+        """``first_episode``: the id of the first episode this process starts (a resumed mission
+        goes on numbering where the record left off; ids are the run's episode index + 1).
+        ``record_next_seq``: per agent, the first line of its own record not stored yet (a
+        resumed mission's record already holds the others)."""
         self.team_id = team_id
         self.agent_ids = tuple(agent_ids)
         self.version = version
@@ -94,9 +94,14 @@ class MissionControl:
         self._record = record
         self._lock = threading.RLock()  # `wait_for`'s predicate reads `status` under it
         self._links: dict[str, _Link] = {}
-        self._status = {a: AgentStatus() for a in self.agent_ids}
+        seqs = record_next_seq or {}
+        self._status = {a: AgentStatus(record_next_seq=seqs.get(a, 0)) for a in self.agent_ids}
         self._schedule: list[mpb.Schedule] = []
-        self._next_episode = 1
+        self._next_episode = first_episode
+        self._phase = "idle"
+        self._started_at = 0.0
+        self._paused_since: float | None = None
+        self._paused_total = 0.0
         self.rollout: Rollout | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.changed = threading.Condition(self._lock)
@@ -137,9 +142,36 @@ class MissionControl:
             self.changed.notify_all()
         self._broadcast(mpb.MissionCommand(schedule=s))
         self._emit(
-            "mission", kind=mpb.Schedule.Kind.Name(kind).lower(), episode_id=episode_id, at=at
+            "mission",
+            kind=mpb.Schedule.Kind.Name(kind).lower(),
+            episode_id=episode_id,
+            at=at,
+            time=time.time() + lead_s,
+            episode_index=max(0, episode_id - 1),
         )
         return at
+
+    @property
+    def phase(self) -> str:
+        """What mission control last scheduled: ``idle``, ``running`` or ``paused``."""
+        with self._lock:
+            return self._phase
+
+    @property
+    def episode(self) -> int:
+        """The current (or last) episode's id; 0 before the first."""
+        with self._lock:
+            return self._next_episode - 1
+
+    def due_end(self, duration_s: float) -> float:
+        """When the current episode is due to end on mission control's clock: its start plus
+        ``duration_s`` plus the time it spent paused (infinite while paused; now when idle)."""
+        with self._lock:
+            if self._phase == "idle":
+                return self.clock()
+            if self._paused_since is not None:
+                return float("inf")
+            return self._started_at + duration_s + self._paused_total
 
     def start_episode(self, lead_s: float = 0.5) -> tuple[int, float]:
         """Start the next episode for the whole team ``lead_s`` from now; (episode id, time)."""
@@ -150,16 +182,72 @@ class MissionControl:
         if r is not None and r.switch_at == ep:
             self.version = r.offer.version
             self._emit("rollout_switched", version=r.offer.version, episode_id=ep)
-        return ep, self._schedule_cmd(mpb.Schedule.START, ep, lead_s)
+        at = self._schedule_cmd(mpb.Schedule.START, ep, lead_s)
+        with self._lock:
+            self._phase, self._started_at = "running", at
+            self._paused_since, self._paused_total = None, 0.0
+        return ep, at
 
     def pause(self, lead_s: float = 0.0) -> float:
+        """Pause the running episode for the whole team at ``lead_s`` from now."""
+        with self._lock:
+            if self._phase != "running":
+                raise Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"nothing to pause: the team is {self._phase}",
+                )
+            self._phase = "paused"
+            self._paused_since = self.clock() + lead_s
         return self._schedule_cmd(mpb.Schedule.PAUSE, self._next_episode - 1, lead_s)
 
     def resume(self, lead_s: float = 0.0) -> float:
+        """Resume the paused episode at ``lead_s`` from now (its end moves by the pause)."""
+        with self._lock:
+            if self._phase != "paused" or self._paused_since is None:
+                raise Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"nothing to resume: the team is {self._phase}",
+                )
+            at = self.clock() + lead_s
+            self._paused_total += max(0.0, at - self._paused_since)
+            self._phase, self._paused_since = "running", None
         return self._schedule_cmd(mpb.Schedule.RESUME, self._next_episode - 1, lead_s)
 
     def end_episode(self, lead_s: float = 0.0) -> float:
+        """End the running (or paused) episode at ``lead_s`` from now."""
+        with self._lock:
+            if self._phase == "idle":
+                raise Refusal(
+                    grpc.StatusCode.FAILED_PRECONDITION, "nothing to end: no episode is running"
+                )
+            self._phase = "idle"
         return self._schedule_cmd(mpb.Schedule.END, self._next_episode - 1, lead_s)
+
+    def state(self, at: float = 0.0) -> mpb.MissionState:
+        """The team as mission control knows it (qmix-mission status)."""
+        now = self.clock()
+        with self._lock:
+            agents = {
+                a: mpb.AgentState(
+                    linked=s.linked,
+                    version=s.version,
+                    phase=str(s.telemetry.get("phase", "")),
+                    episode_id=int(s.telemetry.get("episode_id", 0)),
+                    decisions=int(s.telemetry.get("decisions", 0)),
+                    overruns=int(s.telemetry.get("overruns", 0)),
+                    last_heard_s=-1.0 if s.last_heard is None else now - s.last_heard,
+                    rollout=s.rollout,
+                )
+                for a, s in self._status.items()
+            }
+            return mpb.MissionState(
+                team_id=self.team_id,
+                version=self.version,
+                episode_id=self._next_episode - 1,
+                phase=self._phase,
+                at=at,
+                agents=agents,
+            )
 
     def offer(self, artifact_dir: str | os.PathLike[str]) -> Offer:
         """Offer a new artifact set to the team (it must be the same team: same agents)."""
@@ -177,7 +265,7 @@ class MissionControl:
             for s in self._status.values():
                 s.rollout = ""
             self.changed.notify_all()
-        self._broadcast(mpb.MissionCommand(offer=_offer_pb(offer)))
+        self._broadcast(mpb.MissionCommand(offer=offer_message(offer)))
         self._emit("rollout_offered", version=offer.version, bytes=offer.total_bytes)
         log.info(
             "offered artifact %s (%d bytes) to the team", offer.version[:12], offer.total_bytes
@@ -310,7 +398,7 @@ class MissionControl:
             out += [mpb.MissionCommand(schedule=s) for s in self._schedule]
             r = self.rollout
             if r is not None and not r.cancelled:
-                out.append(mpb.MissionCommand(offer=_offer_pb(r.offer)))
+                out.append(mpb.MissionCommand(offer=offer_message(r.offer)))
                 if r.switch_at is not None:
                     out.append(
                         mpb.MissionCommand(
@@ -356,132 +444,9 @@ class MissionControl:
         return None
 
 
-def _progress_differs(seen: mpb.DeployProgress) -> Callable[[MissionControl], bool]:
-    def changed(m: MissionControl) -> bool:
-        return m.progress() != seen
-
-    return changed
-
-
-def _offer_pb(offer: Offer) -> mpb.RolloutOffer:
+def offer_message(offer: Offer) -> mpb.RolloutOffer:
+    """The offer as the Connect stream carries it."""
     return mpb.RolloutOffer(
         version=offer.version,
         files=[mpb.OfferedFile(name=f.name, size=f.size, sha256=f.sha256) for f in offer.files],
     )
-
-
-class MissionServicer(mpb_grpc.MissionServicer):
-    """The gRPC face of a `MissionControl` (register with `add_MissionServicer_to_server`)."""
-
-    def __init__(
-        self,
-        control: MissionControl,
-        authority: Authority | None = None,
-        operator_token: str | None = None,
-    ) -> None:
-        self.control = control
-        self.authority = authority or Authority(control.agent_ids, mutual_tls=False, tokens=None)
-        """The coordinator's identity rule: an agent's link may only speak as itself."""
-        self.operator_token = operator_token
-        """The token qmix-deploy must present; None: Deploy only from loopback."""
-
-    def _operator_ok(self, context: Any) -> str:
-        """Why this Deploy call is refused ("" when it may go on)."""
-        if self.operator_token is not None:
-            given = call_metadata(context.invocation_metadata()).get(OPERATOR_HEADER, "")
-            if not hmac.compare_digest(given.encode(), self.operator_token.encode()):
-                return "Deploy needs the operator token (qmix-deploy --operator-token-file)"
-            return ""
-        peer = str(context.peer())
-        if peer.startswith(("ipv4:127.", "ipv6:[::1]", "unix:")):
-            return ""
-        return (
-            f"Deploy from {peer} refused: mission control has no operator token "
-            "(qmix-coordinator --operator-token-file), so only a loopback caller may deploy"
-        )
-
-    async def Deploy(
-        self, request: mpb.DeployRequest, context: Any
-    ) -> AsyncIterator[mpb.DeployProgress]:
-        why = self._operator_ok(context)
-        if why:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, why)
-        c = self.control
-        try:
-            offer = await asyncio.to_thread(c.offer, request.artifacts)
-        except (ArtifactError, RolloutError) as e:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-            return
-        deadline = time.monotonic() + (request.timeout_s or 600.0)
-        last = None
-        while True:
-            p = c.progress()
-            if p.version != offer.version:  # another deploy replaced this one
-                p.done, p.cancelled = True, "replaced by a newer offer"
-            if p != last:
-                yield p
-                last = p
-            if p.done or time.monotonic() > deadline:
-                return
-            await asyncio.to_thread(c.wait_for, _progress_differs(p), 1.0)
-
-    async def Clock(self, request: mpb.ClockProbe, context: Any) -> mpb.ClockProbe:
-        t1 = self.control.clock()
-        return mpb.ClockProbe(t0=request.t0, t1=t1, t2=self.control.clock())
-
-    async def FetchChunk(self, request: mpb.ChunkRequest, context: Any) -> mpb.Chunk:
-        r = self.control.rollout
-        if r is None or request.version != r.offer.version:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"no offer of version {request.version[:16]!r}"
-            )
-        assert r is not None
-        try:
-            data = read_chunk(
-                r.folder,
-                r.offer,
-                request.name,
-                int(request.offset),
-                int(request.max_bytes or 1 << 30),
-            )
-        except RolloutError as e:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-        return mpb.Chunk(offset=request.offset, data=data)
-
-    async def Connect(
-        self, request_iterator: AsyncIterator[mpb.FieldReport], context: Any
-    ) -> AsyncIterator[mpb.MissionCommand]:
-        c = self.control
-        try:
-            first = await request_iterator.__anext__()
-        except StopAsyncIteration:
-            return
-        if first.WhichOneof("kind") != "hello":
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be hello")
-        hello = first.hello
-        try:
-            self.authority.authorize(
-                credentials(context, self.authority), hello.agent_id, "a mission link"
-            )
-            link = c.attach(hello.agent_id, hello.version, asyncio.get_running_loop())
-        except Refusal as e:
-            await context.abort(e.code, e.detail)
-            return
-
-        async def read() -> None:
-            try:
-                async for report in request_iterator:
-                    c.handle(link, report)
-            finally:
-                link.queue.put_nowait(None)
-
-        reader = asyncio.create_task(read())
-        try:
-            while True:
-                cmd = await link.queue.get()
-                if cmd is None:
-                    break
-                yield cmd
-        finally:
-            reader.cancel()
-            c.detach(link)

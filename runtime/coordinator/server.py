@@ -29,13 +29,18 @@ from .. import wire
 from ..errors import RuntimeFailure, TeamMismatchError
 from ..interceptor import TokenInterceptor
 from ..proto.v1 import team_pb2 as pb
+from ..proto.v1.mission_pb2_grpc import add_MissionServicer_to_server
 from ..records import resume_point
+from ..rollout import artifact_version
 from ..security import SecurityConfigError, ServerTls, host_of
 from .authorize import Authority
 from .clock import StepClock
 from .config import CoordinatorConfig, step_lane_port
 from .grpc_service import TeamServicer, add_team_service
 from .lane_server import LaneServer
+from .mission import MissionControl
+from .mission_run import MissionRun, MissionSummary, mission_resume_point
+from .mission_service import MissionServicer
 from .record import Recorder
 from .sessions import Session, Sessions
 from .sources import FieldSource, SimulatedSource, StepSource
@@ -63,9 +68,12 @@ class Coordinator:
         record_path: str | Path | None = None,
         tls: ServerTls | None = None,
         tokens: Mapping[str, str] | None = None,
+        operator_token: str | None = None,
     ) -> None:
         """``tls``: serve over TLS (mutual TLS when it has a client CA: agent certificates name
-        their agent id). ``tokens``: agent id -> bearer token, required on every call."""
+        their agent id). ``tokens``: agent id -> bearer token, required on every call.
+        ``operator_token``: mission mode, what qmix-deploy and qmix-mission must present (None:
+        they are served to loopback callers only)."""
         self.team = team
         self.config = config
         self.tls = tls
@@ -93,6 +101,21 @@ class Coordinator:
             if config.resume and self.recorder.path is not None
             else (0, 0)
         )
+        self.mission: MissionControl | None = None
+        """Mission mode: the team's schedule, telemetry, records and rollouts."""
+        self.operator_token = operator_token
+        if config.mode == "mission":
+            seqs: dict[str, int] = {}
+            if config.resume and self.recorder.path is not None:
+                self._start_index, seqs = mission_resume_point(self.recorder.path)
+            self.mission = MissionControl(
+                team.team_id,
+                team.agent_ids,
+                artifact_version(config.artifacts),
+                record=self.recorder.write,
+                first_episode=self._start_index + 1,
+                record_next_seq=seqs,
+            )
         self._stopping = threading.Event()
         self._stop_event = asyncio.Event()
         self._watchers = threading.Condition()
@@ -231,6 +254,16 @@ class Coordinator:
             ],
         )
         add_team_service(TeamServicer(self.sessions, self.clock, self.authority), server)
+        if self.mission is not None:
+            add_MissionServicer_to_server(
+                MissionServicer(
+                    self.mission,
+                    self.authority,
+                    self.operator_token,
+                    default_lead_s=self.config.start_lead_ms / 1000.0,
+                ),
+                server,
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         check_port_free(address)  # before gRPC, whose C core prints its own bind error
         try:
@@ -250,7 +283,7 @@ class Coordinator:
                 f"cannot bind {address} (bound port {port}); the port is in use. "
                 "Stop the other server or choose another --port."
             )
-        if self.config.step_lane:
+        if self.config.step_lane and self.mission is None:  # mission mode has no steps
             try:
                 lane_port = step_lane_port(
                     int(address.rpartition(":")[2]), self.config.step_lane_port
@@ -265,10 +298,21 @@ class Coordinator:
         self._server = server
         return port
 
-    def run(self) -> RunSummary:
-        """Run the configured episodes (or until `request_stop`); blocks; returns what happened."""
+    def run(self) -> RunSummary | MissionSummary:
+        """Run the configured episodes (or until `request_stop`); blocks; returns what happened
+        (a `MissionSummary` in mission mode)."""
         if self._server is None:
             raise RuntimeFailure("call start() before run()")
+        if self.mission is not None:
+            mission = MissionRun(
+                self.mission,
+                self.config,
+                self.recorder,
+                self._stop_event,
+                first_index=self._start_index,
+            )
+            done: MissionSummary = self._call(mission.run())
+            return done
         summary: RunSummary = self._call(self.clock.run())
         return summary
 

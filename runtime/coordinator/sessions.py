@@ -161,6 +161,13 @@ class Sessions:
         Join came on ("grpc", or "lane": the step lane's join frame), for the record."""
         if self.stopping.is_set():
             raise Refusal(grpc.StatusCode.UNAVAILABLE, "the coordinator is shutting down")
+        if self.config.mode == "mission":
+            raise Refusal(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this coordinator is mission control (--mode mission): its agents run their own "
+                "loops and link to it with qmix-agent --rate-hz R --coordinator HOST:PORT, not "
+                "by joining lockstep steps",
+            )
         if req.protocol_version != wire.PROTOCOL_VERSION:
             raise Refusal(
                 grpc.StatusCode.FAILED_PRECONDITION,

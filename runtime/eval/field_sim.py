@@ -15,6 +15,11 @@ namespaces) instead of real sensors and motors:
 - at the end of each tick the simulator applies, per agent, the latest action received for this
   episode, or the legal-action rule when there is none (counted), and steps the env.
 
+Episodes start back to back, or, with mission control (``starts``, e.g. `MissionStarts` reading
+the coordinator's run record), at the instant mission control announced to the team: the first
+observation goes out half a period before it, and the world steps half a period after each agent
+tick, so an agent ticking on the agreed instants acts on every observation in time.
+
 Datagrams (little-endian): ``b"QFS1"`` then a type byte. HELLO (1): the agent id in UTF-8.
 OBS (2): episode i32, step i32, over u8, obs_dim u16, n_actions u16, float32 obs, u8 mask.
 ACT (3): episode i32, step i32, action i32, then the agent id. No torch.
@@ -23,13 +28,14 @@ ACT (3): episode i32, step i32, action i32, then the agent id. No torch.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +43,8 @@ import numpy as np
 
 from ..field import FieldStep, SensorReading
 from ..legal import is_allowed, substitute
+from ..mission_records import MissionEvent
+from ..records import from_json
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +94,18 @@ class FieldSimulator:
         self._latest: dict[str, tuple[int, int]] = {}  # agent -> (episode, action)
         self.results: list[FieldEpisode] = []
         self.stop_event = threading.Event()
+        self._progress = threading.Condition()
+        self._position = (-1, 0)  # (episode index, steps taken in it)
+
+    def wait_for_step(self, index: int, steps: int, timeout: float) -> bool:
+        """Wait until the world has taken ``steps`` steps of episode ``index`` (or a later one)."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self._position >= (index, steps), timeout)
+
+    def _advance(self, index: int, steps: int) -> None:
+        with self._progress:
+            self._position = (index, steps)
+            self._progress.notify_all()
 
     def _drain(self) -> None:
         while True:
@@ -131,12 +151,19 @@ class FieldSimulator:
             self.stop_event.wait(0.01)
         return False
 
-    def run(self) -> list[FieldEpisode]:
-        """Play ``episodes`` episodes in real time; returns them."""
+    def run(self, starts: Callable[[int], float | None] | None = None) -> list[FieldEpisode]:
+        """Play ``episodes`` episodes in real time; returns them. ``starts``: episode index ->
+        its start instant on ``time.monotonic()`` once known (None: not announced yet), to start
+        each world episode when mission control starts the team's."""
         limit = self.env.spec.episode_limit
         next_t = time.monotonic()
         for e in range(self.episodes):
             episode_id = e + 1
+            if starts is not None:
+                at = self._wait_for_start(starts, e)
+                if at is None:
+                    return self.results
+                next_t = at - self.period / 2
             ep = FieldEpisode(self.seed + e, substituted=dict.fromkeys(self.agent_ids, 0))
             ts = self.env.reset(seed=self.seed + e)
             for step in range(limit):
@@ -164,6 +191,7 @@ class FieldSimulator:
                 result = self.env.step(actions)
                 ep.ret += float(result.reward)
                 ep.steps += 1
+                self._advance(e, ep.steps)
                 ts = result.next
                 if result.done:
                     break
@@ -174,8 +202,55 @@ class FieldSimulator:
             log.info("field episode %d (seed %d): return %.3f", episode_id, ep.seed, ep.ret)
         return self.results
 
+    def _wait_for_start(self, starts: Callable[[int], float | None], index: int) -> float | None:
+        while not self.stop_event.is_set():
+            self._drain()  # keep learning the agents' addresses meanwhile
+            at = starts(index)
+            if at is not None:
+                return at
+            self.stop_event.wait(0.01)
+        return None
+
     def close(self) -> None:
         self.sock.close()
+
+
+class MissionStarts:
+    """Episode start instants read from a mission's run record as the coordinator appends them
+    (``mission`` start lines; a restarted coordinator's lines count too): ``starts(index)`` is
+    episode ``index``'s start on this host's ``time.monotonic()`` (converted from the line's Unix
+    time: the simulator and mission control share a host clock), or None until announced."""
+
+    def __init__(self, record: str | os.PathLike[str]) -> None:
+        self.path = record
+        self._offset = 0
+        self._starts: dict[int, float] = {}
+
+    def __call__(self, index: int) -> float | None:
+        if index not in self._starts:
+            self._read()
+        unix = self._starts.get(index)
+        return None if unix is None else time.monotonic() + (unix - time.time())
+
+    def _read(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if obj.get("type") != MissionEvent.TYPE:
+                continue
+            event = from_json(obj)
+            if isinstance(event, MissionEvent) and event.kind == "start":
+                self._starts[event.episode_index] = event.time
 
 
 class SimLink:

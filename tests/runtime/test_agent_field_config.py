@@ -18,6 +18,8 @@ def parse(argv: list[str]) -> AgentConfig:
 def test_a_field_loop_needs_no_coordinator_and_reads_back_through_to_argv() -> None:
     cfg = parse([*BASE, *PLUGINS, "--rate-hz", "50", "--on-coordinator-loss", "hold"])
     assert (cfg.rate_hz, cfg.on_coordinator_loss, cfg.coordinator) == (50.0, "hold", None)
+    linked = parse([*BASE, *PLUGINS, "--rate-hz", "50", "--coordinator", "127.0.0.1:50051"])
+    assert linked.coordinator == "127.0.0.1:50051"  # mission control's port
     assert parse(to_argv(cfg)) == cfg
 
 
@@ -26,8 +28,7 @@ def test_a_field_loop_needs_no_coordinator_and_reads_back_through_to_argv() -> N
     [
         ([*BASE, "--rate-hz", "50"], "needs --sensor and --actuator"),
         ([*BASE, *PLUGINS, "--rate-hz", "0"], "rate-hz must be in"),
-        ([*BASE, *PLUGINS, "--rate-hz", "50", "--step-lane-address", "h:1"], "mission control"),
-        ([*BASE, *PLUGINS, "--rate-hz", "50", "--coordinator", "h:1"], "does not serve yet"),
+        ([*BASE, *PLUGINS, "--rate-hz", "50", "--step-lane-address", "h:1"], "no step lane"),
         ([*BASE], "give --coordinator"),
     ],
 )

@@ -16,7 +16,8 @@ import pytest
 from qmix_edge.runtime.agent.autonomous import Mission, Phase
 from qmix_edge.runtime.agent.mission_link import LocalRecord, MissionLink
 from qmix_edge.runtime.agent.store import ArtifactStore
-from qmix_edge.runtime.coordinator.mission import MissionControl, MissionServicer
+from qmix_edge.runtime.coordinator.mission import MissionControl
+from qmix_edge.runtime.coordinator.mission_service import MissionServicer
 from qmix_edge.runtime.policy import AgentPolicy
 from qmix_edge.runtime.proto.v1 import mission_pb2_grpc as mpb_grpc
 from qmix_edge.runtime.rollout import offer_for
@@ -325,3 +326,62 @@ def test_qmix_deploy_reports_a_cancelled_rollout_and_a_missing_operator_token(
                    str(sets["v2"])]) == 2  # fmt: skip
     assert "PERMISSION_DENIED" in capsys.readouterr().err
     assert locked.rollout is None
+
+
+def test_qmix_mission_pauses_resumes_and_ends_the_episode_for_every_agent(
+    team: Any, sets: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from qmix_edge.runtime.coordinator import mission_cli
+
+    control, server, records = team()
+    v1 = offer_for(sets["v1"]).version
+    agents = [Agent(a, server.port, tmp_path / a, v1) for a in AGENTS]
+    ended = {a.link.agent_id: threading.Event() for a in agents}
+    for a in agents:
+        original_end = a.mission.end
+
+        def end(at: float, original_end: Any = original_end, got: Any = ended[a.link.agent_id]):
+            original_end(at)
+            got.set()
+
+        a.mission.end = end  # type: ignore[method-assign]
+    address = ["--coordinator", f"127.0.0.1:{server.port}"]
+    try:
+        assert control.wait_for(lambda c: all(s.linked for s in c.status().values()), 10)
+        assert mission_cli.main([*address, "--action", "pause"]) == 1  # nothing runs yet
+        assert "nothing to pause" in capsys.readouterr().err
+        ep, _ = control.start_episode(lead_s=0.0)
+        assert control.due_end(10.0) < float("inf")
+        assert mission_cli.main([*address, "--action", "pause", "--lead-s", "0.2"]) == 0
+        assert control.phase == "paused" and control.due_end(10.0) == float("inf")
+        assert mission_cli.main([*address, "--action", "resume", "--lead-s", "0.2"]) == 0
+        assert mission_cli.main([*address, "--action", "end", "--lead-s", "0.2"]) == 0
+        assert control.phase == "idle"
+        kinds = [f["kind"] for t, f in records if t == "mission"]
+        assert kinds == ["start", "pause", "resume", "end"]
+        at = {f["kind"]: f["at"] for t, f in records if t == "mission"}
+        for a in agents:  # every agent got the same instants: paused, running again, over
+            assert ended[a.link.agent_id].wait(10)
+            assert a.mission.state(at["pause"] + 0.001) == (Phase.PAUSED, ep)
+            assert a.mission.state(at["resume"] + 0.001) == (Phase.RUNNING, ep)
+            assert a.mission.state(at["end"] + 0.001)[0] is Phase.IDLE
+        assert mission_cli.main([*address]) == 0  # status
+        shown = capsys.readouterr().out
+        assert f"idle, episode {ep}" in shown and "agent_1: linked" in shown
+    finally:
+        for a in agents:
+            a.close()
+
+
+def test_qmix_mission_needs_the_operator_token_when_mission_control_has_one(
+    team: Any, tmp_path: Path
+) -> None:
+    from qmix_edge.runtime.coordinator import mission_cli
+
+    _, server, _ = team(operator_token="s3cret-operator-token")
+    address = ["--coordinator", f"127.0.0.1:{server.port}"]
+    assert mission_cli.main(address) == 2  # PERMISSION_DENIED
+    token = tmp_path / "op.token"
+    token.write_text("s3cret-operator-token\n")
+    token.chmod(0o600)
+    assert mission_cli.main([*address, "--operator-token-file", str(token)]) == 0

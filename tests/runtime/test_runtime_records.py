@@ -108,7 +108,7 @@ def test_the_coordinators_call_shape_is_checked_and_typed(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("record", "match"),
     [
-        ({"type": "steps", "step": 0}, r"unknown record type 'steps'; the schema \(version 2\)"),
+        ({"type": "steps", "step": 0}, r"unknown record type 'steps'; the schema \(version 3\)"),
         (
             {"type": "leave", "agent_id": "a", "session_id": "s", "reason": "x", "why": 1},
             r"a 'leave' record must have .* found unknown \['why'\], missing \[\]",

@@ -229,3 +229,64 @@ class DeployProgress(_message.Message):
     cancelled: str
     done: bool
     def __init__(self, version: _Optional[str] = ..., agents: _Optional[_Mapping[str, str]] = ..., switch_at_episode: _Optional[int] = ..., cancelled: _Optional[str] = ..., done: _Optional[bool] = ...) -> None: ...
+
+class OperateRequest(_message.Message):
+    __slots__ = ("action", "lead_s")
+    class Action(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATUS: _ClassVar[OperateRequest.Action]
+        PAUSE: _ClassVar[OperateRequest.Action]
+        RESUME: _ClassVar[OperateRequest.Action]
+        END: _ClassVar[OperateRequest.Action]
+    STATUS: OperateRequest.Action
+    PAUSE: OperateRequest.Action
+    RESUME: OperateRequest.Action
+    END: OperateRequest.Action
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    LEAD_S_FIELD_NUMBER: _ClassVar[int]
+    action: OperateRequest.Action
+    lead_s: float
+    def __init__(self, action: _Optional[_Union[OperateRequest.Action, str]] = ..., lead_s: _Optional[float] = ...) -> None: ...
+
+class AgentState(_message.Message):
+    __slots__ = ("linked", "version", "phase", "episode_id", "decisions", "overruns", "last_heard_s", "rollout")
+    LINKED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    OVERRUNS_FIELD_NUMBER: _ClassVar[int]
+    LAST_HEARD_S_FIELD_NUMBER: _ClassVar[int]
+    ROLLOUT_FIELD_NUMBER: _ClassVar[int]
+    linked: bool
+    version: str
+    phase: str
+    episode_id: int
+    decisions: int
+    overruns: int
+    last_heard_s: float
+    rollout: str
+    def __init__(self, linked: _Optional[bool] = ..., version: _Optional[str] = ..., phase: _Optional[str] = ..., episode_id: _Optional[int] = ..., decisions: _Optional[int] = ..., overruns: _Optional[int] = ..., last_heard_s: _Optional[float] = ..., rollout: _Optional[str] = ...) -> None: ...
+
+class MissionState(_message.Message):
+    __slots__ = ("team_id", "version", "episode_id", "phase", "at", "agents")
+    class AgentsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AgentState
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AgentState, _Mapping]] = ...) -> None: ...
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    EPISODE_ID_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    AGENTS_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    version: str
+    episode_id: int
+    phase: str
+    at: float
+    agents: _containers.MessageMap[str, AgentState]
+    def __init__(self, team_id: _Optional[str] = ..., version: _Optional[str] = ..., episode_id: _Optional[int] = ..., phase: _Optional[str] = ..., at: _Optional[float] = ..., agents: _Optional[_Mapping[str, AgentState]] = ...) -> None: ...

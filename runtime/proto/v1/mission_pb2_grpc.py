@@ -55,6 +55,11 @@ class MissionStub:
                 request_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.SerializeToString,
                 response_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.FromString,
                 _registered_method=True)
+        self.Operate = channel.unary_unary(
+                '/qmix_edge.v1.Mission/Operate',
+                request_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.OperateRequest.SerializeToString,
+                response_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.MissionState.FromString,
+                _registered_method=True)
 
 
 class MissionServicer:
@@ -93,6 +98,14 @@ class MissionServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Operate(self, request, context):
+        """The operator (qmix-mission) pauses, resumes or ends the team's episode at an agreed time, or
+        reads the team's state. Same rule as Deploy: the operator token, else loopback only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MissionServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +128,11 @@ def add_MissionServicer_to_server(servicer, server):
                     servicer.Deploy,
                     request_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.FromString,
                     response_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.SerializeToString,
+            ),
+            'Operate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Operate,
+                    request_deserializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.OperateRequest.FromString,
+                    response_serializer=qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.MissionState.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +244,33 @@ class Mission:
             '/qmix_edge.v1.Mission/Deploy',
             qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployRequest.SerializeToString,
             qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.DeployProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Operate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/qmix_edge.v1.Mission/Operate',
+            qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.OperateRequest.SerializeToString,
+            qmix__edge_dot_runtime_dot_proto_dot_v1_dot_mission__pb2.MissionState.FromString,
             options,
             channel_credentials,
             insecure,
