@@ -53,6 +53,7 @@ from ..records import read_records
 from .config import GROUPS as CONFIG_GROUPS
 from .config import EvalConfig
 from .faults import check_fault_plan
+from .field_report import field_summary_text
 from .launcher import RECORD_FILE, run_distributed
 from .reference import run_reference
 from .report import build_report, summary_text, write_report
@@ -93,6 +94,25 @@ def evaluate(cfg: EvalConfig, workdir: Path | None = None) -> dict[str, Any]:
     return report
 
 
+def evaluate_field_run(cfg: EvalConfig) -> dict[str, Any]:
+    """``--field``: the scenarios and the reference (`field_eval.evaluate_field`), with the work
+    folder kept (``--workdir``) or temporary as for a lockstep evaluation."""
+    from .field_eval import evaluate_field
+
+    own = cfg.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="qmix-eval-field-")) if own else cfg.workdir
+    assert workdir is not None
+    try:
+        report = evaluate_field(cfg, workdir)
+    except BaseException:
+        log.error("the failed run's records and logs are kept in %s", workdir)
+        raise
+    if own:
+        shutil.rmtree(workdir, ignore_errors=True)
+        report["workdir"] = None
+    return report
+
+
 def check_config(cfg: EvalConfig) -> None:
     """Everything that can be known wrong before a process starts: the artifacts, the fault plan
     against the team, the TLS and token files, namespaces with ``--netns``."""
@@ -109,9 +129,13 @@ qmix-agent per agent on loopback, optional injected faults, and the same artifac
 run in one process as the reference. Without faults every episode's return must
 equal the reference's.
 
-example:
+examples:
   qmix-eval --artifacts artifacts/run1 --env two_step --episodes 20 --seed 0 \\
       --report reports/run1/report.json --faults '[{"kind": "kill", "agent": "agent_0", "at_step": 5}]'
+  qmix-eval --artifacts artifacts/run1 --field --episodes 6 --report reports/run1/field.json
+
+--field evaluates the team as it flies: mission control, every agent on its own clock
+against a real-time simulator, with a lossy link and with mission control killed.
 
 exit status: 0 the report was written; 2 a usage or configuration error; 1 the
 evaluation failed (the message quotes the failing process's own error line).
@@ -136,10 +160,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s: %s", type(e).__name__, e)
         return 2
     try:
-        report = evaluate(cfg, cfg.workdir)
+        report = evaluate_field_run(cfg) if cfg.field else evaluate(cfg, cfg.workdir)
     except RUN_ERRORS as e:
         log.error("evaluation failed: %s: %s", type(e).__name__, e)
         return 1
-    sys.stdout.write(summary_text(report) + "\n")
+    text = field_summary_text(report) if cfg.field else summary_text(report)
+    sys.stdout.write(text + "\n")
     sys.stdout.write(f"{report['picture_note']}\nreport written to {cfg.report}\n")
     return 0

@@ -4,7 +4,8 @@ coordinator's declaration, so the two commands cannot drift apart."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from qmix_edge.common.settings import LogLevel, check_log_level, log_level_setting, setting
@@ -18,7 +19,21 @@ GROUPS = {
     "procs": "the processes (start, stop, reconnect)",
     "trust": "trust (TLS, mutual TLS, tokens)",
     "net": "network namespaces",
+    "field": "field evaluation (--field): agents on their own clocks",
 }
+
+FIELD_SCENARIOS: tuple[str, ...] = ("own_clocks", "link", "coordinator_killed")
+
+
+def _scenarios(text: str) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in text.split(",") if x.strip())
+    unknown = [n for n in names if n not in FIELD_SCENARIOS]
+    if unknown or not names:
+        raise ValueError(
+            f"--field-scenarios takes a comma-separated list of {list(FIELD_SCENARIOS)}; "
+            f"found {text!r}"
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -207,8 +222,45 @@ class EvalConfig:
     netns_rate: str | None = setting(
         None, "With --netns: shape each link to this rate (tc tbf), e.g. 10mbit.", group="net"
     )
+    field: bool = setting(
+        False,
+        "Field evaluation: mission control (qmix-coordinator --mode mission), every agent on its "
+        "own clock (qmix-agent --rate-hz) against a real-time simulator of the env, in each of "
+        "--field-scenarios, beside the lockstep reference on the same seeds.",
+        group="field",
+    )
+    field_rate_hz: float = setting(
+        10.0, "The agents' control rate and the simulated world's tick rate.", group="field"
+    )
+    field_scenarios: tuple[str, ...] = setting(
+        FIELD_SCENARIOS,
+        "Which scenarios to run (comma-separated): own_clocks (nothing in the way), link (a "
+        "delaying, lossy link between each device and its world), coordinator_killed (mission "
+        "control killed one step into the middle episode, restarted with --resume).",
+        parse=_scenarios,
+        show=",".join,
+        metavar="NAMES",
+        group="field",
+    )
+    field_delay_ms: float = setting(
+        40.0, "The link scenario's one-way delay, in ms.", group="field"
+    )
+    field_jitter_ms: float = setting(
+        20.0, "The link scenario's extra delay, uniform in [0, this], in ms.", group="field"
+    )
+    field_loss: float = setting(
+        0.05, "The link scenario's chance of losing each datagram, in [0, 1).", group="field"
+    )
+    field_lead_ms: int = setting(
+        300, "How far ahead mission control announces each start and end, in ms.", group="field"
+    )
+    field_restart_after_ms: int = setting(
+        1000,
+        "coordinator_killed: how long mission control stays down before its restart, in ms.",
+        group="field",
+    )
     log_level: LogLevel = log_level_setting("WARNING")
-    security: EvalSecurity = field(init=False, repr=False, compare=False)
+    security: EvalSecurity = dataclass_field(init=False, repr=False, compare=False)
     """The TLS fields above as one value (derived)."""
 
     def __post_init__(self) -> None:
@@ -237,6 +289,8 @@ class EvalConfig:
             )
         if self.netns_rate and not self.netns:
             raise ValueError("--netns-rate needs --netns")
+        if self.field:
+            self._check_field()
         check_log_level(self.log_level)
         object.__setattr__(
             self,
@@ -251,6 +305,37 @@ class EvalConfig:
                 server_name=self.tls_server_name,
             ),
         )
+
+    def _check_field(self) -> None:
+        given = [
+            flag
+            for flag, on in (
+                ("--faults", bool(self.faults)),
+                ("--netns", self.netns),
+                ("--tls-ca", self.tls_ca is not None),
+                ("--tokens", self.tokens is not None),
+            )
+            if on
+        ]
+        if given:
+            raise ValueError(
+                f"--field runs its own scenarios and does not take {', '.join(given)} yet; "
+                "evaluate those in lockstep (without --field)"
+            )
+        if not 0 < self.field_rate_hz <= 1000:
+            raise ValueError(f"--field-rate-hz must be in (0, 1000]; found {self.field_rate_hz}")
+        if self.field_delay_ms < 0 or self.field_jitter_ms < 0 or not 0 <= self.field_loss < 1:
+            raise ValueError(
+                "--field-delay-ms and --field-jitter-ms must be >= 0 and --field-loss in [0, 1); "
+                f"found {self.field_delay_ms}, {self.field_jitter_ms}, {self.field_loss}"
+            )
+        if self.field_lead_ms < 0 or self.field_restart_after_ms < 0:
+            raise ValueError("--field-lead-ms and --field-restart-after-ms must be >= 0")
+        if "coordinator_killed" in self.field_scenarios and self.episodes < 2:
+            raise ValueError(
+                "the coordinator_killed scenario kills mission control in the middle episode: "
+                f"it needs --episodes >= 2 (found {self.episodes})"
+            )
 
     @property
     def lane_only(self) -> bool:

@@ -12,7 +12,7 @@ No torch here; matplotlib is imported lazily, and its absence is a note, not an 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,12 @@ def fault_positions(
 
 def write_picture(report: Mapping[str, Any], records: Sequence[Record], path: Path) -> str:
     """Draw the report (`draw_report`) to ``path`` atomically; returns a note of what was written."""
+    return save_figure(lambda: draw_report(report, records), path)
+
+
+def save_figure(draw: Callable[[], Any], path: Path) -> str:
+    """The figure ``draw()`` makes, written to ``path`` atomically; returns a note of what was
+    written (or why nothing was: matplotlib missing)."""
     try:
         import matplotlib
 
@@ -59,7 +65,7 @@ def write_picture(report: Mapping[str, Any], records: Sequence[Record], path: Pa
         import matplotlib.pyplot as plt
     except ImportError:
         return "no picture: matplotlib is missing (pip install 'qmix-edge[sim]')"
-    fig = draw_report(report, records)
+    fig = draw()
     tmp = atomic.temp_path_beside(path, ".png")  # the suffix tells matplotlib the format
     try:
         fig.savefig(tmp, dpi=80)
