@@ -33,10 +33,12 @@ from .artifact import (
 )
 from .errors import RuntimeFailure
 from .tensors import MANIFEST_FILE
+from .wire import MAX_MESSAGE_BYTES
 
-CHUNK_BYTES: Final = 256 * 1024
-"""Largest chunk one fetch returns: well under the wire's receive limit, small enough that an
-interrupted download loses little."""
+CHUNK_BYTES: Final = MAX_MESSAGE_BYTES - 1024
+"""Largest chunk one fetch returns: the chunk and its envelope fit one message of the wire's
+limit (what mission control sends and agents receive), and an interrupted download loses
+little."""
 MAX_SET_BYTES: Final = 512 * 1024 * 1024
 """Largest artifact set a store accepts (a device's disk is not unbounded)."""
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -120,6 +120,8 @@ class FieldAgent:
             self.store.activate(version)
             self.version = version
             log.info("switched to artifact %s at episode %d", version[:12], at_episode)
+            if self.link is not None:
+                self.link.switched(version)
 
         self.loop.switch_at(at_episode, new, switched)
 

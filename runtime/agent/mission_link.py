@@ -36,6 +36,11 @@ from .store import ArtifactStore
 
 log = logging.getLogger(__name__)
 
+_LINK_DROPPED = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED}
+)
+"""A chunk fetch that failed with these lost the link (resume later); any other code is
+mission control's refusal, reported as a failed stage."""
 _KINDS = {
     mpb.Schedule.START: "start",
     mpb.Schedule.PAUSE: "pause",
@@ -124,6 +129,15 @@ class MissionLink:
 
     def start(self) -> None:
         self._thread.start()
+
+    def switched(self, version: str) -> None:
+        """This agent now runs ``version`` (a rollout's switch took effect): tell mission control
+        at once rather than with the next telemetry."""
+        self._outbox.put(
+            mpb.FieldReport(
+                rollout=mpb.RolloutStatus(version=version, state=mpb.RolloutStatus.ACTIVE)
+            )  # type: ignore[arg-type]
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -285,13 +299,17 @@ class MissionLink:
                 d.stage(self.stage_check)
             state = mpb.RolloutStatus.STAGED
             log.info("staged artifact %s", offer.version[:12])
-        except grpc.RpcError as e:  # the link dropped: the offer comes again on reconnection
-            log.info(
-                "download of %s interrupted (%s); it resumes on reconnection",
-                offer.version[:12],
-                e.code(),
-            )  # type: ignore[attr-defined]
-            return
+        except grpc.RpcError as e:
+            code = e.code()  # type: ignore[attr-defined]
+            if code in _LINK_DROPPED:  # the offer comes again on reconnection: resume then
+                log.info(
+                    "download of %s interrupted (%s); it resumes on reconnection",
+                    offer.version[:12],
+                    code,
+                )
+                return
+            detail = f"mission control refused a chunk: {code.name}: {e.details()}"[:500]  # type: ignore[attr-defined]
+            log.warning("could not stage artifact %s: %s", offer.version[:12], detail)
         except (RolloutError, OSError) as e:
             detail = str(e)[:500]
             log.warning("could not stage artifact %s: %s", offer.version[:12], detail)

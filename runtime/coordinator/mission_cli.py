@@ -56,7 +56,7 @@ def describe(s: mpb.MissionState) -> list[str]:
         lines.append(
             f"  {agent}: {link}, artifact {a.version[:12] or '-'}, {a.phase or '-'} in episode "
             f"{a.episode_id}, {a.decisions} decisions, {a.overruns} overruns, heard {heard}"
-            + (f", rollout {a.rollout}" if a.rollout else "")
+            + (f", rollout {a.rollout[:160]}" if a.rollout else "")
         )
     return lines
 

@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from ..agent.config import AgentConfig
 from ..artifact import Manifest
 from ..coordinator.config import CoordinatorConfig
@@ -216,6 +218,7 @@ class FieldMission:
                     for k in ("version", "decisions", "held", "stale", "overruns", "skipped_ticks")
                 }
         first_tick: dict[int, dict[str, float]] = {}
+        decided: dict[tuple[str, int], list[float]] = {}
         for agent in self.agent_ids:
             path = self.workdir / f"{agent}.ticks.jsonl"
             if not path.exists():
@@ -224,6 +227,14 @@ class FieldMission:
                 t = json.loads(line)
                 if t.get("step") == 0 and t.get("episode") and t["why"] != "idle":
                     first_tick.setdefault(int(t["episode"]), {}).setdefault(agent, float(t["t"]))
+                if t["why"] == "decided" and t.get("episode"):
+                    decided.setdefault((agent, int(t["episode"])), []).append(float(t["t"]))
+        period = 1.0 / self.cfg.field_rate_hz
+        gaps = {  # (agent, episode) -> the longest time between two decisions, in periods
+            key: float(np.max(np.diff(ts))) / period if len(ts) > 1 else 0.0
+            for key, ts in decided.items()
+        }
+        middle = self.cfg.episodes // 2 + 1  # the episode id mission control dies in
         spread_ms = [
             (max(ts.values()) - min(ts.values())) * 1000
             for ts in first_tick.values()
@@ -240,6 +251,10 @@ class FieldMission:
             "mission_finished": any(isinstance(r, RunEnd) and r.finished for r in recs),
             "agents": telemetry,
             "start_spread_ms": max(spread_ms, default=None),
+            "max_decision_gap_periods": max(gaps.values(), default=None),
+            "middle_episode_gap_periods": max(
+                (g for (_, ep), g in gaps.items() if ep == middle), default=None
+            ),
             "start_offset_ms": max(offset_ms, default=None),
             "link": None
             if self.proxy is None

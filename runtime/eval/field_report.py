@@ -22,6 +22,10 @@ KILL_GOAL = 0.10
 undisturbed run's (the agents fly on)."""
 
 
+GAP_GOAL_PERIODS = 2.0
+"""...and no agent goes longer than this many control periods without deciding."""
+
+
 def _mean(xs: Sequence[float]) -> float | None:
     return float(np.mean(xs)) if len(xs) else None
 
@@ -50,12 +54,20 @@ def build_field_report(
         }
     goal = None
     own, killed = out.get("own_clocks"), out.get("coordinator_killed")
-    if own and killed and own["mean"] is not None and killed["mean"] is not None:
-        scale = max(abs(own["mean"]), 1e-9)
+    middle = cfg.episodes // 2
+    if own and killed and len(own["returns"]) > middle and len(killed["returns"]) > middle:
+        base, hit = own["returns"][middle], killed["returns"][middle]
+        gap = killed["middle_episode_gap_periods"]
+        within = abs(hit - base) <= KILL_GOAL * max(abs(base), 1e-9)
         goal = {
-            "relative_difference": abs(killed["mean"] - own["mean"]) / scale,
+            "episode": middle,
+            "return": hit,
+            "undisturbed_return": base,
+            "relative_difference": abs(hit - base) / max(abs(base), 1e-9),
             "limit": KILL_GOAL,
-            "met": abs(killed["mean"] - own["mean"]) <= KILL_GOAL * scale,
+            "decision_gap_periods": gap,
+            "gap_limit_periods": GAP_GOAL_PERIODS,
+            "met": within and gap is not None and gap <= GAP_GOAL_PERIODS,
         }
     return {
         "kind": "field",
@@ -101,8 +113,11 @@ def field_summary_text(report: Mapping[str, Any]) -> str:
     if goal:
         verdict = "met" if goal["met"] else "NOT met"
         lines.append(
-            f"  mission control killed: mean return within {goal['relative_difference']:.1%} of "
-            f"the undisturbed run (goal {goal['limit']:.0%}: {verdict})"
+            f"  mission control killed in episode {goal['episode']}: its return "
+            f"{goal['return']:.3f} against {goal['undisturbed_return']:.3f} undisturbed "
+            f"({goal['relative_difference']:.1%}, limit {goal['limit']:.0%}); longest time "
+            f"without a decision {_num(goal['decision_gap_periods'], '.2f')} periods (limit "
+            f"{goal['gap_limit_periods']:g}): {verdict}"
         )
     return "\n".join(lines)
 

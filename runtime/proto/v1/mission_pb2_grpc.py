@@ -82,7 +82,8 @@ class MissionServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FetchChunk(self, request, context):
-        """One chunk of an offered file (at most ChunkRequest.max_bytes, and at most 256 KiB).
+        """One chunk of an offered file (at most ChunkRequest.max_bytes, and at most 63 KiB: a chunk fits
+        one message of the wire's 64 KiB limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
