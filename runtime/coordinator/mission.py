@@ -134,8 +134,13 @@ class MissionControl:
             if loop is not None:
                 loop.call_soon_threadsafe(link.queue.put_nowait, cmd)
 
-    def _schedule_cmd(self, kind: int, episode_id: int, lead_s: float) -> float:
-        at = self.clock() + lead_s
+    def _schedule_cmd(
+        self, kind: int, episode_id: int, lead_s: float, at: float | None = None
+    ) -> float:
+        now = self.clock()
+        if at is None:
+            at = now + lead_s
+        lead_s = at - now
         s = mpb.Schedule(kind=kind, episode_id=episode_id, at=at)  # type: ignore[arg-type]
         with self._lock:
             self._schedule.append(s)
@@ -213,15 +218,16 @@ class MissionControl:
             self._phase, self._paused_since = "running", None
         return self._schedule_cmd(mpb.Schedule.RESUME, self._next_episode - 1, lead_s)
 
-    def end_episode(self, lead_s: float = 0.0) -> float:
-        """End the running (or paused) episode at ``lead_s`` from now."""
+    def end_episode(self, lead_s: float = 0.0, at: float | None = None) -> float:
+        """End the running (or paused) episode at ``lead_s`` from now (or at ``at``, on this
+        clock: the instant its length says, exactly)."""
         with self._lock:
             if self._phase == "idle":
                 raise Refusal(
                     grpc.StatusCode.FAILED_PRECONDITION, "nothing to end: no episode is running"
                 )
             self._phase = "idle"
-        return self._schedule_cmd(mpb.Schedule.END, self._next_episode - 1, lead_s)
+        return self._schedule_cmd(mpb.Schedule.END, self._next_episode - 1, lead_s, at)
 
     def state(self, at: float = 0.0) -> mpb.MissionState:
         """The team as mission control knows it (qmix-mission status)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..mission_records import AgentRecordLine, MissionEvent
+from ..mission_records import AgentRecordLine, MissionEvent, RolloutSwitched
 from ..records import read_records
 from .config import EXIT_INCOMPLETE_TEAM, EXIT_OK, CoordinatorConfig
 from .mission import MissionControl
@@ -35,22 +35,34 @@ COUNTERS = ("decisions", "held", "stale", "overruns", "skipped_ticks", "safety_b
 """The telemetry counters the closing summary and ``run_end`` carry per agent."""
 
 
-def mission_resume_point(path: str | Path) -> tuple[int, dict[str, int]]:
-    """Where a mission recorded in ``path`` left off: the index of its next episode (one past the
-    last started: a started episode counts as done, since its agents flew it to its end on their
-    own even when mission control died during it) and, per agent, the sequence number of the
-    first line of its own record not stored yet (so nothing is stored twice). (0, {}) when the
-    file does not exist."""
+@dataclass(frozen=True)
+class MissionResume:
+    """Where a mission recorded in a run record left off (`mission_resume_point`)."""
+
+    next_index: int = 0
+    """The index of its next episode: one past the last started (a started episode counts as
+    done: its agents flew it to its end on their own even when mission control died in it)."""
+    record_next_seq: Mapping[str, int] = field(default_factory=dict)
+    """Per agent, the first line of its own record not stored yet (so nothing is stored twice)."""
+    version: str | None = None
+    """The artifact version the team switched to in its last rollout (None: none happened), which
+    a restarted mission control accepts whatever set its ``--artifacts`` names."""
+
+
+def mission_resume_point(path: str | Path) -> MissionResume:
+    """Where the mission recorded in ``path`` left off (empty when the file does not exist)."""
     p = Path(path)
     if not p.exists():
-        return 0, {}
-    last, next_seq = -1, dict[str, int]()
+        return MissionResume()
+    last, next_seq, version = -1, dict[str, int](), None
     for rec in read_records(p):
         if isinstance(rec, MissionEvent) and rec.kind == "start":
             last = max(last, rec.episode_index)
         elif isinstance(rec, AgentRecordLine):
             next_seq[rec.agent_id] = max(next_seq.get(rec.agent_id, 0), rec.seq + 1)
-    return last + 1, next_seq
+        elif isinstance(rec, RolloutSwitched):
+            version = rec.version
+    return MissionResume(last + 1, next_seq, version)
 
 
 @dataclass(frozen=True)
@@ -135,7 +147,7 @@ class MissionRun:
                 return
         missing = sorted(set(c.agent_ids) - self._ever_linked)
         log.warning(
-            "starting without %s: not linked after %.0f s (--team-wait-s)",
+            "starting without %s: not linked after %g s (--team-wait-s)",
             ", ".join(missing),
             self.config.team_wait_s,
         )
@@ -149,9 +161,10 @@ class MissionRun:
         end_at = None
         while c.phase != "idle":  # an operator's END makes it idle early
             self._note_links()
-            left = c.due_end(self.duration_s) - c.clock()
+            due = c.due_end(self.duration_s)
+            left = due - c.clock()
             if left <= self.lead_s:
-                end_at = self._end(max(0.0, left))
+                end_at = self._end(max(0.0, left), at=due if left > 0 else None)
                 log.info("episode %d ends in %.0f ms", ep, max(0.0, left) * 1000)
                 break
             if await self._pause(min(_POLL_S, left - self.lead_s)):
@@ -159,10 +172,11 @@ class MissionRun:
                 return True
         return end_at is not None and await self._pause(end_at - c.clock())
 
-    def _end(self, lead_s: float) -> float | None:
-        """End the episode ``lead_s`` from now; None when an operator ended it meanwhile."""
+    def _end(self, lead_s: float, at: float | None = None) -> float | None:
+        """End the episode ``lead_s`` from now (or at ``at``); None when an operator ended it
+        meanwhile."""
         try:
-            return self.control.end_episode(lead_s)
+            return self.control.end_episode(lead_s, at)
         except Refusal:
             return None
 

@@ -39,7 +39,7 @@ from .config import CoordinatorConfig, step_lane_port
 from .grpc_service import TeamServicer, add_team_service
 from .lane_server import LaneServer
 from .mission import MissionControl
-from .mission_run import MissionRun, MissionSummary, mission_resume_point
+from .mission_run import MissionResume, MissionRun, MissionSummary, mission_resume_point
 from .mission_service import MissionServicer
 from .record import Recorder
 from .sessions import Session, Sessions
@@ -105,16 +105,19 @@ class Coordinator:
         """Mission mode: the team's schedule, telemetry, records and rollouts."""
         self.operator_token = operator_token
         if config.mode == "mission":
-            seqs: dict[str, int] = {}
-            if config.resume and self.recorder.path is not None:
-                self._start_index, seqs = mission_resume_point(self.recorder.path)
+            resume = (
+                mission_resume_point(self.recorder.path)
+                if config.resume and self.recorder.path is not None
+                else MissionResume()
+            )
+            self._start_index = resume.next_index
             self.mission = MissionControl(
                 team.team_id,
                 team.agent_ids,
-                artifact_version(config.artifacts),
+                resume.version or artifact_version(config.artifacts),
                 record=self.recorder.write,
                 first_episode=self._start_index + 1,
-                record_next_seq=seqs,
+                record_next_seq=resume.record_next_seq,
             )
         self._stopping = threading.Event()
         self._stop_event = asyncio.Event()
