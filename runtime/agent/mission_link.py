@@ -13,6 +13,7 @@ mission control); no torch.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -55,12 +56,15 @@ _TELEMETRY_FIELDS = frozenset(f.name for f in mpb.Telemetry.DESCRIPTOR.fields)
 
 class LocalRecord:
     """The agent's own JSONL record: one line per event, numbered by position (0, 1, ...), so
-    mission control stores each line once whatever the reconnections."""
+    mission control stores each line once whatever the reconnections. Lines mission control has
+    acknowledged are dropped from memory (`forget_before`); the file keeps every one, and a
+    request for a forgotten line reads it back from there."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._base = 0  # the number of the first line still in memory
         self._lines: list[str] = []
         if self.path.exists():
             text = self.path.read_text()
@@ -75,15 +79,26 @@ class LocalRecord:
         with self._lock:
             self._file.write(line + "\n")
             self._lines.append(line)
-            return len(self._lines) - 1
+            return self._base + len(self._lines) - 1
 
     def lines_from(self, seq: int, limit: int = 200) -> list[str]:
         with self._lock:
-            return self._lines[seq : seq + limit]
+            if seq >= self._base:
+                return self._lines[seq - self._base : seq - self._base + limit]
+            self._file.flush()
+        with open(self.path, encoding="utf-8") as f:  # forgotten lines: from the file
+            return [x.rstrip("\n") for x in itertools.islice(f, seq, seq + limit)]
+
+    def forget_before(self, seq: int) -> None:
+        """Mission control has stored every line before ``seq``: drop them from memory."""
+        with self._lock:
+            drop = max(0, min(seq - self._base, len(self._lines)))
+            del self._lines[:drop]
+            self._base += drop
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._lines)
+            return self._base + len(self._lines)
 
     def close(self) -> None:
         self._file.close()
@@ -258,6 +273,8 @@ class MissionLink:
                 self.mission.end(at)
         elif kind == "record_ack":
             self._record_next = int(cmd.record_ack.next_seq)
+            if self.record is not None:
+                self.record.forget_before(self._record_next)
         elif kind == "offer":
             offer = Offer(
                 cmd.offer.version,

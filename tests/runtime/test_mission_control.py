@@ -385,3 +385,15 @@ def test_qmix_mission_needs_the_operator_token_when_mission_control_has_one(
     token.write_text("s3cret-operator-token\n")
     token.chmod(0o600)
     assert mission_cli.main([*address, "--operator-token-file", str(token)]) == 0
+
+
+def test_an_agent_record_forgets_stored_lines_but_can_still_send_them(tmp_path: Path) -> None:
+    record = LocalRecord(tmp_path / "r.jsonl")
+    for i in range(10):
+        assert record.append({"i": i}) == i
+    record.forget_before(6)  # mission control stored lines 0-5
+    assert len(record) == 10 and record.append({"i": 10}) == 10
+    assert record.lines_from(6, 2) == ['{"i":6}', '{"i":7}']
+    assert record.lines_from(2, 3) == ['{"i":2}', '{"i":3}', '{"i":4}']  # read back from the file
+    record.close()
+    assert LocalRecord(tmp_path / "r.jsonl").lines_from(9) == ['{"i":9}', '{"i":10}']
