@@ -15,6 +15,8 @@ No torch here.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,12 +70,28 @@ Safety = Callable[[FieldStep, "SensorReading"], "np.ndarray | None"]
 
 
 def load_callable(spec: str) -> Callable[..., Any]:
-    """Import ``module:callable`` (dots allowed in the attribute path)."""
+    """Import ``module:callable`` (dots allowed in the attribute path). The module is looked for
+    on the import path and then, as ``python -m`` would, in the current directory (an installed
+    command such as ``qmix-agent`` does not put it on the path)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise RuntimeFailure(f"expected a plug-in as 'module:callable'; found {spec!r}")
     try:
         obj: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name is None or not module_name.startswith(e.name) or cwd in sys.path:
+            raise RuntimeFailure(
+                f"cannot import plug-in module {module_name!r} ({e}); check PYTHONPATH"
+            ) from e
+        sys.path.append(cwd)
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError as e2:
+            raise RuntimeFailure(
+                f"cannot import plug-in module {module_name!r} from the import path nor from "
+                f"{cwd} ({e2}); check PYTHONPATH"
+            ) from e2
     except ImportError as e:
         raise RuntimeFailure(
             f"cannot import plug-in module {module_name!r} ({e}); check PYTHONPATH"

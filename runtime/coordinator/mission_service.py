@@ -56,13 +56,13 @@ class MissionServicer(mpb_grpc.MissionServicer):
         if self.operator_token is not None:
             given = call_metadata(context.invocation_metadata()).get(OPERATOR_HEADER, "")
             if not hmac.compare_digest(given.encode(), self.operator_token.encode()):
-                return "Deploy needs the operator token (qmix-deploy --operator-token-file)"
+                return "an operator's call needs the operator token (--operator-token-file)"
             return ""
         peer = str(context.peer())
         if peer.startswith(("ipv4:127.", "ipv6:[::1]", "unix:")):
             return ""
         return (
-            f"Deploy from {peer} refused: mission control has no operator token "
+            f"an operator's call from {peer} refused: mission control has no operator token "
             "(qmix-coordinator --operator-token-file), so only a loopback caller may deploy"
         )
 

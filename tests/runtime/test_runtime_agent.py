@@ -205,3 +205,14 @@ def test_a_bug_exits_1_with_its_traceback() -> None:
     )
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "ZeroDivisionError: a bug in loading" in done.stderr
+
+
+def test_a_plug_in_in_the_current_directory_loads_as_python_m_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "my_robot_sensors.py").write_text("def read(ctx):\n    return [0.0]\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    with pytest.raises(RuntimeFailure, match="nor from"):
+        load_callable("no_such_module_here:read")
+    assert load_callable("my_robot_sensors:read")(None) == [0.0]
