@@ -255,9 +255,12 @@ class VmasWorlds:
             env_kwargs=kwargs,
         )
         n, d, k = len(agents), self.spec.max_obs_dim, self.spec.max_n_actions
-        # Where each agent's true observation sits in a world's flattened padded (n_agents * d) row.
-        self._state_index = np.concatenate(
-            [j * d + np.arange(dj) for j, dj in enumerate(self._obs_dims)]
+        # Where each agent's true observation sits in a world's flattened padded (n_agents * d) row
+        # (None: no padding, the row is the state).
+        self._state_index = (
+            None
+            if all(dj == d for dj in self._obs_dims)
+            else np.concatenate([j * d + np.arange(dj) for j, dj in enumerate(self._obs_dims)])
         )
         self._obs = np.zeros((n_envs, n, d), np.float32)  # each world's last view
         self._avail = np.zeros((n_envs, n, k), bool)
@@ -451,12 +454,14 @@ class VmasWorlds:
 
     def view(self, rows: np.ndarray) -> TeamStep:
         """The last views of worlds ``rows``, stacked."""
-        obs = self._obs[rows]
+        every = rows.size == self.n_envs  # a slice copies faster than fancy indexing
+        obs = self._obs.copy() if every else self._obs[rows]
+        flat = obs.reshape(obs.shape[0], obs.shape[1] * obs.shape[2])
         return TeamStep(
             obs=obs,
-            avail=self._avail[rows],
-            alive=self._alive[rows],
-            state=obs.reshape(obs.shape[0], obs.shape[1] * obs.shape[2])[:, self._state_index],
+            avail=self._avail.copy() if every else self._avail[rows],
+            alive=self._alive.copy() if every else self._alive[rows],
+            state=flat if self._state_index is None else flat[:, self._state_index],
         )
 
 
