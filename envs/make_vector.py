@@ -42,23 +42,19 @@ def make_vector_env(
     `batched_mpe` for simple_spread, VMAS's own for ``vmas:`` ids)."""
     if n_envs < 1:
         raise EnvError(f"n_envs must be a positive integer; found {n_envs}")
-    if backend == "batched" and is_vmas_id(env_id):
-        return VmasVectorEnv(
-            n_envs,
-            env_id=env_id,
-            n_agents=n_agents,
-            team_reward=team_reward,
-            episode_limit=episode_limit,
-            env_kwargs=env_kwargs,
-        )
     if backend == "batched":
-        if env_id not in SPREAD_IDS:
+        engine: type[BatchedSimpleSpread] | type[VmasVectorEnv]
+        if is_vmas_id(env_id):
+            engine = VmasVectorEnv
+        elif env_id in SPREAD_IDS:
+            engine = BatchedSimpleSpread
+        else:
             raise EnvError(
                 f"the batched engines step simple_spread ({sorted(SPREAD_IDS)}) and VMAS "
                 f"scenarios ('vmas:<scenario>'); found {env_id!r}. Use backend='sync' or "
                 "'subproc' for other envs."
             )
-        return BatchedSimpleSpread(
+        return engine(
             n_envs,
             env_id=env_id,
             n_agents=n_agents,

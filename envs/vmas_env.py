@@ -61,6 +61,7 @@ import numpy as np
 
 from .base import TeamEnv
 from .errors import EnvError, UnsupportedEnvError, did_you_mean
+from .sim_import import import_sim_module
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
 
 logger = logging.getLogger(__name__)
@@ -97,16 +98,7 @@ def is_vmas_id(env_id: str) -> bool:
 
 def import_vmas() -> types.ModuleType:
     """Import VMAS, turning a missing VMAS or torch into an `EnvError` that names the extra."""
-    try:
-        return importlib.import_module("vmas")
-    except ModuleNotFoundError as e:
-        missing = (e.name or "").split(".")[0]
-        if missing in _VMAS_PACKAGES:
-            raise EnvError(
-                f"vmas: envs need the VMAS simulator and torch; {missing!r} is not installed. "
-                f"Install the VMAS extra: {VMAS_INSTALL_HINT}"
-            ) from e
-        raise
+    return import_sim_module("vmas", packages=_VMAS_PACKAGES, extra=("VMAS", VMAS_INSTALL_HINT))
 
 
 def vmas_scenario_names() -> list[str]:
@@ -469,26 +461,12 @@ class VmasTeamEnv(TeamEnv):
     """One world of a VMAS scenario as a `TeamEnv` (a one-world `VmasWorlds`).
 
     What `make_env` returns for ``vmas:`` ids: the coordinator steps it as its simulator. ``reset``
-    with seed ``s`` is VMAS's own ``reset(seed=s)`` of a one-world env. Arguments: `VmasWorlds`'.
+    with seed ``s`` is VMAS's own ``reset(seed=s)`` of a one-world env. ``options``: `VmasWorlds`'
+    keyword arguments.
     """
 
-    def __init__(
-        self,
-        env_id: str,
-        *,
-        n_agents: int = 3,
-        team_reward: str = "sum",
-        episode_limit: int | None = None,
-        env_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._world = VmasWorlds(
-            1,
-            env_id=env_id,
-            n_agents=n_agents,
-            team_reward=team_reward,
-            episode_limit=episode_limit,
-            env_kwargs=env_kwargs,
-        )
+    def __init__(self, env_id: str, **options: Any) -> None:
+        self._world = VmasWorlds(1, env_id=env_id, **options)
         self.spec = self._world.spec
         self._current: TeamStep | None = None
 

@@ -8,7 +8,7 @@ import: VMAS and torch are imported when an env is made.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,26 +19,14 @@ from .vmas_env import VmasWorlds
 
 
 class VmasVectorEnv(VectorTeamEnv):
-    """``n_envs`` worlds of one VMAS scenario stepped in one call. Arguments: `VmasWorlds`'."""
+    """``n_envs`` worlds of one VMAS scenario stepped in one call.
 
-    def __init__(
-        self,
-        n_envs: int,
-        *,
-        env_id: str,
-        n_agents: int = 3,
-        team_reward: str = "sum",
-        episode_limit: int | None = None,
-        env_kwargs: Mapping[str, Any] | None = None,
-    ) -> None:
-        self._worlds = VmasWorlds(
-            n_envs,
-            env_id=env_id,
-            n_agents=n_agents,
-            team_reward=team_reward,
-            episode_limit=episode_limit,
-            env_kwargs=env_kwargs,
-        )
+    ``options``: `VmasWorlds`' keyword arguments (``n_agents``, ``team_reward``, ``episode_limit``,
+    ``env_kwargs``), the same as `BatchedSimpleSpread`'s.
+    """
+
+    def __init__(self, n_envs: int, *, env_id: str, **options: Any) -> None:
+        self._worlds = VmasWorlds(n_envs, env_id=env_id, **options)
         self.spec = self._worlds.spec
         self.n_envs = n_envs
 

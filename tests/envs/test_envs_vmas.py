@@ -294,7 +294,7 @@ def test_vmas_missing_extra_names_it(missing: str) -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert f"{missing!r} is not installed" in proc.stdout
+    assert f"needs {missing!r}, which is not installed" in proc.stdout
     assert "pip install 'qmix-edge[vmas]'" in proc.stdout
 
 
