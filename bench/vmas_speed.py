@@ -3,9 +3,10 @@
 For each scenario and number of worlds, prints world steps per second (worlds x vector steps / wall
 seconds; random discrete actions, episodes of ``--max-steps`` steps, finished worlds reset as the
 trainer's collector resets them) and the CPU microseconds per world step, for VMAS's own
-``Environment.step`` (the baseline, measured in the same run) and for ``vmas:<scenario>`` through
+``Environment.step`` (the baseline, measured in the same run, made with the same scenario options
+and team size) and for ``vmas:<scenario>`` through
 our adapter (arrays in and out, per-world episode bookkeeping, the env's own random streams),
-with the ratio of the two.
+with the ratio of the two. The two are measured alternately, best of ``--repeat`` runs each.
 
     .venv/bin/python bench/vmas_speed.py [--scenarios balance transport navigation]
         [--n-envs 1 64 256 1024] [--seconds 3] [--torch-threads 1]
@@ -17,7 +18,7 @@ import argparse
 import os
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,6 +42,14 @@ def _measure(seconds: float, step: Callable[[int], int]) -> Figure:
     return Figure(steps / wall, cpu / steps * 1e6)
 
 
+def scenario_kwargs(scenario: str, max_steps: int) -> dict[str, Any]:
+    """The scenario's keyword arguments as the adapter makes it (its team size, e.g. n_agents=3)."""
+    from qmix_edge.envs import make_env
+
+    spec = make_env(f"vmas:{scenario}", env_kwargs={"max_steps": max_steps}).spec
+    return {k: v for k, v in spec.env_kwargs.items() if k != "max_steps"}
+
+
 def bare(scenario: str, n_envs: int, max_steps: int, seconds: float) -> Figure:
     import torch
     import vmas
@@ -52,6 +61,7 @@ def bare(scenario: str, n_envs: int, max_steps: int, seconds: float) -> Figure:
         terminated_truncated=True,
         max_steps=max_steps,
         seed=0,
+        **scenario_kwargs(scenario, max_steps),
     )
     gen = torch.Generator().manual_seed(0)
     acts = [
@@ -101,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-envs", type=int, nargs="+", default=[1, 64, 256, 1024])
     p.add_argument("--max-steps", type=int, default=100, help="episode length (default 100)")
     p.add_argument("--seconds", type=float, default=3.0, help="time per figure (default 3)")
-    p.add_argument("--repeat", type=int, default=2, help="best of this many runs (default 2)")
+    p.add_argument(
+        "--repeat", type=int, default=3, help="best of this many alternated runs (default 3)"
+    )
     p.add_argument(
         "--torch-threads", type=int, default=1, help="torch intra-op threads (default 1)"
     )
@@ -110,8 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.torch_threads)
 
-    def best(fn: Callable[[], Figure]) -> Figure:
-        runs = [fn() for _ in range(args.repeat)]
+    def best(runs: list[Figure]) -> Figure:
         return Figure(max(r.rate for r in runs), min(r.cpu_us for r in runs))
 
     load = os.getloadavg()
@@ -123,8 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     print(head + f" {'VMAS CPU us':>12} {'ours':>8}")
     for scenario in args.scenarios:
         for n in args.n_envs:
-            base = best(lambda s=scenario, n=n: bare(s, n, args.max_steps, args.seconds))
-            mine = best(lambda s=scenario, n=n: ours(s, n, args.max_steps, args.seconds))
+            pairs = [  # alternated, so both see the same background load
+                (
+                    bare(scenario, n, args.max_steps, args.seconds),
+                    ours(scenario, n, args.max_steps, args.seconds),
+                )
+                for _ in range(args.repeat)
+            ]
+            base, mine = best([p[0] for p in pairs]), best([p[1] for p in pairs])
             print(
                 f"{scenario:<12} {n:>6} {base.rate:>19,.0f} {mine.rate:>10,.0f} "
                 f"{mine.rate / base.rate:>5.2f}x {base.cpu_us:>12.1f} {mine.cpu_us:>8.1f}"
