@@ -8,7 +8,9 @@ Entry points: `make_env` (an id -> a `TeamEnv`; `BUILTIN_ENVS` is the table of s
 `PettingZooTeamEnv` (the Parallel API adapter), and the vector envs the trainer's collector drives
 (`VectorTeamEnv`, `SyncVectorEnv`, `SubprocVectorEnv`, `make_vector_env`; `RayVectorEnv` in
 `ray_vector`), and
-`BatchedSimpleSpread`, mpe2's simple_spread as one array engine stepping many worlds.
+`BatchedSimpleSpread`, mpe2's simple_spread as one array engine stepping many worlds, and
+`VmasVectorEnv` / `VmasTeamEnv`, VMAS scenarios (``vmas:<scenario>``) stepping many worlds in one
+call (VMAS and torch are imported only when one is made).
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ from __future__ import annotations
 from .base import TeamEnv
 from .batched_mpe import BatchedSimpleSpread, supports_batched_spread
 from .errors import EnvError, UnsupportedEnvError
-from .make_vector import make_vector_env
+from .make_vector import make_vector_env, supports_batched
 from .matrix import MatrixGame, TwoStepGame
 from .pettingzoo_env import PettingZooTeamEnv
 from .registry import BUILTIN_ENVS, BuiltinEnv, builtin_env_names, make_env
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
 from .subproc_vector import SubprocVectorEnv
 from .vector import EnvFactory, SyncVectorEnv, VectorStepResult, VectorTeamEnv
+from .vmas_env import VmasTeamEnv, is_vmas_id
+from .vmas_vector import VmasVectorEnv
 
 __all__ = [
     "BUILTIN_ENVS",
@@ -43,8 +47,12 @@ __all__ = [
     "UnsupportedEnvError",
     "VectorStepResult",
     "VectorTeamEnv",
+    "VmasTeamEnv",
+    "VmasVectorEnv",
     "builtin_env_names",
+    "is_vmas_id",
     "make_env",
     "make_vector_env",
+    "supports_batched",
     "supports_batched_spread",
 ]

@@ -2,12 +2,14 @@
 
 An id is resolved in this order (the first form that matches wins):
 
-1. ``"module:attribute"`` — ``attribute`` is a callable returning a PettingZoo ``ParallelEnv`` (a
+1. ``"vmas:<scenario>"`` (or ``"vmas:<module>:<Class>"``) — a VMAS scenario, one world of it (see
+   `vmas_env`; VMAS and torch are imported only then, from the ``vmas`` extra).
+2. ``"module:attribute"`` — ``attribute`` is a callable returning a PettingZoo ``ParallelEnv`` (a
    factory or a class), or a module exposing ``parallel_env`` (mpe2's ``simple_spread_v3`` is such a
    module). A callable may also return a ready `TeamEnv`, which is used as is.
-2. A built-in short name from `BUILTIN_ENVS` (below): aliases of mpe2 scenarios, the QMIX paper's
+3. A built-in short name from `BUILTIN_ENVS` (below): aliases of mpe2 scenarios, the QMIX paper's
    matrix games, and the small toy envs the tests use.
-3. A Gymnasium id: a multi-agent env in EPyMARL's convention (Tuple spaces, e.g. lbforaging and
+4. A Gymnasium id: a multi-agent env in EPyMARL's convention (Tuple spaces, e.g. lbforaging and
    rware; see `gym_multiagent`) is a team of its own agents; a single-agent env (e.g.
    ``CartPole-v1``) runs as ``n_agents`` independent copies (see `gym_team`).
    Gymnasium's ``"module:EnvId-v0"`` form (the part after ``:`` is not a Python name) imports the
@@ -18,11 +20,12 @@ not apply) and they take no ``env_kwargs``.
 
 ``n_agents`` is the team size where the env has one to choose: it is passed as the factory's ``N`` /
 ``n_agents`` / ``num_agents`` keyword when the factory (or its module's ``raw_env``) takes one and
-``env_kwargs`` does not set it, and it is the number of Gymnasium copies. Envs with a fixed team
+``env_kwargs`` does not set it, it is a VMAS scenario's ``n_agents``, and it is the number of
+Gymnasium copies. Envs with a fixed team
 (simple_speaker_listener, the matrix games) keep their own size; the spec always says what it is.
 
-Numpy only; PettingZoo, mpe2 and Gymnasium are imported on demand, and a missing one is reported
-with the extra to install.
+Numpy only; PettingZoo, mpe2, Gymnasium and VMAS are imported on demand, and a missing one is
+reported with the extra to install.
 """
 
 from __future__ import annotations
@@ -42,13 +45,15 @@ from .errors import EnvError, UnsupportedEnvError, did_you_mean
 from .matrix import PENALTY_PAYOFF, MatrixGame, TwoStepGame
 from .pettingzoo_env import TEAM_REWARDS, PettingZooTeamEnv, TeamReward
 from .sim_import import INSTALL_HINT, import_sim_module
+from .vmas_env import VmasTeamEnv, is_vmas_id
 
 logger = logging.getLogger(__name__)
 
 _TEAM_SIZE_KWARGS = ("N", "n_agents", "num_agents")
 _ACCEPTED_FORMS = (
     "accepted forms: 'module:attribute' (a ParallelEnv factory or a module with parallel_env, e.g. "
-    "'mpe2:simple_spread_v3'), a built-in name ({builtins}), or a Gymnasium id (e.g. 'CartPole-v1')"
+    "'mpe2:simple_spread_v3'), a built-in name ({builtins}), 'vmas:<scenario>' (e.g. "
+    "'vmas:balance'), or a Gymnasium id (e.g. 'CartPole-v1')"
 )
 
 BuiltinBuilder = Callable[[int, dict[str, Any]], TeamEnv]
@@ -268,7 +273,7 @@ def make_env(
     """Make a team environment from an id (see the module docstring for the resolution order).
 
     Args:
-        env_id: ``module:attribute``, a built-in short name, or a Gymnasium id.
+        env_id: ``vmas:<scenario>``, ``module:attribute``, a built-in short name, or a Gymnasium id.
         n_agents: team size where the env lets us choose it (see the module docstring).
         team_reward: ``"sum"`` (default) or ``"mean"`` of the agents' rewards per step.
         episode_limit: max env steps per episode; required when the env declares none, and capped
@@ -294,6 +299,8 @@ def make_env(
         "env_kwargs": kwargs,
     }
 
+    if is_vmas_id(env_id):
+        return VmasTeamEnv(env_id, **common)
     if ":" in env_id:
         module_name, _, attr = env_id.partition(":")
         if attr and not attr.isidentifier():

@@ -9,6 +9,7 @@ implement it later without changing the collector. Implementations:
   Ray actors, each owning a contiguous slice of the envs, all stepping at once; their shared
   bookkeeping is `WorkerVectorEnv` (`worker_vector`).
 - `BatchedSimpleSpread` (`batched_mpe`): one array engine stepping every world in one call.
+- `VmasVectorEnv` (`vmas_vector`): a VMAS scenario's worlds, stepped by VMAS in one call.
 - `make_vector_env` (`make_vector`): an env id and a backend name in, one of the above out.
 
 The contract (every implementation):

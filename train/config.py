@@ -55,7 +55,7 @@ implementation's ``default.yaml``/``qmix.yaml``; EPyMARL = its fork used as our 
 | lr_end / lr_decay_steps | 0 / None  | JaxMARL: to 0 over the whole run (None = total_timesteps)        |
 | env_steps_per_update    | None      | EPyMARL: updates_per_episode 1 decides (JaxMARL: one update of 32 |
 |                         |           | episodes per 208 env steps)                                      |
-| vector                  | auto      | ours: the batched array engine where it applies (simple_spread), |
+| vector                  | auto      | ours: a batched engine where one applies (simple_spread, VMAS),  |
 |                         |           | else worker processes for costly envs, else in-process           |
 
 Presets (`PRESETS`, ``qmix-train --preset NAME``; defaults < preset < YAML file < flags):
@@ -241,7 +241,7 @@ class TrainConfig:
     )
     vector: VectorKind = setting(
         "auto",
-        "Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's own objects in a worker process), ray (Ray actors on the running Ray or a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always steps the env's own implementation (mpe2 for simple_spread).",
+        "Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to mpe2's env step for step; for vmas: ids VMAS's own batched worlds), sync (the env's own objects in this process), subprocess (the env's own objects in a worker process), ray (Ray actors on the running Ray or a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always steps the env's own implementation (mpe2 for simple_spread).",
     )
 
     # --- evaluation, logging, checkpoints -------------------------------------------------------

@@ -1,7 +1,7 @@
 """The environments of a training run: which engine steps the training envs, and making them.
 
-`choose_vector_kind` resolves ``TrainConfig.vector`` (``auto``: simple_spread's batched array engine
-where it applies, worker processes for envs costly enough to pay for the pipes, else in-process);
+`choose_vector_kind` resolves ``TrainConfig.vector`` (``auto``: a batched engine where one applies,
+simple_spread's array engine or VMAS's own, worker processes for envs costly enough to pay for the pipes, else in-process);
 `make_train_envs` and `make_eval_envs` build the vector envs. Worker processes are
 `SubprocVectorEnv`'s to start, watch and stop: the trainer only closes what it made.
 """
@@ -12,12 +12,13 @@ import os
 import sys
 
 from qmix_edge.envs import (
-    BatchedSimpleSpread,
     EnvSpec,
     SubprocVectorEnv,
     SyncVectorEnv,
     VectorTeamEnv,
-    supports_batched_spread,
+    is_vmas_id,
+    make_vector_env,
+    supports_batched,
 )
 from qmix_edge.envs.vector import EnvFactory
 
@@ -34,15 +35,15 @@ MAX_EVAL_ENVS = 32
 def choose_vector_kind(config: TrainConfig) -> str:
     """The engine that steps the training envs: ``config.vector``, with ``auto`` resolved."""
     cfg = config
-    if cfg.vector == "batched" and not supports_batched_spread(cfg.env, cfg.env_kwargs):
+    if cfg.vector == "batched" and not supports_batched(cfg.env, cfg.env_kwargs):
         raise ConfigError(
-            f"vector='batched' steps simple_spread only, with its default options; found env "
-            f"{cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use vector='auto', 'sync' or "
-            "'subprocess'."
+            f"vector='batched' steps simple_spread (with its default options) and VMAS scenarios "
+            f"only; found env {cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use "
+            "vector='auto', 'sync' or 'subprocess'."
         )
     if cfg.vector != "auto":
         return cfg.vector
-    if supports_batched_spread(cfg.env, cfg.env_kwargs):
+    if supports_batched(cfg.env, cfg.env_kwargs):
         return "batched"
     if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
         return "subprocess"
@@ -60,18 +61,24 @@ def env_factory(config: TrainConfig) -> EnvFactory:
     )
 
 
+def batched_envs(config: TrainConfig, n: int) -> VectorTeamEnv:
+    """``n`` worlds of the run's env in its batched engine (simple_spread's or VMAS's)."""
+    return make_vector_env(
+        config.env,
+        n,
+        backend="batched",
+        n_agents=config.n_agents,
+        team_reward=config.team_reward,
+        episode_limit=config.episode_limit,
+        env_kwargs=dict(config.env_kwargs),
+    )
+
+
 def make_train_envs(config: TrainConfig, kind: str, spec: EnvSpec) -> VectorTeamEnv:
     """``config.n_envs`` training envs stepped by engine ``kind`` (see `choose_vector_kind`)."""
     n = config.n_envs
     if kind == "batched":
-        venv = BatchedSimpleSpread(
-            n,
-            env_id=config.env,
-            n_agents=config.n_agents,
-            team_reward=config.team_reward,
-            episode_limit=config.episode_limit,
-            env_kwargs=dict(config.env_kwargs),
-        )
+        venv = batched_envs(config, n)
         if venv.spec != spec:  # a guard: the two engines must describe one env
             venv.close()
             raise ConfigError(
@@ -94,6 +101,10 @@ def make_train_envs(config: TrainConfig, kind: str, spec: EnvSpec) -> VectorTeam
 
 
 def make_eval_envs(config: TrainConfig) -> VectorTeamEnv:
-    """In-process envs for greedy evaluation (the env's own implementation, never batched)."""
+    """In-process envs for greedy evaluation: the env's own implementation (mpe2 for simple_spread,
+    never its array copy); for VMAS that is its batched worlds."""
+    n = min(config.eval_episodes, MAX_EVAL_ENVS)
+    if is_vmas_id(config.env):
+        return batched_envs(config, n)
     factory = env_factory(config)
-    return SyncVectorEnv([factory() for _ in range(min(config.eval_episodes, MAX_EVAL_ENVS))])
+    return SyncVectorEnv([factory() for _ in range(n)])

@@ -52,7 +52,10 @@ def test_auto_picks_the_batched_engine_and_the_config_says_so(tmp_path: Path) ->
 
 
 def test_batched_engine_refused_for_other_envs(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="vector='batched' steps simple_spread only"):
+    with pytest.raises(
+        ConfigError,
+        match=r"vector='batched' steps simple_spread \(with its default options\) and VMAS",
+    ):
         Trainer("qmix", env="two_step", config=tiny(vector="batched"), run_dir=tmp_path / "r")
 
 
