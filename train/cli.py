@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=sorted(PRESETS),
         help="a named set of config values under --config and the flags (fast: the learner for "
-        "the batched simple_spread, after JaxMARL's QMIX; see TrainConfig's table)",
+        "the batched simple_spread, after JaxMARL's QMIX; epymarl: EPyMARL's QMIX/VDN settings "
+        "for lbforaging and rware; see TrainConfig's table)",
     )
     run.add_argument(
         "--config",

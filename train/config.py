@@ -65,6 +65,34 @@ Presets (`PRESETS`, ``qmix-train --preset NAME``; defaults < preset < YAML file 
   update of 32 episodes per 208 env steps, learning from 400 episodes (10k env steps), 5000
   episodes of replay, gradient clip 25. Differences kept on purpose: an MLP agent rather than a
   GRU (the GRU's 26-step unroll costs 6x per update here), 32 worlds, epsilon over 100k env steps.
+- ``epymarl``: EPyMARL's own QMIX/VDN settings for its Gymnasium robot tasks (lbforaging, rware),
+  read from its repository (uoe-agents/epymarl, commit cbc38c0: ``src/config/default.yaml``,
+  ``src/config/algs/qmix.yaml`` and ``vdn.yaml``, ``src/config/envs/gymma.yaml``):
+
+  | field                   | epymarl   | EPyMARL key and value                                  |
+  |-------------------------|-----------|--------------------------------------------------------|
+  | gamma                   | 0.99      | default.yaml ``gamma: 0.99``                           |
+  | learning_rate           | 5e-4      | default.yaml ``lr: 0.0005`` (Adam: q_learner.py)       |
+  | batch_size              | 32        | default.yaml ``batch_size: 32`` episodes               |
+  | buffer_size             | 250_000   | qmix.yaml ``buffer_size: 5000`` episodes x 50 steps    |
+  |                         |           | (lbforaging's limit); rware's 500-step episodes get    |
+  |                         |           | 500 (EPyMARL keeps 5000: 10x the memory)               |
+  | target_update_freq      | 200       | qmix.yaml ``target_update_interval_or_tau: 200``       |
+  |                         |           | episodes = updates at one update per episode           |
+  | epsilon start/end/decay | 1/.05/50k | qmix.yaml ``epsilon_anneal_time: 50000``               |
+  | standardise_rewards     | True      | qmix.yaml ``standardise_rewards: True``                |
+  | agent_network, hidden   | mlp, 64   | qmix.yaml ``use_rnn: False``; ``hidden_dim: 64``       |
+  | use_agent_id / prev act | True/False| qmix.yaml ``obs_agent_id: True``, ``obs_last_action``  |
+  | mixer widths            | 32, 2, 64 | qmix.yaml mixing_embed_dim, hypernet_layers/_embed     |
+  | double_q, grad clip     | True, 10  | qmix.yaml ``double_q``; default.yaml grad_norm_clip    |
+  | updates_per_episode     | 1         | the episode runner: one train step per episode         |
+  | eval_interval/episodes  | 50k / 100 | gymma.yaml ``test_interval``, ``test_nepisode``        |
+  | n_envs, vector          | 8, sync   | ours (EPyMARL steps one env): 8 in-process envs keep   |
+  |                         |           | its one update per episode and are the fastest engine  |
+  |                         |           | for lbforaging on 2 shared cores (bench/README.md)     |
+
+  The episode limit is the env's registration (EPyMARL's ``time_limit``: 50 for lbforaging, 500
+  for rware). The VDN settings are the same but the mixer.
 """
 
 from __future__ import annotations
@@ -110,6 +138,32 @@ PRESETS: dict[str, dict[str, Any]] = {
         "epsilon_decay_steps": 100_000,
         "n_envs": 32,
         "eval_interval": 100_000,
+    },
+    "epymarl": {
+        "gamma": 0.99,
+        "learning_rate": 5e-4,
+        "optimizer": "adam",
+        "batch_size": 32,
+        "buffer_size": 250_000,
+        "target_update_freq": 200,
+        "epsilon_start": 1.0,
+        "epsilon_end": 0.05,
+        "epsilon_decay_steps": 50_000,
+        "standardise_rewards": True,
+        "agent_network": "mlp",
+        "hidden_dim": 64,
+        "use_agent_id": True,
+        "use_prev_action": False,
+        "mixing_embed_dim": 32,
+        "hypernet_layers": 2,
+        "hypernet_embed": 64,
+        "double_q": True,
+        "grad_norm_clip": 10.0,
+        "updates_per_episode": 1.0,
+        "eval_interval": 50_000,
+        "eval_episodes": 100,
+        "n_envs": 8,
+        "vector": "sync",
     },
 }
 """Named sets of config values (see the module docstring); a preset is a layer, not a field."""

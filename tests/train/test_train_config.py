@@ -103,3 +103,18 @@ def test_linear_learning_rate_schedule() -> None:
     fixed_span = c.replace(lr_decay_steps=100)
     assert fixed_span.learning_rate_at(50, 10**6) == pytest.approx(0.003)
     assert TrainConfig(learning_rate=0.01).learning_rate_at(500, 1000) == 0.01
+
+
+def test_epymarl_preset_is_epymarls_qmix_for_its_robot_tasks() -> None:
+    from qmix_edge.train.config import preset_values
+
+    c = TrainConfig.from_dict(preset_values("epymarl"))
+    assert (c.gamma, c.learning_rate, c.batch_size, c.target_update_freq) == (0.99, 5e-4, 32, 200)
+    assert (c.epsilon_start, c.epsilon_end, c.epsilon_decay_steps) == (1.0, 0.05, 50_000)
+    assert c.standardise_rewards and c.double_q and c.use_agent_id and not c.use_prev_action
+    assert (c.agent_network, c.hidden_dim, c.updates_per_episode) == ("mlp", 64, 1.0)
+    assert (c.eval_interval, c.eval_episodes) == (50_000, 100)
+    # EPyMARL's replay of 5000 episodes at lbforaging's 50-step limit; rware's 500 steps get 500.
+    assert c.buffer_episodes(50) == 5000 and c.buffer_episodes(500) == 500
+    # A layer like any preset: a value given over it wins.
+    assert TrainConfig.from_dict({**preset_values("epymarl"), "gamma": 0.9}).gamma == 0.9
