@@ -239,6 +239,14 @@ class TrainConfig:
     n_envs: int = setting(
         16, "Training environments stepped together (one batched forward per vector step)."
     )
+    overlap: bool = setting(
+        False,
+        "Collect in a process of its own while the learner updates, on two cores: the envs step in rounds of overlap_round_steps vector steps with the agent network's weights of the round's start, so the acting policy lags the learner by at most one round's updates (rollout/policy_lag). Deterministic per seed, and a killed run resumes exactly, but not the same run as with overlap off. Needs an in-process engine (vector batched, sync or auto).",
+    )
+    overlap_round_steps: int = setting(
+        8,
+        "Vector steps per collection round when overlap is on: the bound on how stale the acting policy may be, and how often the two processes meet.",
+    )
     vector: VectorKind = setting(
         "auto",
         "Engine that steps the training envs: batched (simple_spread's numpy array engine, equal to mpe2's env step for step), sync (the env's own objects in this process), subprocess (the env's own objects in a worker process), ray (Ray actors on the running Ray or a local one, one CPU each; needs qmix-edge[ray]), or auto: batched where it applies, else subprocess for costly envs, else sync. The run's config.yaml records the engine that stepped; greedy evaluation always steps the env's own implementation (mpe2 for simple_spread).",
@@ -280,7 +288,14 @@ class TrainConfig:
         _check_int("n_agents", self.n_agents, 1)
         if self.episode_limit is not None:
             _check_int("episode_limit", self.episode_limit, 1)
-        for name in ("hidden_dim", "mixing_embed_dim", "hypernet_embed", "batch_size", "n_envs"):
+        for name in (
+            "hidden_dim",
+            "mixing_embed_dim",
+            "hypernet_embed",
+            "batch_size",
+            "n_envs",
+            "overlap_round_steps",
+        ):
             _check_int(name, getattr(self, name), 1)
         _check_int("buffer_size", self.buffer_size, 1)
         _check_int("target_update_freq", self.target_update_freq, 1)
