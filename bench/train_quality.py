@@ -4,8 +4,8 @@ For each seed, trains QMIX (default: the ``fast`` preset on the batched engine; 
 for the plain defaults; ``--set key=value`` overrides either) for ``--seconds`` of wall time
 (``Trainer.train(max_seconds=...)``), evaluating greedily every ``eval_interval`` env steps on 32
 fixed-seed episodes of **mpe2's own** simple_spread_v3 (all 25 steps' rewards counted, summed over
-agents). Wall seconds count from the Trainer's creation: start-up, evaluation and checkpoints
-included. Prints each seed's curve and the first time each target was reached, against the goals
+agents). Wall seconds count from the Trainer's creation (after the imports): start-up, the
+collector process, evaluations and checkpoints included. Prints each seed's curve and the first time each target was reached, against the goals
 (-40 within 140 s and -30 within 250 s on every seed) and the baselines: the random policy on the
 same evaluation seeds (measured here) and JaxMARL's QMIX on this machine kind (measured beside
 qmix-edge under the same load: -40 first at 227 s on its better seed, never on the other; -30 never
@@ -80,6 +80,7 @@ def main() -> None:
         ]
         random_return = random_team_return(make_env("simple_spread"), trainer.eval_seeds)
         print(f"\n== seed {seed} ({trainer.config.vector} engine; evaluated on mpe2)")
+        print(f"start-up {startup:.2f} s (Trainer creation; the curve's seconds include it)")
         print(f"random policy on the same 32 evaluation seeds: {random_return:.1f}")
         print(" env steps   wall s   greedy return")
         for step, secs, ret in curve:

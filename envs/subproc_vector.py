@@ -56,7 +56,7 @@ class RemoteTraceback(Exception):
         return "\n" + self.tb
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this process when its parent dies (best effort elsewhere)."""
     if not sys.platform.startswith("linux"):
         return
@@ -74,14 +74,14 @@ def _worker(
 ) -> None:
     """Worker loop: own a slice of envs, answer commands until ``close``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     envs: EnvSlice | None = None
     try:
         try:
             envs = EnvSlice([f() for f in factories], offset)
             conn.send(("ok", envs.envs[0].spec))
         except Exception as e:
-            conn.send(("error", _portable(e), traceback.format_exc()))
+            conn.send(("error", portable_exception(e), traceback.format_exc()))
             return
         while True:
             cmd, payload = conn.recv()
@@ -97,7 +97,7 @@ def _worker(
                 else:
                     raise EnvError(f"unknown worker command {cmd!r}")
             except Exception as e:
-                conn.send(("error", _portable(e), traceback.format_exc()))
+                conn.send(("error", portable_exception(e), traceback.format_exc()))
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
     finally:
@@ -109,7 +109,7 @@ def _worker(
         conn.close()
 
 
-def _portable(e: BaseException) -> BaseException:
+def portable_exception(e: BaseException) -> BaseException:
     """The exception itself if it survives pickling, else an EnvError carrying its message."""
     try:
         pickle.loads(pickle.dumps(e))
@@ -119,7 +119,7 @@ def _portable(e: BaseException) -> BaseException:
 
 
 @contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
+def sigint_ignored() -> Iterator[None]:
     """SIGINT ignored while workers start, so a forked one never runs Python's handler."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -182,7 +182,7 @@ class SubprocVectorEnv(WorkerVectorEnv):
         # Reaps the workers when this object is collected or the interpreter exits.
         self._finalizer = weakref.finalize(self, _stop, self._conns, self._procs)
         try:
-            with _sigint_ignored():
+            with sigint_ignored():
                 for w, (a, b) in enumerate(self.slices):
                     self._start_worker(ctx, w, list(factories[a:b]), a)
             self._started(self._gather([(w, None) for w in range(len(self.slices))]))

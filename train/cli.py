@@ -43,7 +43,7 @@ paper's matrix games, or a Gymnasium id run as a team of independent copies.
 EPILOG = """\
 example:
   qmix-train --env simple_spread --algo qmix --total-timesteps 200000 --seed 1
-  qmix-train --env simple_spread --preset fast --total-timesteps 3000000
+  qmix-train --env simple_spread --preset fast --total-timesteps 3000000 --max-seconds 170
   qmix-train --config my.yaml --hidden-dim 128 --run-dir runs/wide
   qmix-train --resume runs/wide --total-timesteps 400000     # continue a stopped run
   qmix-train --env two_step --seeds 0,1,2 --run-dir sweeps/ts  # 3 seeds in parallel on Ray
@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"train until this many env steps in all, earlier sessions of a resumed run "
         f"included (default: {DEFAULT_TOTAL_TIMESTEPS})",
+    )
+    run.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="also stop this session after S wall seconds, start-up included (then the final "
+        "evaluation and checkpoint run; schedules still span --total-timesteps)",
     )
     run.add_argument(
         "--run-dir", type=Path, help="run directory (default: runs/<algo>-<env>-s<seed>-<time>)"
@@ -197,7 +205,7 @@ def _main(argv: list[str] | None) -> int:
             file=sys.stderr,
         )
     try:
-        result = trainer.train(total_timesteps=args.total_timesteps)
+        result = trainer.train(total_timesteps=args.total_timesteps, max_seconds=args.max_seconds)
     except KeyboardInterrupt:
         from .checkpoint import latest_checkpoint
 

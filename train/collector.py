@@ -21,8 +21,8 @@ very state they were in; this relies on an env being deterministic given its res
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from qmix_edge.envs import EnvSpec, TeamStep, VectorStepResult, VectorTeamEnv
 
 from .finite import check_team_arrays
 from .networks import AgentNetwork
-from .replay import EPISODE_FIELDS, EpisodeBatch, EpisodeReplay, empty_episodes
+from .replay import EPISODE_FIELDS, EpisodeBatch, empty_episodes
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,13 @@ def select_actions(
     scores = np.where(avail, rng.random(avail.shape), -1.0)  # (E, n, A)
     random_actions = scores.argmax(axis=-1)
     return np.where(explore, random_actions, greedy).astype(np.int64)
+
+
+class EpisodeSink(Protocol):
+    """Where finished episodes go: the replay buffer, or the queue of a collector process."""
+
+    def add(self, episodes: EpisodeBatch, rows: np.ndarray | list[int]) -> None:
+        """Copy episodes ``rows`` of ``episodes``."""
 
 
 class EpisodeStats(NamedTuple):
@@ -179,7 +186,7 @@ class Collector:
         self._actions = actions
         return actions
 
-    def record(self, result: VectorStepResult, replay: EpisodeReplay) -> list[EpisodeStats]:
+    def record(self, result: VectorStepResult, replay: EpisodeSink) -> list[EpisodeStats]:
         """Write one vector step into the pending episodes; finished ones go to ``replay``.
 
         Finished envs are reset at once with new seeds. Returns the finished episodes' stats.
@@ -305,6 +312,16 @@ def evaluate(
     agent_net: AgentNetwork, venv: VectorTeamEnv, seeds: Sequence[int], episode_limit: int
 ) -> list[EpisodeStats]:
     """Greedy episodes (one per seed) on ``venv``, ``venv.n_envs`` at a time, batched forwards."""
+    *_, stats = evaluation_steps(agent_net, venv, seeds, episode_limit)
+    assert stats is not None
+    return stats
+
+
+def evaluation_steps(
+    agent_net: AgentNetwork, venv: VectorTeamEnv, seeds: Sequence[int], episode_limit: int
+) -> Iterator[list[EpisodeStats] | None]:
+    """`evaluate` one vector step at a time: yields None after each step, then the episodes'
+    stats (the collector process spreads an evaluation over its rounds this way)."""
     out: list[EpisodeStats] = []
     n_envs = venv.n_envs
     policy = Policy(agent_net, n_envs)
@@ -352,7 +369,9 @@ def evaluate(
             terminated |= running & res.terminated
             obs, avail = res.next.obs, res.next.avail
             running &= ~(res.terminated | res.truncated | (lengths >= episode_limit))
-            if not running.any():
-                break
+            if running.any():
+                yield None
         out += [EpisodeStats(float(returns[i]), int(lengths[i]), bool(terminated[i])) for i in idx]
-    return out
+        if start + n_envs < len(seeds):
+            yield None
+    yield out

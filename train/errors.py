@@ -12,10 +12,22 @@ to exit code 1, printed as one line without a traceback. The errors that stop a 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 
 class TrainError(Exception):
     """Base class of training errors."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only attributes survive pickling, so an error raised in the collector process
+        # reaches the trainer whole (type, message and attributes).
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[TrainError], args: tuple[Any, ...], state: dict[str, Any]) -> TrainError:
+    error = cls.__new__(cls, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ConfigError(TrainError, ValueError):

@@ -3,7 +3,8 @@
 Metric names are namespaced: ``rollout/`` (training episodes), ``train/`` (learner updates),
 ``eval/`` (greedy evaluation), ``time/`` (throughput and wall time). Every record carries the env-step
 counter ``step`` and the run's wall seconds ``time``. ``metrics.jsonl`` is appended (a resumed run
-continues the same file), the PNG is rewritten atomically at every evaluation.
+continues the same file), the PNG is rewritten atomically (by the trainer: every 30 s
+of a session and at its end).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The environments of a training run: which engine steps the training envs, and making them.
 
 `choose_vector_kind` resolves ``TrainConfig.vector`` (``auto``: a batched engine where one applies,
-simple_spread's array engine or VMAS's own, worker processes for envs costly enough to pay for the pipes, else in-process);
+simple_spread's array engine or VMAS's own, worker processes for envs costly enough to pay for the
+pipes, else in-process; with ``overlap`` on, in-process inside the collector process);
 `make_train_envs` and `make_eval_envs` build the vector envs. Worker processes are
 `SubprocVectorEnv`'s to start, watch and stop: the trainer only closes what it made.
 """
@@ -41,10 +42,18 @@ def choose_vector_kind(config: TrainConfig) -> str:
             f"only; found env {cfg.env!r} with env_kwargs {dict(cfg.env_kwargs)}. Use "
             "vector='auto', 'sync' or 'subprocess'."
         )
+    if cfg.overlap and cfg.vector in ("subprocess", "ray"):
+        raise ConfigError(
+            f"overlap steps the training envs inside the collector process, so it needs an "
+            f"in-process engine; found vector={cfg.vector!r}. Use vector='auto', 'batched' or "
+            "'sync', or turn overlap off to step the envs in worker processes."
+        )
     if cfg.vector != "auto":
         return cfg.vector
     if supports_batched(cfg.env, cfg.env_kwargs):
         return "batched"
+    if cfg.overlap:
+        return "sync"
     if cfg.n_envs >= 2 and (os.cpu_count() or 1) >= 2 and cfg.env not in SMALL_BUILTIN_ENVS:
         return "subprocess"
     return "sync"

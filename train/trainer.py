@@ -5,13 +5,15 @@
 
 One iteration of the loop (the order is fixed, so sync and subprocess envs give identical runs):
 
-    1. the collector picks every env's joint action in one batched forward (epsilon-greedy);
-    2. the envs step (in worker processes when ``vector`` is subprocess; in one array call when it
-       is batched);
-    3. the learner runs the updates owed (``updates_per_episode`` per finished episode, once replay
-       holds ``min_episodes_to_learn`` episodes), each on ``batch_size`` sampled episodes;
-    4. the step is recorded; finished episodes go to replay and their envs restart with new seeds;
-    5. at interval crossings: metrics, greedy evaluation, checkpoint.
+    1. the schedule (`schedule`) collects and learns: inline, one vector step (the collector picks
+       every env's joint action in one batched forward, the envs step, in worker processes when
+       ``vector`` is subprocess or in one array call when it is batched, while the learner runs the
+       updates owed: ``updates_per_episode`` per finished episode, or one per
+       ``env_steps_per_update`` env steps, once replay holds ``min_episodes_to_learn`` episodes);
+       overlapped (``overlap``), one round of vector steps in the collector process while the
+       learner updates here;
+    2. finished episodes go to replay and their envs restart with new seeds;
+    3. at interval crossings: metrics, greedy evaluation, checkpoint.
 
 Random streams: ``seed`` seeds torch (network initialisation) and a numpy SeedSequence whose children
 drive exploration, env reset seeds, replay sampling and the fixed evaluation seeds. All of them,
@@ -21,7 +23,6 @@ of an uninterrupted one. Ctrl-C stops at the end of the current iteration and wr
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import signal
@@ -39,20 +40,22 @@ import numpy as np
 import torch
 
 from qmix_edge.envs import EnvSpec, VectorTeamEnv, make_env
-from qmix_edge.envs.baselines import random_team_return
 from qmix_edge.version import __version__
 
 from . import checkpoint as ckpt
-from .collector import SEED_HIGH, Collector, EpisodeStats, evaluate
+from .collector import SEED_HIGH, Collector, EpisodeStats
+from .collector_process import CollectorProcess, weights_of
 from .config import TrainConfig, save_config
-from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError
+from .errors import CheckpointError, ConfigError, NonFiniteError, RunDirWriteError, TrainError
+from .evaluations import Evaluations
 from .learner import Learner
 from .metrics import MetricsLogger
 from .pacer import UpdatePacer
 from .registry import build_models
 from .replay import EpisodeReplay
-from .run_envs import choose_vector_kind, env_factory, make_eval_envs, make_train_envs
+from .run_envs import choose_vector_kind, make_eval_envs, make_train_envs
 from .run_files import atomic_write_json, default_run_dir, read_saved_config, write_error
+from .schedule import InlineSchedule, OverlappedSchedule, Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +67,8 @@ RESUME_MUTABLE = frozenset(
         "checkpoint_interval",
         "torch_threads",
         "vector",
+        "overlap",
+        "overlap_round_steps",
         "learning_rate",
         "grad_norm_clip",
     }
@@ -183,17 +188,15 @@ class Trainer:
         )
         self.wall_offset = 0.0  # wall seconds of earlier sessions of this run
         self.run_id = uuid.uuid4().hex
-        self.last_eval: dict[str, float] = {}
-        self.best_eval: dict[
-            str, float
-        ] = {}  # the best greedy evaluation so far (its step, return)
-        self._random_return: float | None = None
         self.last_checkpoint_step = -1
         self._carry: tuple[dict[str, Any], dict[str, np.ndarray]] | None = None
         self._stop_requested = False
         self.vector_kind = choose_vector_kind(self.config)
         if cfg.vector != self.vector_kind:  # the saved config names the engine that stepped
             self.config = cfg.replace(vector=self.vector_kind)
+        self.evaluations = Evaluations(self.run_dir, self.config, self.spec, self.eval_seeds)
+        # A background evaluation in flight: its env step, wall seconds and networks.
+        self._pending_eval: tuple[int, float, dict[str, dict[str, torch.Tensor]]] | None = None
 
     # --- checkpoints ------------------------------------------------------------------------------
     def _write_run_files(self) -> None:
@@ -211,8 +214,9 @@ class Trainer:
             },
         )
 
-    def save_checkpoint(self, collector: Collector, wall_seconds: float) -> Path:
+    def save_checkpoint(self, schedule: Schedule, wall_seconds: float) -> Path:
         """Write a full checkpoint (networks, optimizer, replay, RNG streams, pending episodes)."""
+        collector_state, collector_arrays = schedule.snapshot()
         state = {
             "run_id": self.run_id,
             "env_steps": self.env_steps,
@@ -224,7 +228,7 @@ class Trainer:
             "config": self.config.to_dict(),
             "spec": self.spec.to_dict(),
             "replay": self.replay.state_dict(),
-            "collector": collector.state_dict(),
+            "collector": collector_state,
             "last_eval": self.last_eval,
         }
         model = {"learner": self.learner.state_dict(), "torch_rng": torch.get_rng_state()}
@@ -234,13 +238,13 @@ class Trainer:
             model,
             state,
             write_replay=self.replay.save_arrays,
-            write_collector=lambda f: _savez(f, collector.snapshot()[1]),
+            write_collector=lambda f: _savez(f, collector_arrays),
         )
         self.last_checkpoint_step = self.env_steps
         logger.info("checkpoint written: %s", folder)
         return folder
 
-    def _restore(self, collector: Collector) -> None:
+    def _restore(self, collector: Schedule) -> None:
         folder = self.resume_checkpoint
         assert folder is not None  # set by __init__ when resuming
         state = ckpt.read_state(folder)
@@ -259,8 +263,7 @@ class Trainer:
         self.pacer.load_state_dict(state["pacer"])
         self.learner.reward_stats.load_state_dict(state["reward_stats"])
         self.wall_offset = float(state["wall_seconds"])
-        self.last_eval = dict(state.get("last_eval", {}))
-        self.best_eval = _read_best_eval(self.run_dir)
+        self.evaluations.restore(state.get("last_eval", {}))
         self.learner.load_state_dict(model["learner"], int(state["updates"]))
         torch.set_rng_state(model["torch_rng"])
         self.replay.load_state_dict(state["replay"])
@@ -290,9 +293,11 @@ class Trainer:
     def train(self, total_timesteps: int, *, max_seconds: float | None = None) -> dict[str, Any]:
         """Train until ``total_timesteps`` env steps in all (a resumed run counts its earlier steps).
 
-        ``max_seconds`` ends this call earlier, at the first vector step after that many wall
-        seconds of it (then the final evaluation and checkpoint run as usual); schedules (epsilon,
-        a linear learning rate decaying over the run) still span ``total_timesteps``.
+        ``max_seconds`` ends this call earlier, at the first vector step (or overlapped round)
+        after that many wall seconds of it, start-up included (then the final evaluation and
+        checkpoint run as usual); schedules (epsilon, a linear learning rate decaying over the
+        run) still span ``total_timesteps``. Metric records carry the run's wall seconds, counted
+        from the start of each call (start-up and evaluations included).
 
         Returns ``mean_reward`` (greedy evaluation team return, mean over ``eval_episodes``),
         ``std_reward``, ``episodes``, ``env_steps``, ``updates``, ``wall_time_s``, ``steps_per_s``
@@ -312,17 +317,19 @@ class Trainer:
             raise ConfigError(
                 f"max_seconds must be a positive number or None; found {max_seconds!r}"
             )
+        started = time.perf_counter()  # the session's wall clock: start-up counts
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(self.run_dir, None, e, what="the run directory") from e
         if not self.resuming:
             self._write_run_files()
-        venv = make_train_envs(self.config, self.vector_kind, self.spec)
-        eval_venv = make_eval_envs(self.config)
-        collector = Collector(
-            venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
-        )
+        collector = self._schedule()  # before any thread of ours: the collector may fork
+        try:
+            eval_venv = make_eval_envs(self.config)
+        except BaseException:
+            collector.close()
+            raise
         metrics: MetricsLogger | None = None
         try:
             if self.resuming:
@@ -338,26 +345,54 @@ class Trainer:
             else:
                 collector.start()
                 metrics = MetricsLogger(self.run_dir)
-                self._evaluate(eval_venv, metrics, 0.0)  # every curve starts at step 0
+                # Every curve starts at step 0.
+                self._evaluate(eval_venv, metrics, time.perf_counter() - started)
             with _stop_on_sigint(self):
-                return self._loop(total_timesteps, collector, eval_venv, metrics, max_seconds)
+                return self._loop(
+                    total_timesteps, collector, eval_venv, metrics, started, max_seconds
+                )
         except (NonFiniteError, RunDirWriteError) as e:
             # Nothing of this failure reached a checkpoint; say why for --resume.
             ckpt.write_stop_record(self.run_dir, self.env_steps, e)
             raise
         finally:
-            self._carry = collector.snapshot()
+            try:
+                self._carry = collector.snapshot()
+            except TrainError as e:  # the collector process is gone: nothing left to carry
+                logger.debug("no collector snapshot to carry: %s", e)
+                self._carry = None
             if metrics is not None:
                 metrics.close()
-            venv.close()
+            collector.close()
             eval_venv.close()
+
+    def _schedule(self) -> Schedule:
+        """The training envs and how collection and learning take turns (`schedule`)."""
+        cfg = self.config
+        parts = (cfg, self.learner, self.replay, self.pacer)
+        if cfg.overlap:
+            remote = CollectorProcess(
+                cfg,
+                self.vector_kind,
+                self.spec,
+                self._action_rng,
+                self._env_seed_rng,
+                self.eval_seeds,
+            )
+            return OverlappedSchedule(*parts, remote)
+        venv = make_train_envs(cfg, self.vector_kind, self.spec)
+        local = Collector(
+            venv, self.agent_net, self.episode_limit, self._action_rng, self._env_seed_rng
+        )
+        return InlineSchedule(*parts, local)
 
     def _loop(
         self,
         total: int,
-        collector: Collector,
+        collector: Schedule,
         eval_venv: VectorTeamEnv,
         metrics: MetricsLogger,
+        start_time: float,
         max_seconds: float | None = None,
     ) -> dict[str, Any]:
         cfg = self.config
@@ -367,7 +402,7 @@ class Trainer:
                 f"{total} leaves nothing to train (it counts every step of the run, not steps to "
                 f"add); pass more than {self.env_steps}, e.g. {self.env_steps + total}"
             )
-        start_steps, start_time = self.env_steps, time.perf_counter()
+        start_steps = self.env_steps
         session_offset = self.wall_offset
 
         def wall() -> float:
@@ -375,7 +410,6 @@ class Trainer:
 
         recent: deque[EpisodeStats] = deque(maxlen=100)
         train_info: dict[str, float] = {}
-        n_envs = cfg.n_envs
         bar = _progress_bar(total, self.env_steps)
         last_log_time, last_log_steps = time.perf_counter(), self.env_steps
         try:
@@ -387,33 +421,24 @@ class Trainer:
                     break
                 if self._stop_requested:
                     # Only here, between iterations, is the state consistent enough to save.
-                    folder = self.save_checkpoint(collector, wall())
+                    folder = self._checkpoint(collector, metrics, wall())
                     logger.warning(
                         "interrupted at %d env steps; checkpoint saved to %s",
                         self.env_steps,
                         folder,
                     )
                     raise KeyboardInterrupt
-                epsilon = cfg.epsilon(self.env_steps)
-                actions = collector.act(epsilon)
-                collector.venv.step_async(actions)  # workers step while the learner updates
-                self.learner.set_learning_rate(cfg.learning_rate_at(self.env_steps, total))
-                for _ in range(self.pacer.due()):
-                    train_info = self.learner.update(self.replay.sample(cfg.batch_size))
-                result = collector.venv.step_wait()
-                finished = collector.record(result, self.replay)
+                progress = collector.advance(self.env_steps, total)
+                epsilon = progress.epsilon
+                train_info = progress.train_info or train_info
                 prev_steps = self.env_steps
-                self.env_steps += n_envs
-                if finished:
-                    self.learner.reward_stats.update(collector.last_rewards)
-                    self.episodes += len(finished)
-                    recent.extend(finished)
-                    self.pacer.episodes_finished(
-                        [e.length for e in finished],
-                        learning=len(self.replay) >= cfg.min_episodes_to_learn,
-                    )
-                if bar is not None:
-                    bar.update(min(n_envs, max(total - bar.n, 0)))  # the last wave may overshoot
+                self.env_steps += progress.env_steps
+                self.episodes += len(progress.finished)
+                recent.extend(progress.finished)
+                if progress.evaluation is not None:
+                    self._record_evaluation(progress.evaluation, metrics)
+                if bar is not None:  # the last wave may overshoot
+                    bar.update(min(progress.env_steps, max(total - bar.n, 0)))
 
                 if _crossed(prev_steps, self.env_steps, cfg.log_interval):
                     now = time.perf_counter()
@@ -423,6 +448,7 @@ class Trainer:
                     values["rollout/episodes"] = float(self.episodes)
                     values["train/updates"] = float(self.learner.updates)
                     values["train/learning_rate"] = self.learner.learning_rate
+                    values["rollout/policy_lag"] = float(progress.policy_lag)
                     if recent:
                         values["rollout/ep_return_mean"] = float(
                             np.mean([e.team_return for e in recent])
@@ -438,19 +464,24 @@ class Trainer:
                             sps=f"{sps:.0f}",
                         )
                 if _crossed(prev_steps, self.env_steps, cfg.eval_interval):
-                    self._evaluate(eval_venv, metrics, wall())
+                    if collector.background_evaluation:
+                        self._begin_evaluation(collector, metrics, wall())
+                    else:
+                        self._evaluate(eval_venv, metrics, wall())
                 if cfg.checkpoint_interval and _crossed(
                     prev_steps, self.env_steps, cfg.checkpoint_interval
                 ):
-                    self.save_checkpoint(collector, wall())
+                    self._checkpoint(collector, metrics, wall())
         finally:
             if bar is not None:
                 bar.close()
 
+        self._finish_evaluation(collector, metrics)
         if self.last_eval.get("step") != self.env_steps:
             self._evaluate(eval_venv, metrics, wall())
         if self.last_checkpoint_step != self.env_steps:
             self.save_checkpoint(collector, wall())
+        self.evaluations.plot(metrics, force=True)
         session_s = time.perf_counter() - start_time
         self.wall_offset = wall()
         return {
@@ -465,70 +496,52 @@ class Trainer:
         }
 
     def _evaluate(self, eval_venv: VectorTeamEnv, metrics: MetricsLogger, wall_s: float) -> None:
-        self.agent_net.eval()
-        stats = evaluate(self.agent_net, eval_venv, self.eval_seeds, self.episode_limit)
-        self.agent_net.train()
-        returns = np.array([e.team_return for e in stats])
-        self.last_eval = {
-            "step": self.env_steps,
-            "return_mean": float(returns.mean()),
-            "return_std": float(returns.std()),
-        }
-        metrics.log(
-            self.env_steps,
-            wall_s,
-            {
-                "eval/return_mean": float(returns.mean()),
-                "eval/return_std": float(returns.std()),
-                "eval/ep_len_mean": float(np.mean([e.length for e in stats])),
-            },
-        )
-        if not self.best_eval or self.last_eval["return_mean"] > self.best_eval["return_mean"]:
-            self._save_best()
-        if self._random_return is None:
-            with contextlib.closing(env_factory(self.config)()) as env:
-                self._random_return = random_team_return(env, self.eval_seeds)
-        metrics.plot(
-            f"{self.config.algo} on {self.config.env} (seed {self.config.seed})",
-            random_return=self._random_return,
-            exported_step=int(self.best_eval["step"]),
-            eval_episodes=len(self.eval_seeds),
-        )
-        logger.info(
-            "eval at %d env steps: greedy return %.2f +- %.2f",
-            self.env_steps,
-            returns.mean(),
-            returns.std(),
+        self.evaluations.run(
+            self.agent_net, self.mixer, eval_venv, metrics, self.env_steps, wall_s, self.run_id
         )
 
-    def _save_best(self) -> None:
-        """Keep the networks of this evaluation as the run's best (what export takes)."""
-        self.best_eval = dict(self.last_eval)
-        nets = {"agent_net": self.agent_net.state_dict()}
+    def _begin_evaluation(self, schedule: Schedule, metrics: MetricsLogger, wall_s: float) -> None:
+        """Evaluate the networks of this moment beside training (one evaluation at a time)."""
+        self._finish_evaluation(schedule, metrics)
+        nets = {"agent_net": _copy(self.agent_net.state_dict())}
         if self.mixer is not None:
-            nets["mixer"] = self.mixer.state_dict()
-        state = {
-            "run_id": self.run_id,
-            "env_steps": self.env_steps,
-            "config": self.config.to_dict(),
-            "spec": self.spec.to_dict(),
-            "eval": self.best_eval,
-        }
-        folder = ckpt.write_best(self.run_dir, {"learner": nets}, state)
-        logger.info(
-            "new best greedy return %.2f at %d env steps: %s",
-            self.best_eval["return_mean"],
-            self.env_steps,
-            folder,
-        )
+            nets["mixer"] = _copy(self.mixer.state_dict())
+        self._pending_eval = (self.env_steps, wall_s, nets)
+        schedule.begin_evaluation(self.env_steps, weights_of(self.agent_net))
+
+    def _finish_evaluation(self, schedule: Schedule, metrics: MetricsLogger) -> None:
+        """Complete and record a background evaluation still running (before a checkpoint, a
+        new evaluation, the end of a session: the run's records do not depend on timing)."""
+        done = schedule.finish_evaluation()
+        if done is not None:
+            self._record_evaluation(done, metrics)
+
+    def _record_evaluation(
+        self, done: tuple[int, list[EpisodeStats]], metrics: MetricsLogger
+    ) -> None:
+        tag, stats = done
+        assert self._pending_eval is not None and self._pending_eval[0] == tag
+        step, wall_s, nets = self._pending_eval
+        self._pending_eval = None
+        self.evaluations.record(stats, metrics, step, wall_s, nets, self.run_id)
+
+    def _checkpoint(self, schedule: Schedule, metrics: MetricsLogger, wall_s: float) -> Path:
+        self._finish_evaluation(schedule, metrics)
+        return self.save_checkpoint(schedule, wall_s)
+
+    @property
+    def last_eval(self) -> dict[str, float]:
+        """The latest greedy evaluation: its env ``step``, ``return_mean`` and ``return_std``."""
+        return self.evaluations.last
+
+    @property
+    def best_eval(self) -> dict[str, float]:
+        """The best greedy evaluation so far (the networks of the run's best checkpoint)."""
+        return self.evaluations.best
 
 
-def _read_best_eval(run_dir: Path) -> dict[str, float]:
-    """The evaluation of the run's best checkpoint on disk ({} if it has none)."""
-    folder = ckpt.best_checkpoint(run_dir)
-    if folder is None:
-        return {}
-    return dict(ckpt.read_state(folder).get("eval", {}))
+def _copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in state.items()}
 
 
 def _savez(f: Any, arrays: dict[str, np.ndarray]) -> None:

@@ -35,6 +35,13 @@ def test_cli_trains_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture
     assert load_run(run_dir, "last").step == 200
 
 
+def test_max_seconds_ends_the_session_before_the_total(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    argv = ["--env", "two_step", *TINY, "--run-dir", str(run_dir), "-q"]
+    assert main([*argv, "--total-timesteps", "10000000", "--max-seconds", "0.001"]) == 0
+    assert load_run(run_dir, "last").step < 10_000_000  # stopped by the clock, checkpointed
+
+
 def test_help_has_purpose_and_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
@@ -70,6 +77,7 @@ def test_help_needs_no_source_files_and_shows_every_doc(
         (["--resume", "/nonexistent/run"], "not a run directory"),
         (["--config", "/nonexistent.yaml"], "cannot read config file"),
         (["--algo", "dqn"], "invalid choice"),
+        (["--env", "two_step", "--max-seconds", "0"], "max_seconds must be a positive number"),
     ],
 )
 def test_usage_errors_exit_2(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,46 @@ def test_standardised_rewards_enter_the_target() -> None:
 def test_radam_option() -> None:
     learner = _learner("qmix", optimizer="radam")
     assert isinstance(learner.optimizer, torch.optim.RAdam)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "radam", "rmsprop"])
+def test_optimizer_state_saved_per_parameter_resumes_exactly(optimizer: str) -> None:
+    # Runs written before the flat parameter buffers saved one optimizer state per weight tensor:
+    # such a checkpoint loads, and the next update is the one torch's per-tensor optimizer makes.
+    replay = EpisodeReplay(4, T, N, OBS, 5, ACTS, np.random.default_rng(0))
+    replay.add(_batch(length=3), [0, 1])
+    batches = [replay.sample(2) for _ in range(3)]
+    ref = _learner("qmix", optimizer=optimizer, grad_norm_clip=0.5)
+    assert ref.mixer is not None
+    params = [*ref.agent_net.parameters(), *ref.mixer.parameters()]
+    kinds = {
+        "adam": lambda: torch.optim.Adam(params, lr=5e-4),
+        "radam": lambda: torch.optim.RAdam(params, lr=5e-4),
+        "rmsprop": lambda: torch.optim.RMSprop(params, lr=5e-4, alpha=0.99, eps=1e-5),
+    }
+    per_tensor = kinds[optimizer]()
+
+    def reference_update(batch: EpisodeBatch) -> None:
+        loss, _ = ref.loss(TensorBatch(batch))
+        per_tensor.zero_grad(set_to_none=False)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 0.5)
+        per_tensor.step()
+
+    for b in batches[:2]:
+        reference_update(b)
+    buffer = io.BytesIO()  # through bytes, as a checkpoint: nothing shared with `ref`
+    torch.save({**ref.state_dict(), "optimizer": per_tensor.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    assert len(saved["optimizer"]["param_groups"][0]["params"]) == len(params) > 2
+
+    resumed = _learner("qmix", optimizer=optimizer, grad_norm_clip=0.5)
+    resumed.load_state_dict(saved, updates=2)
+    resumed.update(batches[2])
+    reference_update(batches[2])
+    for name, value in ref.agent_net.state_dict().items():
+        torch.testing.assert_close(resumed.agent_net.state_dict()[name], value)
+    assert ref.mixer is not None and resumed.mixer is not None
+    for name, value in ref.mixer.state_dict().items():
+        torch.testing.assert_close(resumed.mixer.state_dict()[name], value)

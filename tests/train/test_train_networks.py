@@ -86,6 +86,22 @@ def test_gru_agent_matches_torch_grucell(share: bool) -> None:
             torch.testing.assert_close(hs[t][:, i], ref_h, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("share", [True, False])
+@pytest.mark.parametrize("kind", ["gru", "mlp"])
+def test_unroll_equals_stepping_with_the_hidden_state_carried(kind: str, share: bool) -> None:
+    torch.manual_seed(0)
+    net = AgentNetwork(_spec(), kind=kind, hidden_dim=8, share_params=share, use_prev_action=True)
+    obs = torch.randn(2, 7, 3, 5)  # (B, T, n, obs)
+    prev = torch.randint(-1, 4, (2, 7, 3))
+    q_seq = net.unroll(obs, prev)  # (B, T, n, A)
+    h = None
+    for t in range(obs.shape[1]):
+        q, h = net(obs[:, t], prev[:, t], h)
+        torch.testing.assert_close(q_seq[:, t], q, rtol=1e-5, atol=1e-6)
+    (q_seq**2).sum().backward()  # and the gradient reaches the network's own weights
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
+
+
 def test_grouped_linear_per_agent_equals_separate_layers() -> None:
     torch.manual_seed(1)
     layer = GroupedLinear(3, 4, 5)

@@ -55,6 +55,19 @@ def _losses(run_dir: Path) -> dict[int, float]:
                 "optimizer": "radam",
             },
         ),
+        # Overlapped: the collector in its own process, in rounds of 8 vector steps (the stop at
+        # 600 env steps is a round boundary; episodes of 25 steps end inside rounds).
+        (
+            "simple_spread",
+            {
+                "vector": "batched",
+                "n_envs": 5,
+                "env_steps_per_update": 30,
+                "overlap": True,
+                "overlap_round_steps": 8,
+            },
+        ),
+        ("CartPole-v1", {"n_agents": 2, "episode_limit": 60, "n_envs": 3, "overlap": True}),
     ],
 )
 def test_resumed_run_equals_uninterrupted_run(env: str, extra: dict, tmp_path: Path) -> None:
@@ -142,19 +155,24 @@ def _wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen[str], min_step: i
             raise AssertionError(f"the trainer exited with {proc.wait()} before the checkpoint")
 
 
+# A child process either way: an env worker (forked), or the collector process of overlap.
+CHILD_PROCESS_FLAGS = [("--vector", "subprocess"), ("--overlap",)]
+
+
 @pytest.mark.slow
-def test_sigkill_then_resume_continues_the_counters(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", CHILD_PROCESS_FLAGS)
+def test_sigkill_then_resume_continues_the_counters(flags: tuple[str, ...], tmp_path: Path) -> None:
     import psutil
 
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "--vector", "subprocess")  # env worker process (forked)
+    proc = _start(run_dir, *flags)
     _wait_for_checkpoint(run_dir, proc, 1200)
     workers = psutil.Process(proc.pid).children()
-    assert workers, "the subprocess vector env should have a worker"
+    assert workers, "the run should have a child process"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     _, alive = psutil.wait_procs(workers, timeout=10)
-    assert not alive, "env workers must not outlive a killed trainer"
+    assert not alive, "child processes must not outlive a killed trainer"
     folder = latest_checkpoint(run_dir)
     assert folder is not None
     killed = read_state(folder)
@@ -190,9 +208,10 @@ def test_sigkill_then_resume_continues_the_counters(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT delivery")
-def test_ctrl_c_saves_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", CHILD_PROCESS_FLAGS)
+def test_ctrl_c_saves_a_checkpoint(flags: tuple[str, ...], tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    proc = _start(run_dir, "--vector", "subprocess", new_session=True)
+    proc = _start(run_dir, *flags, new_session=True)
     _wait_for_checkpoint(run_dir, proc, 400)
     os.killpg(proc.pid, signal.SIGINT)  # like a terminal: the whole process group gets it
     _, err = proc.communicate(timeout=60)
