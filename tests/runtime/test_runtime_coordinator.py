@@ -380,7 +380,8 @@ def test_wait_until_gives_up_after_its_timeout_and_sees_seats(make_harness: Any)
     # that only the attach timeout ends)
     assert h.coordinator.wait_until(lambda c: "agent_0" in c.attached_agents(), 10)
     agent.close()
-    assert h.coordinator.wait_until(lambda c: c.live_agents() == (), 10)
+    # generous: on a loaded 2-core machine the cancelled stream can take seconds to be noticed
+    assert h.coordinator.wait_until(lambda c: c.live_agents() == (), 60)
     assert h.coordinator.session_agent(agent.join.session_id) is None
 
 
