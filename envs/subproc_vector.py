@@ -30,7 +30,7 @@ import sys
 import threading
 import traceback
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -83,21 +83,9 @@ def _worker(
         except Exception as e:
             conn.send(("error", portable_exception(e), traceback.format_exc()))
             return
-        while True:
-            cmd, payload = conn.recv()
-            try:
-                if cmd == "reset":
-                    local, seeds = payload
-                    conn.send(("ok", envs.reset(local, seeds)))
-                elif cmd == "step":
-                    conn.send(("ok", envs.step(payload[0])))
-                elif cmd == "close":
-                    conn.send(("ok", None))
-                    return
-                else:
-                    raise EnvError(f"unknown worker command {cmd!r}")
-            except Exception as e:
-                conn.send(("error", portable_exception(e), traceback.format_exc()))
+        serve_commands(
+            conn, {"reset": lambda args: envs.reset(*args), "step": lambda args: envs.step(args[0])}
+        )
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
     finally:
@@ -107,6 +95,28 @@ def _worker(
             except Exception:  # closing must not hide the reason the worker stopped
                 logger.exception("closing envs in worker %d failed", os.getpid())
         conn.close()
+
+
+def serve_commands(
+    conn: Connection,
+    handlers: Mapping[str, Callable[[Any], Any]],
+    error: type[Exception] = EnvError,
+) -> None:
+    """Answer ``(command, payload)`` messages on ``conn`` until ``close``: ``("ok", result)`` with
+    the command's handler's result, or ``("error", exception, traceback)`` when it raised (the
+    process lives on); an unknown command is an ``error`` of that type."""
+    while True:
+        cmd, payload = conn.recv()
+        try:
+            if cmd == "close":
+                conn.send(("ok", None))
+                return
+            handler = handlers.get(cmd)
+            if handler is None:
+                raise error(f"unknown worker command {cmd!r}")
+            conn.send(("ok", handler(payload)))
+        except Exception as e:
+            conn.send(("error", portable_exception(e), traceback.format_exc()))
 
 
 def portable_exception(e: BaseException) -> BaseException:
@@ -131,8 +141,9 @@ def sigint_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _stop(conns: list[Connection], procs: list[Any]) -> None:
-    """Ask every worker to stop, then join it (terminating any that hangs). Idempotent."""
+def stop_processes(conns: list[Connection], procs: list[Any], what: str = "env worker") -> None:
+    """Ask every child (``procs[i]``, at the end of pipe ``conns[i]``) to close, then join it,
+    terminating any that hangs; empties both lists. Idempotent."""
     for conn, proc in zip(conns, procs, strict=True):
         try:
             if proc.is_alive():
@@ -144,7 +155,7 @@ def _stop(conns: list[Connection], procs: list[Any]) -> None:
     for conn, proc in zip(conns, procs, strict=True):
         proc.join(timeout=STOP_TIMEOUT_S)
         if proc.is_alive():
-            logger.warning("env worker %s did not stop; terminating it", proc.name)
+            logger.warning("%s %s did not stop; terminating it", what, proc.name)
             proc.terminate()
             proc.join(timeout=STOP_TIMEOUT_S)
         conn.close()
@@ -180,7 +191,7 @@ class SubprocVectorEnv(WorkerVectorEnv):
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
         # Reaps the workers when this object is collected or the interpreter exits.
-        self._finalizer = weakref.finalize(self, _stop, self._conns, self._procs)
+        self._finalizer = weakref.finalize(self, stop_processes, self._conns, self._procs)
         try:
             with sigint_ignored():
                 for w, (a, b) in enumerate(self.slices):

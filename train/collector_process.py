@@ -36,7 +36,7 @@ import signal
 import sys
 import traceback
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
@@ -44,7 +44,13 @@ import numpy as np
 import torch
 
 from qmix_edge.envs import EnvSpec
-from qmix_edge.envs.subproc_vector import RemoteTraceback, die_with_parent, portable_exception
+from qmix_edge.envs.subproc_vector import (
+    RemoteTraceback,
+    die_with_parent,
+    portable_exception,
+    serve_commands,
+    stop_processes,
+)
 
 from .collector import Collector, EpisodeStats, evaluation_steps
 from .config import TrainConfig
@@ -55,9 +61,6 @@ from .replay import EPISODE_FIELDS, EpisodeBatch
 from .run_envs import make_eval_envs, make_train_envs
 
 logger = logging.getLogger(__name__)
-
-STOP_TIMEOUT_S = 10.0
-"""How long the child gets to close its envs and exit before it is terminated."""
 
 
 class CollectorProcessError(TrainError):
@@ -168,90 +171,73 @@ def _load(net: AgentNetwork, weights: dict[str, np.ndarray]) -> None:
     net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
 
 
+class _Worker:
+    """What the child owns: the training envs and their collector, the background evaluator."""
+
+    def __init__(self, setup: Mapping[str, Any]) -> None:
+        self.config: TrainConfig = setup["config"]
+        spec: EnvSpec = setup["spec"]
+        self.net = _agent_network(self.config, spec)
+        rngs = []
+        for state in (setup["action_rng"], setup["seed_rng"]):
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state
+            rngs.append(rng)
+        venv = make_train_envs(self.config, setup["kind"], spec)
+        self.collector = Collector(venv, self.net, spec.episode_limit, rngs[0], rngs[1])
+        self.queue = EpisodeQueue()
+        try:
+            self.evaluator = _Evaluator(self.config, spec, setup["eval_seeds"])
+        except BaseException:
+            venv.close()
+            raise
+
+    def collect_round(self, args: tuple[dict[str, np.ndarray], int, int]) -> RoundResult:
+        weights, env_steps, n_steps = args
+        _load(self.net, weights)
+        result = _collect(self.collector, self.queue, self.config, env_steps, n_steps)
+        # In the time the learner still needs for its round's updates.
+        return result._replace(evaluation=self.evaluator.advance())
+
+    def handlers(self) -> dict[str, Callable[[Any], Any]]:
+        c, e = self.collector, self.evaluator
+        return {
+            "round": self.collect_round,
+            "evaluate": lambda args: e.begin(*args),
+            "finish_evaluation": lambda _: e.advance(finish=True),
+            "start": lambda _: c.start(),
+            "restore": lambda args: c.restore(*args),
+            "snapshot": lambda _: c.snapshot(),
+        }
+
+    def close(self) -> None:
+        for venv in (self.collector.venv, self.evaluator.venv):
+            try:
+                venv.close()
+            except Exception:  # closing must not hide the reason the child stopped
+                logger.exception("closing envs in the collector process failed")
+
+
 def _child(conn: Connection, setup: Mapping[str, Any], parent_pid: int) -> None:
-    """The collector process: build the envs and the collector, then answer commands."""
+    """The collector process: build its parts, then answer commands until ``close``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)
     torch.set_num_threads(1)
-    collector: Collector | None = None
-    evaluator: _Evaluator | None = None
+    worker: _Worker | None = None
     try:
         try:
-            config: TrainConfig = setup["config"]
-            spec: EnvSpec = setup["spec"]
-            venv = make_train_envs(config, setup["kind"], spec)
-            net = _agent_network(config, spec)
-            evaluator = _Evaluator(config, spec, setup["eval_seeds"])
-            rngs = []
-            for state in (setup["action_rng"], setup["seed_rng"]):
-                rng = np.random.default_rng()
-                rng.bit_generator.state = state
-                rngs.append(rng)
-            collector = Collector(venv, net, spec.episode_limit, rngs[0], rngs[1])
-            queue = EpisodeQueue()
+            worker = _Worker(setup)
             conn.send(("ok", os.getpid()))
         except Exception as e:
             conn.send(("error", portable_exception(e), traceback.format_exc()))
             return
-        while True:
-            cmd, payload = conn.recv()
-            try:
-                if cmd == "round":
-                    weights, env_steps, n_steps = payload
-                    _load(net, weights)
-                    result = _collect(collector, queue, config, env_steps, n_steps)
-                    # In the time the learner still needs for its round's updates.
-                    evaluation = evaluator.advance()
-                    conn.send(("ok", result._replace(evaluation=evaluation)))
-                elif cmd == "evaluate":
-                    evaluator.begin(*payload)
-                    conn.send(("ok", None))
-                elif cmd == "finish_evaluation":
-                    conn.send(("ok", evaluator.advance(finish=True)))
-                elif cmd == "start":
-                    collector.start()
-                    conn.send(("ok", None))
-                elif cmd == "restore":
-                    collector.restore(*payload)
-                    conn.send(("ok", None))
-                elif cmd == "snapshot":
-                    conn.send(("ok", collector.snapshot()))
-                elif cmd == "close":
-                    conn.send(("ok", None))
-                    return
-                else:
-                    raise TrainError(f"unknown collector command {cmd!r}")
-            except Exception as e:
-                conn.send(("error", portable_exception(e), traceback.format_exc()))
+        serve_commands(conn, worker.handlers(), TrainError)
     except (EOFError, KeyboardInterrupt, BrokenPipeError):
         return
     finally:
-        envs = [part.venv for part in (collector, evaluator) if part is not None]
-        for venv_ in envs:
-            try:
-                venv_.close()
-            except Exception:  # closing must not hide the reason the child stopped
-                logger.exception("closing envs in the collector process failed")
+        if worker is not None:
+            worker.close()
         conn.close()
-
-
-def _stop(conn: Connection, proc: Any) -> None:
-    """Ask the child to stop, then join it (terminating it if it hangs). Idempotent."""
-    if proc.pid is None:
-        return
-    try:
-        if proc.is_alive():
-            conn.send(("close", None))
-            if conn.poll(STOP_TIMEOUT_S):
-                conn.recv()
-    except (BrokenPipeError, EOFError, OSError):
-        pass
-    proc.join(timeout=STOP_TIMEOUT_S)
-    if proc.is_alive():
-        logger.warning("the collector process did not stop; terminating it")
-        proc.terminate()
-        proc.join(timeout=STOP_TIMEOUT_S)
-    conn.close()
 
 
 class CollectorProcess:
@@ -289,9 +275,15 @@ class CollectorProcess:
         self._proc = ctx.Process(
             target=_child, args=(child, setup, os.getpid()), daemon=True, name="qmix-collector"
         )
-        self._finalizer = weakref.finalize(self, _stop, self._conn, self._proc)
+        conns: list[Connection] = []
+        procs: list[Any] = []  # filled once started: what the finalizer stops
+        self._finalizer = weakref.finalize(
+            self, stop_processes, conns, procs, "the collector process"
+        )
         try:
             self._proc.start()
+            conns.append(self._conn)
+            procs.append(self._proc)
             child.close()
             self.pid: int = self._receive()
         except BaseException:

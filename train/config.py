@@ -69,16 +69,19 @@ Presets (`PRESETS`, ``qmix-train --preset NAME``; defaults < preset < YAML file 
 - ``fast``: the learner for the batched simple_spread, after JaxMARL's QMIX (``qmix_rnn``,
   ``ql_rnn_mpe``): RAdam, learning rate 0.005 decayed linearly to 0 over the run, gamma 0.9, one
   update of 32 episodes per 208 env steps, learning from 400 episodes (10k env steps), 5000
-  episodes of replay, gradient clip 25, hard target copies every 200 updates. Ours, measured
-  (bench/README.md): collection in its own process overlapping the learner (``overlap``, rounds
-  of 8 vector steps), 64 worlds (collection alone then runs about 2x the env steps the learner
-  keeps up with, so the learner bounds the run), checkpoints every 500k env steps (a checkpoint
-  writes the 5000-episode replay, about 60 MB), greedy evaluation every 100k env steps. Kept
-  from our defaults on purpose, each compared on the same seed by env steps: an MLP agent rather
-  than a GRU (a GRU update costs about 3x an MLP update on this CPU, even in torch's fused
-  kernel), standardised rewards (off: -48.0 against -39.8 at 2.3M env steps), 2-layer
-  hypernetworks (1 layer: 22 % cheaper updates, but -68 against -40 at 2.3M env steps), epsilon
-  over 100k env steps (JaxMARL: 10 % of its 10M-step run).
+  episodes of replay, gradient clip 25. Ours, measured (bench/README.md; a run's return at a
+  given env step does not depend on the machine's load, so these compare cleanly):
+  hard target copies every 100 updates, not 200 (seed 0: -29.9 against -37.4 at 3M env steps;
+  -40 first at 1.6-1.9M env steps on seeds 0, 1, 2); collection in its own process overlapping
+  the learner (``overlap``, rounds of 8 vector steps); 64 worlds (collection alone then runs
+  about twice the env steps the learner keeps up with, so the learner bounds the run);
+  checkpoints every 500k env steps (one writes the 5000-episode replay, about 60 MB); greedy
+  evaluation every 100k env steps. Kept from our defaults on purpose, each compared on seed 0 by
+  env steps with 200-update target copies: an MLP agent rather than a GRU (a GRU update costs
+  about 3x an MLP update on this CPU, even in torch's fused kernel), standardised rewards (off:
+  -48.0 against -39.8 at 2.3M env steps), 2-layer hypernetworks (1 layer: 22 % cheaper updates,
+  but -68 against -40 at 2.3M env steps), epsilon over 100k env steps (JaxMARL: 10 % of its
+  10M-step run).
 - ``epymarl``: EPyMARL's own QMIX/VDN settings for its Gymnasium robot tasks (lbforaging, rware),
   read from its repository (uoe-agents/epymarl, commit cbc38c0: ``src/config/default.yaml``,
   ``src/config/algs/qmix.yaml`` and ``vdn.yaml``, ``src/config/envs/gymma.yaml``):
@@ -148,7 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learning_starts": 400,
         "buffer_size": 125_000,
         "grad_norm_clip": 25.0,
-        "target_update_freq": 200,
+        "target_update_freq": 100,
         "epsilon_decay_steps": 100_000,
         "n_envs": 64,
         "overlap": True,

@@ -33,7 +33,7 @@ the weights one vector step per round, in its spare time (`CollectorProcess.begi
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 
@@ -94,16 +94,45 @@ class Schedule(Protocol):
         """Release the envs (and the collector process)."""
 
 
-class _Learning:
-    """The parts both schedules share: updates owed, replay, reward statistics and the pacer."""
+class _Collecting(Protocol):
+    """What both collectors (in this process, or in its own) answer alike."""
+
+    def start(self) -> None: ...
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+
+
+C = TypeVar("C", bound=_Collecting)
+
+
+class _Learning(Generic[C]):
+    """The parts both schedules share: updates owed, replay, reward statistics, the pacer, and
+    the collector's start, restore and snapshot."""
 
     def __init__(
-        self, config: TrainConfig, learner: Learner, replay: EpisodeReplay, pacer: UpdatePacer
+        self,
+        config: TrainConfig,
+        learner: Learner,
+        replay: EpisodeReplay,
+        pacer: UpdatePacer,
+        collector: C,
     ) -> None:
         self.config = config
         self.learner = learner
         self.replay = replay
         self.pacer = pacer
+        self.collector = collector
+
+    def start(self) -> None:
+        self.collector.start()
+
+    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.collector.restore(state, arrays)
+
+    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return self.collector.snapshot()
 
     def run_updates(self, env_steps: int, total: int) -> dict[str, float]:
         """The updates owed at a vector step starting at ``env_steps`` (learning rate set first)."""
@@ -122,21 +151,10 @@ class _Learning:
         )
 
 
-class InlineSchedule(_Learning):
+class InlineSchedule(_Learning[Collector]):
     """One vector step per `advance`, updates while the envs step (see the module docstring)."""
 
     background_evaluation = False
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        learner: Learner,
-        replay: EpisodeReplay,
-        pacer: UpdatePacer,
-        collector: Collector,
-    ) -> None:
-        super().__init__(config, learner, replay, pacer)
-        self.collector = collector
 
     @property
     def venv(self) -> VectorTeamEnv:
@@ -147,15 +165,6 @@ class InlineSchedule(_Learning):
 
     def finish_evaluation(self) -> tuple[int, list[EpisodeStats]] | None:
         return None
-
-    def start(self) -> None:
-        self.collector.start()
-
-    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.collector.restore(state, arrays)
-
-    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return self.collector.snapshot()
 
     def advance(self, env_steps: int, total: int) -> Progress:
         epsilon = self.config.epsilon(env_steps)
@@ -170,36 +179,16 @@ class InlineSchedule(_Learning):
         self.venv.close()
 
 
-class OverlappedSchedule(_Learning):
+class OverlappedSchedule(_Learning[CollectorProcess]):
     """One round per `advance`: the collector process steps while the learner updates."""
 
     background_evaluation = True
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        learner: Learner,
-        replay: EpisodeReplay,
-        pacer: UpdatePacer,
-        collector: CollectorProcess,
-    ) -> None:
-        super().__init__(config, learner, replay, pacer)
-        self.collector = collector
 
     def begin_evaluation(self, tag: int, weights: dict[str, np.ndarray]) -> None:
         self.collector.begin_evaluation(tag, weights)
 
     def finish_evaluation(self) -> tuple[int, list[EpisodeStats]] | None:
         return self.collector.finish_evaluation()
-
-    def start(self) -> None:
-        self.collector.start()
-
-    def restore(self, state: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        self.collector.restore(state, arrays)
-
-    def snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return self.collector.snapshot()
 
     def advance(self, env_steps: int, total: int) -> Progress:
         cfg, n_envs = self.config, self.collector.n_envs

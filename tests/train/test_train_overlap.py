@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_helpers import tiny
+from train_helpers import TWO_STEP_PAPER, tiny
 
 from qmix_edge.envs import BatchedSimpleSpread
 from qmix_edge.envs.subproc_vector import RemoteTraceback
@@ -169,18 +169,7 @@ def test_policy_lag_is_at_most_one_round_of_updates(tmp_path: Path) -> None:
 
 
 def test_a_learning_run_overlapped_reaches_the_two_step_optimum(tmp_path: Path) -> None:
-    paper = {
-        "gamma": 0.99,
-        "epsilon_start": 1.0,
-        "epsilon_end": 1.0,
-        "hypernet_layers": 1,
-        "batch_size": 32,
-        "n_envs": 8,
-        "target_update_freq": 100,
-        "eval_episodes": 1,
-        "eval_interval": 10**9,
-    }
-    cfg = tiny(**paper, overlap=True, overlap_round_steps=4)
+    cfg = tiny(**TWO_STEP_PAPER, overlap=True, overlap_round_steps=4)
     trainer = Trainer("qmix", env="two_step", seed=0, config=cfg, run_dir=tmp_path / "r")
     result = trainer.train(total_timesteps=4000)
     assert trainer.vector_kind == "sync"

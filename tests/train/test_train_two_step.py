@@ -10,27 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from train_helpers import tiny
+from train_helpers import TWO_STEP_PAPER, tiny
 
 from qmix_edge.train.trainer import Trainer
-
-PAPER = {
-    "gamma": 0.99,
-    "epsilon_start": 1.0,
-    "epsilon_end": 1.0,
-    "hypernet_layers": 1,
-    "batch_size": 32,
-    "n_envs": 8,
-    "target_update_freq": 100,
-    "eval_episodes": 1,  # the game is deterministic: one greedy episode is the greedy return
-    "eval_interval": 10**9,
-}
 
 
 @pytest.mark.parametrize(("algo", "expected"), [("qmix", 8.0), ("vdn", 7.0)])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_two_step_game_greedy_return(algo: str, expected: float, seed: int, tmp_path: Path) -> None:
-    trainer = Trainer(algo, env="two_step", seed=seed, config=tiny(**PAPER), run_dir=tmp_path / "r")
+    trainer = Trainer(
+        algo, env="two_step", seed=seed, config=tiny(**TWO_STEP_PAPER), run_dir=tmp_path / "r"
+    )
     result = trainer.train(total_timesteps=4000)
     assert result["updates"] > 1900
     assert result["mean_reward"] == expected

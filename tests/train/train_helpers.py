@@ -23,3 +23,17 @@ def tiny(**overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+TWO_STEP_PAPER: dict[str, Any] = {
+    "gamma": 0.99,
+    "epsilon_start": 1.0,
+    "epsilon_end": 1.0,
+    "hypernet_layers": 1,
+    "batch_size": 32,
+    "n_envs": 8,
+    "target_update_freq": 100,
+    "eval_episodes": 1,  # the game is deterministic: one greedy episode is the greedy return
+    "eval_interval": 10**9,
+}
+"""The QMIX paper's two-step game setting: uniform exploration throughout (epsilon 1)."""
