@@ -266,29 +266,12 @@ def main() -> None:
     if args.speed:
         speed(args, base)
         return
+    lbf = tuple(t for t in tasks if t in LBF_TASKS)
+    rware = tuple(t for t in tasks if t not in LBF_TASKS)
     sweeps = [
-        (
-            "lbf",
-            sweep_of(
-                tuple(t for t in tasks if t in LBF_TASKS),
-                args.steps,
-                args.seeds,
-                base,
-                args.evals,
-                algos,
-            ),
-        ),
-        (
-            "rware",
-            sweep_of(
-                tuple(t for t in tasks if t not in LBF_TASKS),
-                args.rware_steps,
-                args.seeds,
-                base,
-                args.evals,
-                algos,
-            ),
-        ),
+        (label, sweep_of(chosen, steps, args.seeds, base, args.evals, algos))
+        for label, chosen, steps in (("lbf", lbf, args.steps), ("rware", rware, args.rware_steps))
+        if chosen
     ]
     print(
         f"tasks {tasks} x {algos} x {args.seeds} seeds; {args.steps:,} env steps per LBF run, "
@@ -300,8 +283,6 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, spec in sweeps:
-        if not spec.grid["env"]:
-            continue
         print(f"[{label}] load average before: {load()}", flush=True)
         t0 = time.perf_counter()
         outcome = run_sweep(
