@@ -8,8 +8,8 @@ agents). Wall seconds count from the Trainer's creation (after the imports): sta
 collector process, evaluations and checkpoints included. Prints each seed's curve and the first time each target was reached, against the goals
 (-40 within 140 s and -30 within 250 s on every seed) and the baselines: the random policy on the
 same evaluation seeds (measured here) and JaxMARL's QMIX on this machine kind (measured beside
-qmix-edge under the same load: -40 first at 227 s on its better seed, never on the other; -30 never
-within 250 s).
+qmix-edge, alternated run by run: -40 first at 227 s at best, on none of seeds 0, 1, 2 within
+260 s on a quiet machine; -30 never within 250 s; see ``bench/train_vs_jaxmarl.py``).
 
 Takes ``--seconds`` per seed: run it in the background, e.g.
 
@@ -34,7 +34,10 @@ from qmix_edge.train.config import preset_values
 from qmix_edge.train.trainer import Trainer
 
 GOALS = ((-40.0, 140.0), (-30.0, 250.0))  # (greedy return, wall seconds)
-JAXMARL = {-40.0: "227 s (best seed; never on the other)", -30.0: "not within 250 s"}
+JAXMARL = {  # measured beside qmix-edge on this machine kind (bench/README.md)
+    -40.0: "227 s on its better seed at load 1.4; on none of seeds 0-2 within 260 s when quiet",
+    -30.0: "never within 250 s",
+}
 
 
 def main() -> None:
@@ -48,8 +51,9 @@ def main() -> None:
         "--total-timesteps",
         type=int,
         default=6_000_000,
-        help="the run's nominal length: the fast preset's learning rate decays over it (6M: "
-        "about what 250 s reach on a quiet 2-core machine, so it anneals by the -30 deadline)",
+        help="the run's nominal length: the fast preset's learning rate decays over it (250 s "
+        "reach 4.1-4.5M on a quiet 2-core machine; 4M, annealed by then, did no better than 6M "
+        "on seeds 0-2: bench/README.md)",
     )
     parser.add_argument("--run-dir", type=Path, default=None, help="keep the runs here")
     parser.add_argument(
