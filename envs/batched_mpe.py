@@ -39,7 +39,14 @@ import numpy as np
 
 from .errors import EnvError
 from .spec import AgentSpec, EnvSpec, TeamStep
-from .vector import VectorStepResult, VectorTeamEnv, index_array, reject_unavailable, seed_list
+from .vector import (
+    VectorStepResult,
+    VectorTeamEnv,
+    check_engine_args,
+    index_array,
+    reject_unavailable,
+    seed_list,
+)
 
 SPREAD_IDS = frozenset({"simple_spread", "mpe2:simple_spread_v3"})
 """Env ids that name mpe2's simple_spread_v3 (the built-in short name and the module form)."""
@@ -114,10 +121,7 @@ class BatchedSimpleSpread(VectorTeamEnv):
         episode_limit: int | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-            raise EnvError(f"n_envs must be a positive integer; found {n_envs!r}")
-        if team_reward not in ("sum", "mean"):
-            raise EnvError(f"team_reward must be 'sum' or 'mean'; found {team_reward!r}")
+        check_engine_args(n_envs, team_reward)
         kwargs = dict(env_kwargs or {})
         bad = unsupported_spread_options(kwargs)
         if bad:

@@ -63,6 +63,7 @@ from .base import TeamEnv
 from .errors import EnvError, UnsupportedEnvError, did_you_mean
 from .sim_import import import_sim_module
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
+from .vector import check_engine_args
 
 logger = logging.getLogger(__name__)
 
@@ -201,10 +202,7 @@ class VmasWorlds:
         episode_limit: int | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
-            raise EnvError(f"n_envs must be a positive integer; found {n_envs!r}")
-        if team_reward not in ("sum", "mean"):
-            raise EnvError(f"team_reward must be 'sum' or 'mean'; found {team_reward!r}")
+        check_engine_args(n_envs, team_reward)
         if not is_vmas_id(env_id) or not env_id[len(VMAS_PREFIX) :]:
             raise EnvError(f"expected an env id 'vmas:<scenario>'; found {env_id!r}")
         kwargs = dict(env_kwargs or {})
