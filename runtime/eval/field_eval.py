@@ -41,7 +41,7 @@ from ..records import RunEnd, RunStart, read_records
 from .config import EvalConfig
 from .field_report import build_field_report, field_summary_text, write_field_report
 from .field_sim import ADDRESS_ENV, FieldEpisode, FieldSimulator, MissionStarts
-from .launcher import POLL_S, agent_command, coordinator_command, last_error_line
+from .launcher import POLL_S, agent_command, coordinator_command, last_error_line, wait_for_ports
 from .link_proxy import LinkShape, UdpLinkProxy
 from .reference import run_reference
 
@@ -122,20 +122,13 @@ class FieldMission:
         self.coordinator = subprocess.Popen(
             coordinator_command(config), stdout=subprocess.DEVNULL, stderr=self._log("coordinator")
         )
-        deadline = time.monotonic() + cfg.coordinator_start_s
-        while not port_file.exists():
-            if self.coordinator.poll() is not None:
-                raise RuntimeFailure(
-                    f"{self.scenario}: mission control exited with "
-                    f"{self.coordinator.returncode} before serving: {self.why('coordinator')}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"{self.scenario}: mission control did not serve within "
-                    f"{cfg.coordinator_start_s:g} s: {self.why('coordinator')}"
-                )
-            time.sleep(POLL_S)
-        self.port = int(port_file.read_text())
+        (self.port,) = wait_for_ports(
+            self.coordinator,
+            [port_file],
+            cfg.coordinator_start_s,
+            f"{self.scenario}: mission control",
+            lambda: self.why("coordinator"),
+        )
 
     def start_agents(self) -> None:
         cfg = self.cfg

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -197,23 +197,17 @@ class Processes:
             cmd, stdout=subprocess.DEVNULL, stderr=self._log("coordinator")
         )
         self.coordinator_starts += 1
-        deadline = time.monotonic() + cfg.coordinator_start_s
         wanted = [self.port_file, self.lane_port_file] if cfg.step_lane else [self.port_file]
-        while not all(f.exists() for f in wanted):
-            if self.coordinator.poll() is not None:
-                raise RuntimeFailure(
-                    f"the coordinator exited with {self.coordinator.returncode} before serving: "
-                    f"{self.why('coordinator')}"
-                )
-            if time.monotonic() > deadline:
-                raise RuntimeFailure(
-                    f"the coordinator did not report its port within {cfg.coordinator_start_s:g} "
-                    f"s (--coordinator-start-s): {self.why('coordinator')}"
-                )
-            time.sleep(POLL_S)
-        self.port = int(self.port_file.read_text())
+        ports = wait_for_ports(
+            self.coordinator,
+            wanted,
+            cfg.coordinator_start_s,
+            "the coordinator",
+            lambda: self.why("coordinator"),
+        )
+        self.port = ports[0]
         if cfg.step_lane:
-            self.lane_port = int(self.lane_port_file.read_text())
+            self.lane_port = ports[1]
 
     def start_agent(self, agent_id: str, faults: Sequence[Fault]) -> None:
         """Start (or restart) one agent; its faults strike as `fault_flags` says."""
@@ -275,6 +269,29 @@ class Processes:
                 p.wait(grace)
         for f in self._logs:
             f.close()
+
+
+def wait_for_ports(
+    proc: subprocess.Popen[bytes],
+    port_files: Sequence[Path],
+    timeout_s: float,
+    what: str,
+    why: Callable[[], str],
+) -> list[int]:
+    """The ports a starting coordinator writes into ``port_files``, once all exist; a clear
+    `RuntimeFailure` if ``proc`` exits first or ``timeout_s`` passes. ``what`` names the process
+    in those messages, ``why()`` gives its last error line and log."""
+    deadline = time.monotonic() + timeout_s
+    while not all(f.exists() for f in port_files):
+        if proc.poll() is not None:
+            raise RuntimeFailure(f"{what} exited with {proc.returncode} before serving: {why()}")
+        if time.monotonic() > deadline:
+            raise RuntimeFailure(
+                f"{what} did not report its port within {timeout_s:g} s (--coordinator-start-s): "
+                f"{why()}"
+            )
+        time.sleep(POLL_S)
+    return [int(f.read_text()) for f in port_files]
 
 
 def last_error_line(log_path: Path) -> str:
