@@ -58,3 +58,11 @@ class TeamEnv(abc.ABC):
                 f"available: {np.flatnonzero(current.avail[i]).tolist()}"
             )
         return acts
+
+
+def check_engine_args(n_envs: int, team_reward: str) -> None:
+    """The arguments every batched engine (one call steps all worlds) checks first."""
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise EnvError(f"n_envs must be a positive integer; found {n_envs!r}")
+    if team_reward not in ("sum", "mean"):
+        raise EnvError(f"team_reward must be 'sum' or 'mean'; found {team_reward!r}")

@@ -37,12 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from .base import check_engine_args
 from .errors import EnvError
 from .spec import AgentSpec, EnvSpec, TeamStep
 from .vector import (
     VectorStepResult,
     VectorTeamEnv,
-    check_engine_args,
     index_array,
     reject_unavailable,
     seed_list,

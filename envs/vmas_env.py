@@ -59,11 +59,10 @@ from typing import Any
 
 import numpy as np
 
-from .base import TeamEnv
+from .base import TeamEnv, check_engine_args
 from .errors import EnvError, UnsupportedEnvError, did_you_mean
 from .sim_import import import_sim_module
 from .spec import AgentSpec, EnvSpec, StepResult, TeamStep
-from .vector import check_engine_args
 
 logger = logging.getLogger(__name__)
 
