@@ -177,13 +177,19 @@ class TeamServicer(pb_grpc.TeamServicer):
         except Refusal as r:
             await context.abort(r.code, r.detail)
             raise
-        # Sent before the loop runs anything else, so it precedes any step of this session.
-        await session.write(self.sessions.attached_message(session))
-        reader = asyncio.ensure_future(self._read(session, context))
+        # From here on the session holds its seat, so whatever ends this handler ends the session:
+        # a client that cancels while Attached is being written cancels this task in that write
+        # (CancelledError is no Exception: Session.write does not catch it), and without the
+        # finally its seat would stay taken for good.
+        reader: asyncio.Future[None] | None = None
         try:
+            # Sent before the loop runs anything else, so it precedes any step of this session.
+            await session.write(self.sessions.attached_message(session))
+            reader = asyncio.ensure_future(self._read(session, context))
             await session.closed  # set when the session ends, whoever ends it
         finally:
-            reader.cancel()
+            if reader is not None:
+                reader.cancel()
             self.sessions.disconnected(session)
         detail = self.malformed.pop(session.id, None)
         if detail is not None:
